@@ -1,0 +1,168 @@
+"""The frame store: one HDF5 file per video, a frame index over all videos, a virtual dataset.
+
+Contract (docs/architecture.md): `frames` uint8 (N, H, W, C) chunked one frame per chunk,
+`label` int16, `frame_index` int32, `patient` / `video` strings, provenance in attributes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from lus_core.io_utils import atomic_path
+
+STR = h5py.string_dtype()
+INDEX_COLUMNS = ["frame_id", "video", "patient", "frame", "label", "h5", "row"]
+
+
+def write_video_store(
+    path: str | Path,
+    frames: np.ndarray,
+    labels: Sequence[int],
+    frame_numbers: Sequence[int],
+    patient: str,
+    video_id: str,
+    attrs: dict,
+) -> None:
+    """Write one video's frames atomically. `frames` is uint8 (N, H, W, C)."""
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4:
+        raise ValueError(f"{path}: frames must be uint8 (N, H, W, C), got {frames.dtype} {frames.shape}")
+    n = len(frames)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset(
+            "frames", data=frames, chunks=(1, *frames.shape[1:]), compression="gzip", compression_opts=1
+        )
+        f.create_dataset("label", data=np.asarray(labels, dtype=np.int16))
+        f.create_dataset("frame_index", data=np.asarray(frame_numbers, dtype=np.int32))
+        f.create_dataset("patient", data=[patient] * n, dtype=STR)
+        f.create_dataset("video", data=[video_id] * n, dtype=STR)
+        f.attrs["video_id"] = video_id
+        f.attrs["patient"] = patient
+        for key, value in attrs.items():
+            f.attrs[key] = json.dumps(value) if isinstance(value, dict | list) else value
+
+
+def read_video_attrs(path: str | Path) -> dict:
+    with h5py.File(path, "r") as f:
+        return {k: _decode_attr(v) for k, v in f.attrs.items()}
+
+
+def _decode_attr(value):
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value.tolist() if hasattr(value, "tolist") else value
+
+
+def build_frame_index(video_paths: Sequence[str | Path]) -> pd.DataFrame:
+    """One row per frame over all videos, videos sorted by id, frames in stored order."""
+    parts = []
+    for path in sorted(video_paths, key=lambda p: Path(p).stem):
+        with h5py.File(path, "r") as f:
+            n = len(f["label"])
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "video": f.attrs["video_id"],
+                        "patient": str(f.attrs["patient"]),
+                        "frame": f["frame_index"][:],
+                        "label": f["label"][:].astype(int),
+                        "h5": str(path),
+                        "row": np.arange(n),
+                    }
+                )
+            )
+    index = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=INDEX_COLUMNS[1:])
+    index.insert(0, "frame_id", np.arange(len(index)))
+    return index[INDEX_COLUMNS]
+
+
+def write_frame_index(index: pd.DataFrame, csv_path: str | Path) -> None:
+    with atomic_path(csv_path) as tmp:
+        index.to_csv(tmp, index=False)
+
+
+def read_frame_index(csv_path: str | Path) -> pd.DataFrame:
+    return pd.read_csv(csv_path, dtype={"patient": str, "video": str})
+
+
+def write_virtual_dataset(index: pd.DataFrame, vds_path: str | Path, config_json: str = "{}") -> bool:
+    """Present all frames as one (N, H, W, C) array without copying them.
+
+    Returns False (and writes only the labels) when videos differ in shape or channel count,
+    since one virtual dataset needs one shape; loaders then read the per-video files.
+    """
+    vds_path = Path(vds_path)
+    videos = index.drop_duplicates("video")[["video", "h5"]]
+    shapes = {}
+    for h5_path in videos["h5"]:
+        with h5py.File(h5_path, "r") as f:
+            shapes[h5_path] = f["frames"].shape
+    uniform = len({s[1:] for s in shapes.values()}) <= 1 and len(shapes) > 0
+    with atomic_path(vds_path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("label", data=index["label"].to_numpy(np.int16))
+        f.create_dataset("frame_id", data=index["frame_id"].to_numpy(np.int64))
+        f.attrs["config"] = config_json
+        f.attrs["uniform"] = uniform
+        if uniform:
+            frame_shape = next(iter(shapes.values()))[1:]
+            layout = h5py.VirtualLayout(shape=(len(index), *frame_shape), dtype=np.uint8)
+            start = 0
+            for h5_path in videos["h5"]:
+                n = shapes[h5_path][0]
+                # relative source paths keep the store valid when the results folder moves
+                rel = os.path.relpath(Path(h5_path).resolve(), vds_path.parent.resolve())
+                layout[start : start + n] = h5py.VirtualSource(str(rel), "frames", shape=shapes[h5_path])
+                start += n
+            f.create_virtual_dataset("frames", layout, fillvalue=0)
+    return uniform
+
+
+class FrameReader:
+    """Random access to frames through the frame index; opens files lazily (one handle per file).
+
+    Safe to use in DataLoader workers: create it (or call `reset()`) inside each worker, since
+    HDF5 handles must not cross a fork.
+    """
+
+    def __init__(self, index: pd.DataFrame):
+        self.h5 = index["h5"].to_numpy()
+        self.row = index["row"].to_numpy()
+        self._files: dict[str, h5py.File] = {}
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def reset(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files = {}
+
+    def frame(self, i: int) -> np.ndarray:
+        """Frame i of the index as uint8 (H, W, C)."""
+        path = self.h5[i]
+        f = self._files.get(path)
+        if f is None:
+            f = self._files[path] = h5py.File(path, "r")
+        return f["frames"][self.row[i]]
+
+    def frames(self, indices: Sequence[int]) -> np.ndarray:
+        return np.stack([self.frame(i) for i in indices])
+
+    def __getstate__(self):
+        # never pickle open handles into worker processes
+        state = self.__dict__.copy()
+        state["_files"] = {}
+        return state
+
+    def __del__(self):
+        self.reset()

@@ -1,0 +1,145 @@
+"""Decode LUS videos (any OpenCV container, GIF, or a folder of PNG/JPEG frames), find the
+ultrasound sector and crop/resize frames to a fixed square size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mpeg", ".mpg", ".gif", ".mkv", ".m4v", ".wmv"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg"}
+
+
+class VideoError(ValueError):
+    """A video cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class DecodedVideo:
+    frames: np.ndarray  # uint8 (N, H, W, C) with C = 1 (grayscale) or 3 (RGB)
+    frame_numbers: np.ndarray  # source frame number of each kept frame
+    fps: float
+    n_source_frames: int
+    original_size: tuple[int, int]  # (h, w)
+
+
+def is_frame_folder(path: Path) -> bool:
+    return path.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in path.iterdir())
+
+
+def decode(path: str | Path, stride: int = 1, max_frames: int = 0) -> DecodedVideo:
+    """Decode every `stride`-th frame (then at most `max_frames`, evenly spaced)."""
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(f"{path}: file not found")
+    frames, numbers, fps = (_decode_folder if path.is_dir() else _decode_container)(path, stride)
+    n_source = (numbers[-1] + 1) if numbers else 0
+    if not frames:
+        raise VideoError(f"{path}: no frame could be decoded (empty, corrupt or unsupported video)")
+    stack = np.stack(frames)
+    numbers = np.asarray(numbers, dtype=np.int32)
+    if max_frames and len(stack) > max_frames:
+        keep = np.linspace(0, len(stack) - 1, max_frames).round().astype(int)
+        stack, numbers = stack[keep], numbers[keep]
+    gray = _is_grayscale(stack)
+    stack = stack[..., :1] if gray else stack[..., ::-1]  # BGR -> RGB for colour
+    return DecodedVideo(np.ascontiguousarray(stack), numbers, fps, int(n_source), stack.shape[1:3])
+
+
+def _decode_container(path: Path, stride: int):
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise VideoError(f"{path}: cannot open video (corrupt file or unsupported container)")
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    frames, numbers, i = [], [], 0
+    try:
+        while True:
+            # grab() skips the colour conversion of frames the stride drops
+            if not cap.grab():
+                break
+            if i % stride == 0:
+                ok, frame = cap.retrieve()
+                if not ok or frame is None:
+                    break
+                if frame.ndim == 2:
+                    frame = frame[..., None].repeat(3, axis=2)
+                frames.append(frame)
+                numbers.append(i)
+            i += 1
+    finally:
+        cap.release()
+    if frames and len({f.shape for f in frames}) > 1:
+        raise VideoError(f"{path}: frames change size mid-video")
+    return frames, numbers, fps
+
+
+def _decode_folder(path: Path, stride: int):
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    frames, numbers = [], []
+    for i, file in enumerate(files):
+        if i % stride:
+            continue
+        img = cv2.imread(str(file), cv2.IMREAD_COLOR)
+        if img is None:
+            raise VideoError(f"{file}: unreadable image in frame folder {path}")
+        frames.append(img)
+        numbers.append(i)
+    if frames and len({f.shape for f in frames}) > 1:
+        raise VideoError(f"{path}: frame images differ in size")
+    return frames, numbers, 0.0
+
+
+def _is_grayscale(frames: np.ndarray, tolerance: int = 24, max_fraction: float = 0.002) -> bool:
+    """True when the colour channels agree up to codec noise (chroma subsampling)."""
+    sample = frames[:: max(1, len(frames) // 8)].astype(np.int16)
+    spread = sample.max(axis=-1) - sample.min(axis=-1)
+    return float((spread > tolerance).mean()) <= max_fraction
+
+
+def find_sector(frames: np.ndarray, threshold: float = 0.05, floor: float = 6.0) -> tuple[int, int, int, int]:
+    """Bounding box (x0, y0, x1, y1) of the ultrasound sector.
+
+    A pixel belongs to the sector when its mean over all frames is bright OR it flickers
+    (temporal std): deep, low-gain parts of a fan are dark on average but still carry
+    speckle, and a dark or blank first frame does not matter. Holes are closed, thin
+    overlays (text, depth markers) removed by an opening, and the largest connected
+    component is kept.
+    """
+    gray = frames.mean(axis=3) if frames.ndim == 4 else frames.astype(np.float32)
+    activity = np.maximum(gray.mean(axis=0), 2.0 * gray.std(axis=0))
+    h, w = activity.shape
+    peak = np.percentile(activity, 99.5)
+    if peak <= floor:
+        return 0, 0, w, h
+    mask = (activity > max(floor, threshold * peak)).astype(np.uint8)
+    k = max(3, (min(h, w) // 40) | 1)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((3 * k, 3 * k), np.uint8))
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((k, k), np.uint8))
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n <= 1:
+        return 0, 0, w, h
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, bw, bh = stats[largest, :4]
+    if bw * bh < 0.05 * h * w:  # nothing sector-like: keep the full frame
+        return 0, 0, w, h
+    return int(x), int(y), int(x + bw), int(y + bh)
+
+
+def crop_resize(frames: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """Crop to `box`, pad to a square with black (keeps the fan's geometry), resize to size."""
+    x0, y0, x1, y1 = box
+    crop = frames[:, y0:y1, x0:x1]
+    n, h, w, c = crop.shape
+    side = max(h, w)
+    square = np.zeros((n, side, side, c), dtype=np.uint8)
+    oy, ox = (side - h) // 2, (side - w) // 2
+    square[:, oy : oy + h, ox : ox + w] = crop
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    out = np.empty((n, size, size, c), dtype=np.uint8)
+    for i in range(n):
+        resized = cv2.resize(square[i], (size, size), interpolation=interp)
+        out[i] = resized.reshape(size, size, c)
+    return out

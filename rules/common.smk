@@ -1,0 +1,51 @@
+# Config validation, the video table, input functions and the code versions of each step.
+import json
+
+from lus_core.config import validate_config
+from lus_core.workflow import code_version, video_table
+
+validate_config(config, source="config")
+
+R = config["results"]
+CLASSES = config["classes"]
+BACKBONES = config["train"]["backbones"]
+FOLDS = [str(i) for i in range(config["split"]["n_folds"])]
+METHODS = config["confidence"]["methods"]
+SPACES = config["similarity"]["spaces"]
+SYNTHETIC = config["dataset"]["synthetic"]["enabled"]
+SYNTH_DIR = f"{R}/synthetic"
+VIDEOS = video_table(config, SYNTH_DIR)
+
+
+wildcard_constraints:
+    video=r"[A-Za-z0-9_.\-]+",
+    backbone="|".join(BACKBONES),
+    fold=r"\d+|all",
+    method="|".join(METHODS),
+    space="|".join(SPACES),
+
+
+def video_source(wildcards):
+    return VIDEOS[wildcards.video]["path"]
+
+
+def video_label_inputs(wildcards):
+    # synthetic labels only exist after the synth job; real labels are passed as params so
+    # that editing one video's label re-extracts that video only
+    return [f"{SYNTH_DIR}/labels.csv"] if SYNTHETIC else []
+
+
+def video_params(wildcards):
+    return json.dumps(VIDEOS[wildcards.video], sort_keys=True)
+
+
+def all_frame_stores(wildcards=None):
+    return expand(f"{R}/frames/{{video}}.h5", video=sorted(VIDEOS))
+
+
+def fold_models(wildcards):
+    return {f: f"{R}/models/{wildcards.backbone}/{f}.pt" for f in FOLDS + ["all"]}
+
+
+def final_targets():
+    return [f"{R}/report/index.html"]

@@ -1,0 +1,44 @@
+# "Is the CNN right?" models, fitted on out-of-fold predictions of training patients only.
+
+
+rule fit_confidence:
+    input:
+        f"{R}/predictions/{{backbone}}.h5",
+    output:
+        model=f"{R}/confidence/{{backbone}}/{{method}}.joblib",
+        scores=f"{R}/confidence/{{backbone}}/{{method}}.csv",
+        summary=f"{R}/confidence/{{backbone}}/{{method}}.json",
+    params:
+        confidence=config["confidence"],
+        code=code_version("confidence"),
+    log:
+        f"{R}/logs/confidence/{{backbone}}/{{method}}.log",
+    benchmark:
+        f"{R}/benchmarks/confidence/{{backbone}}/{{method}}.tsv"
+    script:
+        "../workflow_scripts/fit_confidence.py"
+
+
+rule confidence_report:
+    input:
+        predictions=f"{R}/predictions/{{backbone}}.h5",
+        summaries=expand(f"{R}/confidence/{{{{backbone}}}}/{{method}}.json", method=METHODS),
+        scores=expand(f"{R}/confidence/{{{{backbone}}}}/{{method}}.csv", method=METHODS),
+    output:
+        table=f"{R}/confidence/{{backbone}}/metrics.csv",
+        risk=report(
+            f"{R}/confidence/{{backbone}}/risk_coverage.png",
+            caption="../report/risk_coverage.rst",
+            category="Confidence",
+        ),
+        reliability=report(
+            f"{R}/confidence/{{backbone}}/reliability.png",
+            caption="../report/reliability.rst",
+            category="Confidence",
+        ),
+    params:
+        code=code_version("confidence"),
+    log:
+        f"{R}/logs/confidence/{{backbone}}/report.log",
+    script:
+        "../workflow_scripts/confidence_report.py"

@@ -1,0 +1,62 @@
+# Annoy indexes over training patients in each similarity space, and the k nearest
+# other-patient training frames of every frame (the fallback's and the galleries' input).
+
+
+def index_files(wildcards):
+    base = f"{R}/index/{wildcards.backbone}/{wildcards.space}"
+    files = {"ann": f"{base}.ann", "ids": f"{base}.ids.csv", "meta": f"{base}.json"}
+    if wildcards.space == "tsne":
+        files["tsne"] = f"{base}.tsne.pkl"
+    return files
+
+
+SIMILARITY_CODE = code_version("similarity", "frame_store")
+
+
+rule build_index:
+    input:
+        predictions=f"{R}/predictions/{{backbone}}.h5",
+        index=f"{R}/frame_index.csv",
+    output:
+        ann=f"{R}/index/{{backbone}}/{{space}}.ann",
+        ids=f"{R}/index/{{backbone}}/{{space}}.ids.csv",
+        meta=f"{R}/index/{{backbone}}/{{space}}.json",
+    wildcard_constraints:
+        space="raw|softmax|embedding",
+    params:
+        similarity=config["similarity"],
+        code=SIMILARITY_CODE,
+    log:
+        f"{R}/logs/index/{{backbone}}/{{space}}.log",
+    benchmark:
+        f"{R}/benchmarks/index/{{backbone}}/{{space}}.tsv"
+    script:
+        "../workflow_scripts/build_index.py"
+
+
+use rule build_index as build_tsne_index with:
+    output:
+        ann=f"{R}/index/{{backbone}}/{{space}}.ann",
+        ids=f"{R}/index/{{backbone}}/{{space}}.ids.csv",
+        meta=f"{R}/index/{{backbone}}/{{space}}.json",
+        tsne=f"{R}/index/{{backbone}}/{{space}}.tsne.pkl",
+    wildcard_constraints:
+        space="tsne",
+
+
+rule query_neighbors:
+    input:
+        unpack(index_files),
+        predictions=f"{R}/predictions/{{backbone}}.h5",
+        index=f"{R}/frame_index.csv",
+    output:
+        f"{R}/neighbors/{{backbone}}/{{space}}.h5",
+    params:
+        similarity=config["similarity"],
+        code=SIMILARITY_CODE,
+    log:
+        f"{R}/logs/neighbors/{{backbone}}/{{space}}.log",
+    benchmark:
+        f"{R}/benchmarks/neighbors/{{backbone}}/{{space}}.tsv"
+    script:
+        "../workflow_scripts/query_neighbors.py"

@@ -1,0 +1,16 @@
+# The embedded synthetic LUS cohort (only when dataset.synthetic.enabled).
+
+
+rule synth:
+    output:
+        labels=f"{SYNTH_DIR}/labels.csv",
+        videos=[VIDEOS[v]["path"] for v in sorted(VIDEOS)] if SYNTHETIC else [],
+    params:
+        synthetic=config["dataset"]["synthetic"],
+        classes=CLASSES,
+        seed=config["seed"],
+        code=code_version("synth"),
+    log:
+        f"{R}/logs/synth.log",
+    script:
+        "../workflow_scripts/synth.py"

@@ -1,0 +1,71 @@
+import copy
+
+import pytest
+import yaml
+
+from lus_core.config import ConfigError, load_config, validate_config
+
+
+@pytest.fixture
+def default_config():
+    return yaml.safe_load(open("config.yaml"))
+
+
+def test_default_config_is_valid_and_filled(default_config):
+    cfg = validate_config(copy.deepcopy(default_config))
+    assert cfg["classes"] == [0, 1, 2, 3]
+    assert cfg["train"]["augment"]["p_hflip"] == 0.5
+    assert cfg["dataset"]["label_columns"]["video"] == "video"
+
+
+def test_every_schema_key_has_type_default_description():
+    from lus_core.config import load_schema
+
+    def walk(node, path):
+        for name, sub in node.get("properties", {}).items():
+            where = f"{path}.{name}".strip(".")
+            assert "description" in sub, where
+            assert "default" in sub, where
+            assert "type" in sub or "enum" in sub, where
+            walk(sub, where)
+
+    walk(load_schema(), "")
+
+
+@pytest.mark.parametrize(
+    "patch, expected",
+    [
+        ({"train": {"epochs": "ten"}}, "train.epochs"),
+        ({"train": {"backbones": ["resnet50"]}}, "train.backbones.0"),
+        ({"trian": {}}, "unknown key 'trian'"),
+        ({"split": {"k_tset": 3}}, "unknown key 'k_tset' under 'split'"),
+        ({"classes": [0]}, "classes"),
+        ({"similarity": {"metric": "cosine"}}, "similarity.metric"),
+        ({"confidence": {"conformal_alpha": 1.5}}, "confidence.conformal_alpha"),
+    ],
+)
+def test_bad_values_name_the_key(default_config, patch, expected):
+    from lus_core.config import deep_merge
+
+    with pytest.raises(ConfigError, match=expected.replace(".", r"\.")):
+        validate_config(deep_merge(default_config, patch))
+
+
+def test_real_dataset_needs_labels(default_config):
+    cfg = copy.deepcopy(default_config)
+    cfg["dataset"]["synthetic"]["enabled"] = False
+    cfg["dataset"]["video_dirs"] = ["x"]
+    with pytest.raises(ConfigError, match="dataset.labels"):
+        validate_config(cfg)
+
+
+def test_load_config_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize("path", ["configs/covid-blues.yaml", "configs/pocus.yaml", "configs/full.yaml", "configs/tiny.yaml"])
+def test_shipped_configs_are_valid(path):
+    load_config(path)

@@ -1,0 +1,184 @@
+"""Dataset ingestion and frame extraction: real containers, patient parsing, bad input."""
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from lus_core.config import validate_config
+from lus_core.extract import extract_video, run_frame_index
+from lus_core.frame_store import FrameReader, read_frame_index
+from lus_core.ingest import DatasetError, build_video_table
+from lus_core.video import VideoError, decode, find_sector
+from tests.video_helpers import fan_frames, write_video
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+POCUS = SHARED / "pocus-formats"
+BLUES = SHARED / "covid-blues"
+needs_data = pytest.mark.skipif(not POCUS.exists(), reason="../shared/data not present")
+
+
+def make_config(video_dirs, labels, **dataset):
+    return validate_config(
+        {
+            "dataset": {"video_dirs": [str(d) for d in video_dirs], "labels": str(labels), **dataset},
+            "frames": {"size": 48},
+        }
+    )
+
+
+def extract_all(cfg, out_dir: Path):
+    paths = []
+    for entry in build_video_table(cfg["dataset"], cfg["classes"]):
+        out = out_dir / f"{entry.video}.h5"
+        extract_video(entry, out, cfg)
+        paths.append(out)
+    return paths
+
+
+@needs_data
+def test_every_pocus_container_decodes_with_its_label(tmp_path):
+    cfg = make_config([POCUS / "videos"], POCUS / "labels.csv", patient_from="column")
+    labels = pd.read_csv(POCUS / "labels.csv")
+    paths = extract_all(cfg, tmp_path)
+    assert len(paths) == 5  # .mpeg .gif .mov .MP4 .mp4
+    for path in paths:
+        with h5py.File(path) as f:
+            assert f["frames"].shape[1:3] == (48, 48)
+            assert f["frames"].dtype == np.uint8
+            assert f["frames"].chunks == (1, *f["frames"].shape[1:])
+            row = labels[labels.video.map(lambda v: Path(v).stem.replace("+", "_")) == f.attrs["video_id"]]
+            assert set(f["label"][:]) == {int(row.score.iloc[0])}
+            assert f.attrs["patient"] == row.patient.iloc[0]
+            assert len(f.attrs["source_sha256"]) == 64
+            assert len(f["frames"]) > 10
+
+
+@needs_data
+def test_two_covid_blues_patients_parse_patient_ids(tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for src in sorted((BLUES / "lus_videos").glob("patient_1[03]_*.mp4")):
+        (videos / src.name).symlink_to(src)
+    cfg = make_config(
+        [videos], BLUES / "severity.csv", label_columns={"video": "video_file", "score": "Severity Score"},
+        patient_regex=r"patient_(\d+)_",
+    )
+    cfg["frames"]["stride"] = 4
+    paths = extract_all(cfg, tmp_path / "frames")
+    index = run_frame_index(paths, tmp_path / "index.csv", tmp_path / "frames.h5", tmp_path / "skipped.csv", cfg)
+    assert set(index.patient) == {"10", "13"}
+    severity = pd.read_csv(BLUES / "severity.csv").set_index("video_file")["Severity Score"]
+    for video, labels in index.groupby("video")["label"]:
+        assert set(labels) == {int(severity[video])}
+    with h5py.File(tmp_path / "frames.h5") as f:  # the virtual dataset shows the same frames
+        reader = FrameReader(read_frame_index(tmp_path / "index.csv"))
+        for i in (0, len(index) // 2, len(index) - 1):
+            np.testing.assert_array_equal(f["frames"][i], reader.frame(i))
+
+
+def test_sector_crop_ignores_dark_first_frame():
+    frames = fan_frames(10)[..., None]
+    frames[0] = 0
+    x0, y0, x1, y1 = find_sector(frames)
+    assert x1 - x0 < frames.shape[2] * 0.95 and y1 - y0 > frames.shape[1] * 0.6
+
+
+def test_frame_folder_and_stride(tmp_path):
+    import cv2
+
+    folder = tmp_path / "vids" / "patient_A_clip"
+    folder.mkdir(parents=True)
+    for i, f in enumerate(fan_frames(9)):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), f)
+    video = decode(folder, stride=2)
+    assert list(video.frame_numbers) == [0, 2, 4, 6, 8]
+    assert video.frames.shape[-1] == 1
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    vids = tmp_path / "vids"
+    write_video(vids / "patient_A_1.mp4", fan_frames(8, seed=1))
+    write_video(vids / "patient_B_1.avi", fan_frames(8, seed=2), fourcc="MJPG")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("video,score,start_frame,end_frame\npatient_A_1.mp4,0,0,3\npatient_A_1.mp4,2,4,\npatient_B_1,3,,\n")
+    return vids, labels
+
+
+def test_frame_level_ranges(dataset, tmp_path):
+    vids, labels = dataset
+    cfg = make_config([vids], labels)
+    paths = extract_all(cfg, tmp_path / "frames")
+    with h5py.File(paths[0]) as f:
+        assert list(f["label"][:]) == [0, 0, 0, 0, 2, 2, 2, 2]
+        assert list(f["frame_index"][:]) == list(range(8))
+
+
+def test_extraction_is_idempotent(dataset, tmp_path):
+    vids, labels = dataset
+    cfg = make_config([vids], labels)
+    first = extract_all(cfg, tmp_path / "a")
+    second = extract_all(cfg, tmp_path / "b")
+    for p, q in zip(first, second, strict=True):
+        with h5py.File(p) as f, h5py.File(q) as g:
+            np.testing.assert_array_equal(f["frames"][:], g["frames"][:])
+            np.testing.assert_array_equal(f["label"][:], g["label"][:])
+
+
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        ("corrupt", "cannot open video|no frame could be decoded"),
+        ("empty", "cannot open video|no frame could be decoded"),
+        ("unlabelled", "no label in"),
+        ("out_of_range", "label '7' is not one of the classes"),
+        ("duplicate", "duplicate video id 'patient_A_1'"),
+        ("no_patient", "cannot parse the patient"),
+        ("no_column", "missing column 'score'"),
+    ],
+)
+def test_bad_input_names_file_and_problem(dataset, tmp_path, problem, message):
+    vids, labels = dataset
+    text = labels.read_text()
+    bad_name = None
+    if problem in ("corrupt", "empty"):
+        bad_name = "patient_C_1.mp4"
+        (vids / bad_name).write_bytes(b"" if problem == "empty" else np.random.bytes(5000))
+        text += f"{bad_name},1,,\n"
+    elif problem == "unlabelled":
+        bad_name = "patient_C_1.mp4"
+        write_video(vids / bad_name, fan_frames(4))
+    elif problem == "out_of_range":
+        text = text.replace("patient_B_1,3", "patient_B_1,7")
+    elif problem == "duplicate":
+        write_video(vids / "patient_A_1.avi", fan_frames(4), fourcc="MJPG")
+    elif problem == "no_patient":
+        bad_name = "clip7.mp4"
+        write_video(vids / bad_name, fan_frames(4))
+        text += f"{bad_name},1,,\n"
+    elif problem == "no_column":
+        text = text.replace("score", "grade")
+    labels.write_text(text)
+    cfg = make_config([vids], labels)
+    out = tmp_path / "frames"
+    with pytest.raises((DatasetError, VideoError), match=message) as err:
+        extract_all(cfg, out)
+    if bad_name:
+        assert bad_name in str(err.value)
+    # nothing half-written is left behind
+    assert not list(out.glob(".*.tmp")) if out.exists() else True
+
+
+def test_skip_mode_lists_bad_videos(dataset, tmp_path):
+    vids, labels = dataset
+    (vids / "patient_C_1.mp4").write_bytes(b"not a video")
+    labels.write_text(labels.read_text() + "patient_C_1.mp4,1,,\n")
+    cfg = make_config([vids], labels, on_bad_video="skip")
+    paths = extract_all(cfg, tmp_path / "frames")
+    index = run_frame_index(paths, tmp_path / "i.csv", tmp_path / "v.h5", tmp_path / "skipped.csv", cfg)
+    skipped = pd.read_csv(tmp_path / "skipped.csv")
+    assert list(skipped.video) == ["patient_C_1"]
+    assert "patient_C_1" not in set(index.video)

@@ -1,0 +1,16 @@
+from lus_core.similarity.step import run_query_neighbors
+from lus_core.workflow import step_logging
+
+sm = snakemake  # noqa: F821
+with step_logging(sm):
+    run_query_neighbors(
+        sm.wildcards.space,
+        sm.input.predictions,
+        sm.input.index,
+        sm.input.ann,
+        sm.input.ids,
+        sm.input.meta,
+        sm.input.get("tsne"),
+        sm.output[0],
+        sm.config,
+    )

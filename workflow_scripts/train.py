@@ -1,0 +1,19 @@
+import torch
+
+from lus_core.training import run_train
+from lus_core.workflow import step_logging
+
+sm = snakemake  # noqa: F821
+with step_logging(sm):
+    torch.set_num_threads(sm.threads)
+    run_train(
+        sm.input.index,
+        sm.input.split,
+        sm.wildcards.backbone,
+        sm.wildcards.fold,
+        sm.output.model,
+        sm.output.metrics,
+        sm.output.curve,
+        sm.params.checkpoint_dir,
+        sm.config,
+    )
