@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,9 +38,7 @@ def write_video_store(
         raise ValueError(f"{path}: frames must be uint8 (N, H, W, C), got {frames.dtype} {frames.shape}")
     n = len(frames)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset(
-            "frames", data=frames, chunks=(1, *frames.shape[1:]), compression="gzip", compression_opts=1
-        )
+        _write_frames_gzip(f, frames)
         f.create_dataset("label", data=np.asarray(labels, dtype=np.int16))
         f.create_dataset("frame_index", data=np.asarray(frame_numbers, dtype=np.int32))
         f.create_dataset("patient", data=[patient] * n, dtype=STR)
@@ -47,6 +47,23 @@ def write_video_store(
         f.attrs["patient"] = patient
         for key, value in attrs.items():
             f.attrs[key] = json.dumps(value) if isinstance(value, dict | list) else value
+
+
+def _write_frames_gzip(f: h5py.File, frames: np.ndarray, level: int = 1) -> None:
+    """A standard gzip-filtered, one-frame-per-chunk dataset, compressed in parallel.
+
+    HDF5 compresses chunk by chunk on one thread while holding the GIL; zlib releases it, so
+    compressing the chunks in a thread pool and writing them raw (write_direct_chunk) gives
+    byte-identical, ordinary gzip chunks that any HDF5 reader decodes, in a fraction of the time.
+    """
+    dset = f.create_dataset(
+        "frames", shape=frames.shape, dtype=np.uint8, chunks=(1, *frames.shape[1:]),
+        compression="gzip", compression_opts=level,
+    )
+    tail = (0,) * (frames.ndim - 1)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for i, blob in enumerate(pool.map(lambda fr: zlib.compress(fr.tobytes(), level), frames)):
+            dset.id.write_direct_chunk((i, *tail), blob)
 
 
 def read_video_attrs(path: str | Path) -> dict:
