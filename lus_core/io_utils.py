@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `final`; rename it onto `final` only if the block succeeds.
@@ -23,6 +27,7 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
     suffix = final.suffix if suffix is None else suffix
     fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=suffix + ".tmp", dir=final.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs should be readable like any file
     tmp_path = Path(tmp)
     try:
         yield tmp_path

@@ -1,0 +1,457 @@
+"""The report a person opens: one self-contained ``report/index.html`` (step `report`).
+
+Everything is inline: CSS in a <style> block, figures as base64 data URIs, no script.  The
+page can be mailed, archived or opened offline.  It is built only from the files of the
+`evaluate` step (``eval/summary.json``, ``eval/matrix.csv``, ``eval/*.png``) plus
+``split.json`` and the config, so it says exactly how each number was made.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from lus_core.evaluation import fmt_p
+from lus_core.io_utils import atomic_path, read_json
+
+__all__ = ["run_report", "fmt_ci", "render_html"]
+
+ROW_TYPE_LABEL = {
+    "cnn": "CNN alone",
+    "fallback_only": "fallback only",
+    "combined": "combined",
+    "oracle_detector": "oracle detector",
+    "oracle_fallback": "oracle fallback",
+}
+
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0 auto;max-width:1200px;
+padding:1em 2em;color:#222;line-height:1.45}
+h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
+.sub{color:#666;margin-top:0}
+table{border-collapse:collapse;font-size:.82em;margin:.5em 0}
+th,td{border:1px solid #ddd;padding:3px 6px;text-align:right;vertical-align:top}
+th{background:#f3f3f3;position:sticky;top:0}
+td.l,th.l{text-align:left}
+tr.cnn td{background:#eef5fb}tr.oracle td{color:#777;font-style:italic}tr.fallback_only td{background:#fbf7ee}
+tr.best td{font-weight:bold}
+.sig{color:#b2182b;font-weight:bold}.ns{color:#666}
+.answer{background:#f7f7f7;border-left:4px solid #2c7bb6;padding:.6em 1em;margin:1em 0}
+.answer.yes{border-left-color:#b2182b}
+figure{display:inline-block;margin:.6em;vertical-align:top;max-width:100%}
+figure img{max-width:100%;border:1px solid #eee}
+figcaption{font-size:.85em;color:#444;max-width:720px}
+.kv td:first-child{text-align:left;color:#555}.kv td{text-align:left}
+details{margin:.6em 0}summary{cursor:pointer;color:#2c7bb6}
+pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.8em}
+.small{font-size:.85em;color:#555}
+"""
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _isnan(x) -> bool:
+    return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x))
+
+
+def fmt_ci(est, lo, hi, digits: int = 2) -> str:
+    """``0.61 [0.55, 0.67]``; ``-`` for a missing estimate, no interval when it is missing."""
+    if _isnan(est):
+        return "-"
+    s = f"{float(est):.{digits}f}"
+    if _isnan(lo) or _isnan(hi):
+        return s
+    return f"{s} [{float(lo):.{digits}f}, {float(hi):.{digits}f}]"
+
+
+def _fmt(x, digits: int = 2) -> str:
+    if _isnan(x):
+        return "-"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return str(x)
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def _pct(x) -> str:
+    return "-" if _isnan(x) else f"{100 * float(x):.1f}%"
+
+
+def _ci_pct(ci) -> str:
+    return "-" if _isnan(ci) else f"{100 * float(ci):g}%"
+
+
+def _e(x) -> str:
+    return html.escape(str(x))
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence], row_classes: Sequence[str] | None = None,
+           left: Sequence[int] = (0,), cls: str = "") -> str:
+    out = [f'<table class="{cls}"><thead><tr>']
+    out += [f'<th class="{"l" if i in left else ""}">{_e(h)}</th>' for i, h in enumerate(header)]
+    out.append("</tr></thead><tbody>")
+    for j, row in enumerate(rows):
+        rc = row_classes[j] if row_classes else ""
+        out.append(f'<tr class="{rc}">')
+        for i, v in enumerate(row):
+            raw = isinstance(v, _Raw)
+            out.append(f'<td class="{"l" if i in left else ""}">{v if raw else _e(v)}</td>')
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+class _Raw(str):
+    """Already-escaped HTML inside a table cell."""
+
+
+def _kv(pairs: Iterable[tuple[str, object]]) -> str:
+    return _table(["", ""], [(k, _fmt(v) if not isinstance(v, (list, dict)) else _json_short(v))
+                             for k, v in pairs], cls="kv")
+
+
+def _json_short(v) -> str:
+    if isinstance(v, list) and all(not isinstance(x, (list, dict)) for x in v):
+        return ", ".join(map(str, v))
+    return json.dumps(v, sort_keys=True)
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f"data:image/png;base64,{data}"
+
+
+def _figure(path: Path, title: str, caption: str) -> str:
+    return (f'<figure><img alt="{_e(title)}" src="{_img(path)}"><figcaption><b>{_e(title)}.</b> '
+            f"{_e(caption)}</figcaption></figure>")
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _cfg(config: Mapping, *path, default=None):
+    cur = config
+    for p in path:
+        if not isinstance(cur, Mapping) or p not in cur:
+            return default
+        cur = cur[p]
+    return cur
+
+
+def _section_run(config: Mapping, summary: Mapping) -> str:
+    c = summary.get("counts", {})
+    ds = c.get("dataset", {}) or {}
+    classes = summary.get("classes") or _cfg(config, "classes", default=[])
+    synthetic = bool(_cfg(config, "dataset", "synthetic", "enabled", default=False))
+    data_src = ("embedded synthetic LUS cohort" if synthetic
+                else ", ".join(map(str, _cfg(config, "dataset", "video_dirs", default=[]) or [])) or "-")
+    run = [
+        ("data", data_src),
+        ("results folder", _cfg(config, "results", default="-")),
+        ("classes (scores)", classes),
+        ("frames / videos / patients", f"{ds.get('n_frames', '-')} / {ds.get('n_videos', '-')} / "
+                                       f"{ds.get('n_patients', '-')}"),
+        ("frames per class (all)", ds.get("all_frames_per_class", "-")),
+        ("frame size, stride", f"{_cfg(config, 'frames', 'size', default='-')} px, "
+                               f"every {_cfg(config, 'frames', 'stride', default='-')} frame(s)"),
+        ("backbones", c.get("backbones") or _cfg(config, "train", "backbones", default=[])),
+        ("weights, fine-tuning", f"{_cfg(config, 'train', 'weights', default='-')}, "
+                                 f"{_cfg(config, 'train', 'finetune', default='-')}"),
+        ("epochs, batch size, lr", f"{_cfg(config, 'train', 'epochs', default='-')}, "
+                                   f"{_cfg(config, 'train', 'batch_size', default='-')}, "
+                                   f"{_cfg(config, 'train', 'lr', default='-')}"),
+        ("confidence methods", c.get("confidence_methods") or _cfg(config, "confidence", "methods", default=[])),
+        ("threshold rule", _cfg(config, "confidence", "threshold_rule", default="-")),
+        ("similarity spaces", c.get("spaces") or _cfg(config, "similarity", "spaces", default=[])),
+        ("k (neighbours)", c.get("k") or _cfg(config, "similarity", "k", default=[])),
+        ("fallback modes", c.get("fallback_modes") or _cfg(config, "similarity", "fallback", default=[])),
+        ("distance", _cfg(config, "similarity", "metric", default="-")),
+        ("bootstrap", f"{summary.get('n_bootstrap', '-')} patient resamples, "
+                      f"{_ci_pct(summary.get('ci'))} intervals, seed {summary.get('seed', '-')}"),
+        ("fallback scoring function", summary.get("fallback_function", "-")),
+    ]
+    return "<h2>What was run</h2>" + _kv(run)
+
+
+def _section_split(split: Mapping, summary: Mapping) -> str:
+    classes = summary.get("classes") or []
+    c = summary.get("counts", {})
+    ds = c.get("dataset", {}) or {}
+    rows = []
+    for name, key in (("test", "test_counts"), ("train", "train_counts")):
+        counts = split.get(key)
+        if isinstance(counts, Mapping):
+            counts = [counts.get(str(i), counts.get(i, 0)) for i in range(len(classes))]
+        if counts is None:
+            counts = ds.get(f"{name}_frames_per_class", [])
+        rows.append([name, len(split.get(f"{name}_patients", [])), ds.get(f"{name}_videos", "-"),
+                     *[_fmt(x) for x in counts]])
+    head = ["part", "patients", "videos", *[f"score {x}" for x in classes]]
+    folds = split.get("folds", [])
+    info = [
+        ("test patients", ", ".join(map(str, split.get("test_patients", [])))),
+        ("method", split.get("method", "-")),
+        ("objective", f"{split.get('objective', '-')} = {_fmt(split.get('objective_value'), 4)}"),
+        ("combinations searched", split.get("n_combinations", "-")),
+        ("cross-validation folds", len(folds)),
+        ("test frames scored", f"{c.get('n_test_frames', '-')} frames, {c.get('n_test_videos', '-')} videos"),
+    ]
+    return ("<h2>The split</h2><p>Every number below is measured on the test patients only; no test "
+            "patient was used in training, fold validation, confidence fitting or a similarity index.</p>"
+            + _kv(info) + "<p>Frames per class:</p>" + _table(head, rows))
+
+
+def _section_answer(summary: Mapping) -> str:
+    sig = summary.get("significance", {}) or {}
+    best = summary.get("best")
+    yes = bool(best and best.get("delta_accuracy_significant") and (best.get("delta_accuracy") or 0) > 0)
+    out = ["<h2>Does the combination beat the classifier alone?</h2>",
+           f'<div class="answer {"yes" if yes else ""}">{_e(sig.get("statement", "-"))}</div>']
+    cnn = summary.get("cnn_alone", {}) or {}
+    if cnn:
+        rows = [[b, fmt_ci(r.get("accuracy"), r.get("accuracy_lo"), r.get("accuracy_hi")),
+                 fmt_ci(r.get("macro_f1"), r.get("macro_f1_lo"), r.get("macro_f1_hi")),
+                 fmt_ci(r.get("qwk"), r.get("qwk_lo"), r.get("qwk_hi"))] for b, r in cnn.items()]
+        out.append("<p>The classifier alone:</p>" + _table(["backbone", "accuracy", "macro-F1", "QWK"], rows))
+    n = sig.get("n_configurations")
+    if n:
+        out.append(
+            f"<p>Of {n} combined configurations, {sig.get('n_significantly_better', 0)} are significantly "
+            f"better than the CNN alone of their backbone and {sig.get('n_significantly_worse', 0)} significantly "
+            "worse (paired patient bootstrap, interval excludes 0, no correction for the number of "
+            "configurations).</p>")
+    return "".join(out)
+
+
+MATRIX_COLS = [
+    ("rank", "#"),
+    ("config_id", "configuration"),
+    ("row_type", "kind"),
+    ("accuracy", "accuracy"),
+    ("balanced_accuracy", "balanced acc."),
+    ("macro_f1", "macro-F1"),
+    ("qwk", "QWK"),
+    ("delta_accuracy", "Δ accuracy vs CNN"),
+    ("fallback_rate", "fallback rate"),
+    ("frames_fixed", "fixed / broken"),
+    ("video_majority_accuracy", "video acc. (majority)"),
+]
+
+
+def _matrix_rows(df: pd.DataFrame, best_rank, n_boot: int = 1000) -> tuple[list[list], list[str]]:
+    rows, classes = [], []
+    for r in df.to_dict("records"):
+        d = r.get("delta_accuracy")
+        if r["row_type"] == "cnn":
+            delta = _Raw('<span class="ns">reference</span>')
+        elif _isnan(d):
+            delta = "-"
+        else:
+            s = bool(r.get("delta_accuracy_significant"))
+            txt = (f"{float(d):+.3f} [{float(r['delta_accuracy_lo']):+.3f}, {float(r['delta_accuracy_hi']):+.3f}]"
+                   f" {fmt_p(float(r['delta_accuracy_p']), n_boot).replace(' ', '')}")
+            delta = _Raw(f'<span class="{"sig" if s else "ns"}">{_e(txt)}{" *" if s else ""}</span>')
+        vmaj = r.get("video_majority_accuracy")
+        rows.append([
+            r["rank"], r["config_id"], ROW_TYPE_LABEL.get(r["row_type"], r["row_type"]),
+            fmt_ci(r["accuracy"], r.get("accuracy_lo"), r.get("accuracy_hi")),
+            fmt_ci(r["balanced_accuracy"], r.get("balanced_accuracy_lo"), r.get("balanced_accuracy_hi")),
+            fmt_ci(r["macro_f1"], r.get("macro_f1_lo"), r.get("macro_f1_hi")),
+            fmt_ci(r["qwk"], r.get("qwk_lo"), r.get("qwk_hi")),
+            delta,
+            _pct(r.get("fallback_rate")),
+            f"{int(r.get('frames_fixed', 0))} / {int(r.get('frames_broken', 0))}",
+            fmt_ci(vmaj, r.get("video_majority_accuracy_lo"), r.get("video_majority_accuracy_hi")),
+        ])
+        rt = r["row_type"]
+        classes.append(" ".join(filter(None, [
+            "oracle" if rt.startswith("oracle") else rt,
+            "best" if r["rank"] == best_rank else ""])))
+    return rows, classes
+
+
+def _section_matrix(matrix: pd.DataFrame, summary: Mapping, top: int) -> str:
+    best = summary.get("best") or {}
+    best_rank = best.get("rank")
+    comb = matrix[matrix["row_type"] == "combined"].head(top)
+    framing = [matrix[matrix["row_type"] == "cnn"]]
+    for t in ("fallback_only", "oracle_detector", "oracle_fallback"):
+        sub = matrix[matrix["row_type"] == t]
+        framing.append(sub.groupby("backbone", sort=False).head(1))
+    shown = pd.concat([comb, *framing]).drop_duplicates("rank").sort_values("rank")
+    n_boot = int(summary.get("n_bootstrap") or 1000)
+    rows, classes = _matrix_rows(shown, best_rank, n_boot)
+    head = [h for _, h in MATRIX_COLS]
+    n_all = len(matrix)
+    ci = summary.get("ci", 0.95)
+    out = [
+        "<h2>All configurations</h2>",
+        f"<p>{n_all} rows sorted by test accuracy, best first. Shown: the {len(comb)} best combined "
+        "configurations, every CNN-alone row and the best fallback-only, oracle-detector and "
+        f"oracle-fallback row of each backbone. Brackets: {_ci_pct(ci)} bootstrap interval over test "
+        "patients. Δ accuracy: difference to the CNN alone of the same backbone on the same patient "
+        "resamples (paired), <span class='sig'>* = interval excludes 0</span>. Oracle rows (grey) are "
+        "bounds, not methods: an oracle detector trusts exactly the frames the CNN gets right; an oracle "
+        "fallback gives untrusted frames their true score. Fixed / broken: untrusted frames the fallback "
+        "turned right / wrong.</p>",
+        _table(head, rows, classes, left=(1, 2)),
+        f"<details><summary>Full matrix ({n_all} rows; every column is in "
+        f"{_e(summary.get('matrix_csv', 'matrix.csv'))})</summary>",
+    ]
+    rows_all, classes_all = _matrix_rows(matrix, best_rank, n_boot)
+    out += [_table(head, rows_all, classes_all, left=(1, 2)), "</details>"]
+    return "".join(out)
+
+
+def _section_confidence(summary: Mapping) -> str:
+    tab = summary.get("confidence_methods") or []
+    if not tab:
+        return ""
+    rows = []
+    for r in sorted(tab, key=lambda r: (r["backbone"], -(r.get("auroc") or 0))):
+        rows.append([r["backbone"], r["method"], _fmt(r.get("threshold"), 3), _pct(r.get("coverage")),
+                     _pct(r.get("acc_trusted")), _pct(r.get("acc_rejected")), _fmt(r.get("auroc"), 3),
+                     _fmt(r.get("aurc"), 3), _fmt(r.get("mean_set_size"), 2)])
+    head = ["backbone", "method", "threshold", "coverage", "CNN acc. trusted", "CNN acc. rejected",
+            "failure AUROC", "AURC", "mean set size"]
+    rep_keys = sorted({k for r in tab for k in (r.get("reported") or {})})
+    extra = ""
+    if rep_keys:
+        rrows = [[r["backbone"], r["method"], *[_fmt((r.get("reported") or {}).get(k), 3) for k in rep_keys]]
+                 for r in tab]
+        extra = ("<details><summary>Test metrics reported by the confidence step</summary>"
+                 + _table(["backbone", "method", *rep_keys], rrows, left=(0, 1)) + "</details>")
+    return ("<h2>Confidence methods</h2><p>How well each method tells right from wrong CNN scores on the "
+            "test frames (failure AUROC: higher is better; AURC: area under the risk-coverage curve, lower is "
+            "better; coverage: share of test frames trusted at the fitted threshold).</p>"
+            + _table(head, rows, left=(0, 1)) + extra)
+
+
+def _resolve(base: Path, f: str) -> Path:
+    p = Path(f)
+    return p if p.is_absolute() else base / p
+
+
+def _section_figures(items: Sequence[Mapping], base: Path, heading: str, intro: str = "") -> str:
+    parts = []
+    for it in items:
+        p = _resolve(base, it["file"])
+        if p.exists():
+            parts.append(_figure(p, it.get("title", p.stem), it.get("caption", "")))
+    if not parts:
+        return ""
+    return f"<h2>{_e(heading)}</h2>" + (f"<p>{_e(intro)}</p>" if intro else "") + "".join(parts)
+
+
+def _csv_table(path: Path, max_rows: int = 200) -> str:
+    df = pd.read_csv(path)
+    if len(df) > max_rows:
+        df = df.head(max_rows)
+
+    def cell(v):
+        if isinstance(v, float):
+            return "-" if math.isnan(v) else f"{v:.3f}"
+        return v
+
+    text_cols = tuple(i for i, c in enumerate(df.columns) if df[c].dtype == object)
+    return _table([str(c) for c in df.columns], [[cell(v) for v in row] for row in df.itertuples(index=False)],
+                  left=text_cols or (0,))
+
+
+def _section_tables(items: Sequence[Mapping], base: Path) -> str:
+    parts = []
+    for it in items:
+        p = _resolve(base, it["file"])
+        if p.exists():
+            cap = f"<p class='small'>{_e(it.get('caption', ''))}</p>" if it.get("caption") else ""
+            parts.append(f"<h3>{_e(it.get('title', p.stem))}</h3>{cap}{_csv_table(p)}")
+    return "<h2>More tables</h2>" + "".join(parts) if parts else ""
+
+
+def _normalise_items(x) -> list[dict]:
+    if not x:
+        return []
+    if isinstance(x, Mapping):
+        return [{"file": str(v), "title": str(k), "caption": ""} for k, v in x.items()]
+    out = []
+    for it in x:
+        if isinstance(it, Mapping):
+            out.append({"title": Path(str(it["file"])).stem, "caption": "", **it, "file": str(it["file"])})
+        else:
+            out.append({"file": str(it), "title": Path(str(it)).stem, "caption": ""})
+    return out
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def render_html(summary: Mapping, matrix: pd.DataFrame, split: Mapping, config: Mapping, eval_dir: Path,
+                extra: Mapping | None = None) -> str:
+    extra = dict(extra or {})
+    title = extra.get("title", "Lung-ultrasound scoring: CNN, confidence and similarity fallback")
+    top = int(extra.get("top", 30))
+    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    figs = _normalise_items(summary.get("figures")) + _normalise_items(extra.get("figures"))
+    gals = _normalise_items(summary.get("galleries")) + _normalise_items(extra.get("galleries"))
+    notes = extra.get("notes") or []
+    prov = extra.get("provenance") or {}
+    body = [
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="sub">Generated {now}. Results folder: {_e(_cfg(config, "results", default="-"))}.</p>',
+        _section_answer(summary),
+        _section_run(config, summary),
+        _section_split(split, summary),
+        _section_matrix(matrix, summary, top),
+        _section_confidence(summary),
+        _section_tables(_normalise_items(extra.get("tables")), eval_dir),
+        _section_figures(figs, eval_dir, "Figures"),
+        _section_figures(gals, eval_dir, "The most uncertain test frames and their nearest training frames",
+                         "For the best configuration: the test frames its confidence model trusts least, "
+                         "each beside the training frames (other patients) the fallback scored it from."),
+    ]
+    if notes:
+        body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
+    body.append("<h2>Provenance</h2>")
+    if prov:
+        body.append(_kv(sorted(prov.items())))
+    body.append("<details><summary>Full configuration</summary><pre>"
+                + _e(json.dumps(config, indent=2, sort_keys=True, default=str)) + "</pre></details>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_e(title)}</title>"
+            f"<style>{CSS}</style></head><body>\n" + "\n".join(b for b in body if b) + "\n</body></html>\n")
+
+
+def run_report(eval_dir: str | os.PathLike, split_json: str | os.PathLike, config: Mapping,
+               out_html: str | os.PathLike, extra: Mapping | None = None) -> Path:
+    """Write the self-contained HTML report from the `evaluate` outputs in ``eval_dir``.
+
+    ``extra`` (all optional): ``title``; ``top`` (combined rows shown, default 30); ``figures`` and
+    ``galleries`` (more pngs: a list of paths or of {"file", "title", "caption"}, or a dict
+    title -> path; relative paths are relative to ``eval_dir``); ``tables`` (csv files shown as
+    tables, same forms, e.g. the confidence steps' metrics.csv); ``notes`` (list of str);
+    ``provenance`` (dict shown as a table, e.g. code version, Snakemake version).
+    """
+    eval_dir = Path(eval_dir)
+    summary = read_json(eval_dir / "summary.json")
+    matrix_path = _resolve(eval_dir, summary.get("matrix_csv", "matrix.csv"))
+    matrix = pd.read_csv(matrix_path, keep_default_na=True)
+    for col in ("confidence", "space", "fallback"):
+        if col in matrix:
+            matrix[col] = matrix[col].fillna("")
+    split = read_json(split_json)
+    page = render_html(summary, matrix, split, config, eval_dir, extra)
+    with atomic_path(out_html) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return Path(out_html)

@@ -1,0 +1,78 @@
+"""The HTML report: produced, self-contained, shows the matrix, the answer and the figures."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_evaluation import build_results  # tests/ is on sys.path under pytest's default import mode
+
+from lus_core import evaluation as E
+from lus_core import report as R
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    args = build_results(root, n_patients=6, frames_per_video=5, n_boot=100)
+    E.run_evaluate(**args, figures=True)
+    out = root / "report" / "index.html"
+    (root / "conf_metrics.csv").write_text("method,auroc\nmsp,0.71234\n")
+    extra = {"notes": ["a note for the reader"], "provenance": {"code_version": "0.1.0"},
+             "tables": {"Confidence metrics bbA": root / "conf_metrics.csv"},
+             "figures": [{"file": root / "eval" / "figures" / "confusion_best.png", "title": "extra figure"}]}
+    R.run_report(root / "eval", args["split_json"], args["config"], out, extra)
+    return args, out, out.read_text(encoding="utf-8")
+
+
+def test_report_written_and_self_contained(report):
+    _, out, page = report
+    assert out.exists()
+    assert page.startswith("<!DOCTYPE html>")
+    # no external resources, no script
+    assert "<script" not in page.lower()
+    assert not re.search(r'(src|href)="(?!data:)[^"#]', page)
+    imgs = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(imgs) >= 5
+    assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in imgs)
+
+
+def test_report_shows_matrix_and_answer(report):
+    args, _, page = report
+    matrix = pd.read_csv(args["out_matrix_csv"])
+    summary = json.loads(Path(args["out_summary_json"]).read_text())
+    best = matrix[matrix["row_type"] == "combined"].iloc[0]
+    assert "All configurations" in page
+    assert R._e(best["config_id"]) in page
+    # CIs shown as "0.61 [0.55, 0.67]"
+    assert R.fmt_ci(best["accuracy"], best["accuracy_lo"], best["accuracy_hi"]) in page
+    assert re.search(r"\d\.\d\d \[\d\.\d\d, \d\.\d\d\]", page)
+    for b in ("bbA", "bbB"):
+        assert f"{b} · CNN alone" in page
+    assert "oracle detector" in page and "oracle fallback" in page
+    assert R._e(summary["significance"]["statement"]) in page
+    assert "Confidence methods" in page and "failure AUROC" in page
+    for p in json.loads(Path(args["split_json"]).read_text())["test_patients"]:
+        assert p in page
+    assert "a note for the reader" in page and "code_version" in page
+    assert "Confidence metrics bbA" in page and "0.712" in page
+    assert "extra figure" in page
+    assert "uncertain test frames" in page
+
+
+def test_fmt_ci():
+    assert R.fmt_ci(0.6123, 0.55, 0.671) == "0.61 [0.55, 0.67]"
+    assert R.fmt_ci(0.5, float("nan"), 0.6) == "0.50"
+    assert R.fmt_ci(None, 0, 1) == "-"
+
+
+def test_report_without_figures(tmp_path):
+    args = build_results(tmp_path, n_patients=6, frames_per_video=3, n_boot=20)
+    E.run_evaluate(**args, figures=False)
+    out = R.run_report(tmp_path / "eval", args["split_json"], args["config"], tmp_path / "r.html")
+    page = out.read_text()
+    assert "All configurations" in page and "data:image/png" not in page
