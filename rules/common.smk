@@ -48,4 +48,4 @@ def fold_models(wildcards):
 
 
 def final_targets():
-    return [f"{R}/report/index.html"]
+    return [f"{R}/report/index.html", f"{R}/manifest.json"]

@@ -46,3 +46,22 @@ rule report:
         f"{R}/logs/report.log",
     script:
         "../workflow_scripts/report.py"
+
+
+rule manifest:
+    input:
+        models=expand(f"{R}/models/{{backbone}}/all.pt", backbone=BACKBONES),
+        confidence=expand(f"{R}/confidence/{{backbone}}/{{method}}.joblib", backbone=BACKBONES, method=METHODS),
+        summaries=expand(f"{R}/confidence/{{backbone}}/{{method}}.json", backbone=BACKBONES, method=METHODS),
+        indexes=[f for b in BACKBONES for s in SPACES for f in index_paths(b, s).values()],
+        index=f"{R}/frame_index.csv",
+        summary=f"{R}/eval/summary.json",
+        matrix=f"{R}/eval/matrix.csv",
+    output:
+        f"{R}/manifest.json",
+    params:
+        code=code_version("manifest"),
+    log:
+        f"{R}/logs/manifest.log",
+    script:
+        "../workflow_scripts/manifest.py"

@@ -2,12 +2,16 @@
 # other-patient training frames of every frame (the fallback's and the galleries' input).
 
 
-def index_files(wildcards):
-    base = f"{R}/index/{wildcards.backbone}/{wildcards.space}"
+def index_paths(backbone, space):
+    base = f"{R}/index/{backbone}/{space}"
     files = {"ann": f"{base}.ann", "ids": f"{base}.ids.csv", "meta": f"{base}.json"}
-    if wildcards.space == "tsne":
+    if space == "tsne":
         files["tsne"] = f"{base}.tsne.pkl"
     return files
+
+
+def index_files(wildcards):
+    return index_paths(wildcards.backbone, wildcards.space)
 
 
 SIMILARITY_CODE = code_version("similarity", "frame_store")
