@@ -30,6 +30,7 @@ rule build_index:
     params:
         similarity=config["similarity"],
         code=SIMILARITY_CODE,
+    threads: 2
     log:
         f"{R}/logs/index/{{backbone}}/{{space}}.log",
     benchmark:

@@ -12,4 +12,5 @@ with step_logging(sm):
         sm.output.meta,
         sm.output.get("tsne"),
         sm.config,
+        n_jobs=sm.threads,
     )

@@ -1,0 +1,307 @@
+"""Feature vectors of the four similarity spaces, and which frames go into an index.
+
+Spaces (docs/architecture.md, "Similarity"):
+
+- ``raw``: the frame as grayscale pixels, resized to ``raw_size`` x ``raw_size`` (area
+  interpolation), then centred and scaled to unit L2 norm per frame, so brightness and gain
+  differences between machines do not dominate the distance.
+- ``softmax``: the CNN softmax vector (C,).
+- ``embedding``: the CNN penultimate embedding (D,).
+- ``tsne``: a 2-D openTSNE map fitted once on the indexed training embeddings. New frames are
+  placed with :meth:`openTSNE.TSNEEmbedding.transform` against the fixed map, never by refitting
+  (the study refitted per query, ~30 s each).
+
+Everything here works on in-memory arrays; the ``*_from_store`` helpers read frames through
+:class:`lus_core.frame_store.FrameReader` for the workflow steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pandas as pd
+
+from lus_core.frame_store import FrameReader
+
+SPACES = ("raw", "softmax", "embedding", "tsne")
+
+__all__ = [
+    "SPACES",
+    "Predictions",
+    "read_predictions",
+    "raw_features",
+    "raw_features_from_store",
+    "select_index_rows",
+    "tsne_perplexity",
+    "fit_tsne",
+    "tsne_transform",
+    "space_features",
+]
+
+
+# --------------------------------------------------------------------------- predictions store
+
+
+@dataclass
+class Predictions:
+    """The columns of ``R/predictions/{backbone}.h5`` that the similarity steps use."""
+
+    frame_id: np.ndarray  # int64 (N,)
+    label: np.ndarray  # int64 (N,) class index
+    patient: np.ndarray  # str (N,)
+    video: np.ndarray  # str (N,)
+    split: np.ndarray  # str (N,) 'train' / 'test'
+    fold: np.ndarray  # int (N,)
+    softmax: np.ndarray  # float32 (N, C)
+    embedding: np.ndarray  # float32 (N, D), out-of-fold for training patients
+    embedding_all: np.ndarray | None = None  # float32 (N, D) by the `all` model, when the store has it
+    attrs: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.frame_id)
+
+    @property
+    def space_embedding(self) -> np.ndarray:
+        """The embedding the similarity spaces use: one model for every frame where available.
+
+        The out-of-fold ``embedding`` of training frames comes from K fold models (K feature
+        spaces) and that of test frames from the ``all`` model; ``embedding_all`` embeds every
+        frame with the ``all`` model, the same model ``lus predict`` uses for new videos.
+        """
+        return self.embedding if self.embedding_all is None else self.embedding_all
+
+    @property
+    def embedding_source(self) -> str:
+        return "embedding" if self.embedding_all is None else "embedding_all"
+
+
+def _str_array(ds) -> np.ndarray:
+    return np.asarray(ds.asstr()[()], dtype=object).astype(str)
+
+
+def read_predictions(path: str | Path) -> Predictions:
+    with h5py.File(path, "r") as f:
+        return Predictions(
+            frame_id=f["frame_id"][()].astype(np.int64),
+            label=f["label"][()].astype(np.int64),
+            patient=_str_array(f["patient"]),
+            video=_str_array(f["video"]) if "video" in f else np.full(len(f["frame_id"]), "", dtype=str),
+            split=_str_array(f["split"]),
+            fold=f["fold"][()].astype(np.int64) if "fold" in f else np.full(len(f["frame_id"]), -1),
+            softmax=np.asarray(f["softmax"][()], dtype=np.float32),
+            embedding=np.asarray(f["embedding"][()], dtype=np.float32),
+            embedding_all=np.asarray(f["embedding_all"][()], dtype=np.float32)
+            if "embedding_all" in f
+            else None,
+            attrs={k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()},
+        )
+
+
+# --------------------------------------------------------------------------- raw pixels
+
+
+def raw_features(frames: np.ndarray, size: int) -> np.ndarray:
+    """(N, size*size) float32 vectors from uint8 frames (N, H, W), (N, H, W, 1) or (N, H, W, 3) RGB.
+
+    Grayscale, area-resized to ``size`` x ``size``, then per frame: minus its mean, divided by its
+    L2 norm (a constant frame gives the zero vector).
+    """
+    frames = np.asarray(frames)
+    if frames.ndim == 2:  # a single grayscale frame
+        frames = frames[None]
+    if frames.ndim == 3:
+        frames = frames[..., None]
+    if frames.ndim != 4 or frames.shape[-1] not in (1, 3):
+        raise ValueError(f"frames must be (N, H, W[, 1|3]), got shape {frames.shape}")
+    out = np.empty((len(frames), size * size), dtype=np.float32)
+    for i, frame in enumerate(frames):
+        gray = (
+            frame[..., 0]
+            if frame.shape[-1] == 1
+            else cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
+        )
+        small = cv2.resize(gray.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+        out[i] = small.ravel()
+    out -= out.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(out, axis=1, keepdims=True)
+    np.divide(out, norm, out=out, where=norm > 1e-8)
+    out[(norm <= 1e-8).ravel()] = 0.0
+    return out
+
+
+def raw_features_from_store(
+    frame_index: pd.DataFrame, frame_ids: Sequence[int], size: int, batch: int = 256
+) -> np.ndarray:
+    """Raw-space vectors for ``frame_ids`` (global ids of frame_index.csv), read through FrameReader."""
+    frame_ids = np.asarray(frame_ids, dtype=np.int64)
+    pos = pd.Series(np.arange(len(frame_index)), index=frame_index["frame_id"].to_numpy())
+    missing = ~np.isin(frame_ids, pos.index.to_numpy())
+    if missing.any():
+        raise KeyError(
+            f"{int(missing.sum())} frame ids not in the frame index, e.g. {frame_ids[missing][:5].tolist()}"
+        )
+    rows = pos.loc[frame_ids].to_numpy()
+    reader = FrameReader(frame_index)
+    try:
+        out = np.empty((len(rows), size * size), dtype=np.float32)
+        for start in range(0, len(rows), batch):
+            chunk = rows[start : start + batch]
+            out[start : start + len(chunk)] = raw_features(reader.frames(chunk), size)
+    finally:
+        reader.reset()
+    return out
+
+
+# --------------------------------------------------------------------------- which frames are indexed
+
+
+def select_index_rows(
+    split: Sequence[str],
+    patient: Sequence[str],
+    label: Sequence[int],
+    per_patient_per_class: int = 0,
+    seed: int = 0,
+) -> np.ndarray:
+    """Sorted row positions of the frames that go into an index: training patients only.
+
+    ``per_patient_per_class`` > 0 keeps at most that many frames per (patient, class), drawn
+    without replacement with ``seed`` (the study's balanced subsample); 0 keeps all.
+    """
+    split = np.asarray(split).astype(str)
+    rows = np.flatnonzero(split == "train")
+    if per_patient_per_class <= 0 or len(rows) == 0:
+        return rows
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"row": rows, "patient": np.asarray(patient)[rows], "label": np.asarray(label)[rows]})
+    keep = []
+    for _, group in df.groupby(["patient", "label"], sort=True):
+        r = group["row"].to_numpy()
+        keep.append(
+            r if len(r) <= per_patient_per_class else rng.choice(r, per_patient_per_class, replace=False)
+        )
+    return np.sort(np.concatenate(keep))
+
+
+# --------------------------------------------------------------------------- t-SNE map
+
+
+def tsne_perplexity(requested: float, n: int) -> float:
+    """The perplexity actually used: t-SNE needs roughly 3 * perplexity < n - 1."""
+    return float(max(1.0, min(float(requested), (n - 1) / 3.0)))
+
+
+def fit_tsne(embeddings: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_jobs: int = 1):
+    """Fit an openTSNE map on (training) embeddings; returns the ``TSNEEmbedding`` (picklable).
+
+    Coordinates of the fitted points: ``np.asarray(result)``; new points: :func:`tsne_transform`.
+    """
+    from openTSNE import TSNE
+
+    x = np.ascontiguousarray(embeddings, dtype=np.float64)
+    if len(x) < 4:
+        raise ValueError(f"a t-SNE map needs at least 4 indexed frames, got {len(x)}")
+    tsne = TSNE(
+        n_components=2,
+        perplexity=tsne_perplexity(perplexity, len(x)),
+        initialization="pca",
+        metric="euclidean",
+        random_state=seed,
+        n_jobs=n_jobs,
+        verbose=False,
+    )
+    return tsne.fit(x)
+
+
+def tsne_transform(
+    tsne_embedding,
+    embeddings: np.ndarray,
+    snap_duplicates: bool = True,
+    rtol: float = 1e-6,
+    batch: int = 4096,
+) -> np.ndarray:
+    """Place new frames in a fitted map (``TSNEEmbedding.transform``); (N, 2) float32.
+
+    The map itself is not changed: each new point is optimised against the fixed reference
+    points (openTSNE's defaults: perplexity 5, k = 25 neighbours, 250 iterations), so placing
+    one frame or a whole video gives (nearly) the same coordinates.  The optimisation lands a
+    point among its nearest reference points, not exactly on one; with ``snap_duplicates`` a
+    frame whose embedding equals a reference frame's (up to ``rtol`` relative distance, e.g. a
+    training video run through ``lus predict`` again) gets that frame's fitted position instead,
+    so the map stays consistent with itself.
+    """
+    x = np.ascontiguousarray(embeddings, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[None]
+    n_ref = np.asarray(tsne_embedding).shape[0]
+    out = np.empty((len(x), 2), dtype=np.float32)
+    if len(x) == 0:
+        return out
+    todo = np.arange(len(x))
+    if snap_duplicates:
+        ref_pos, todo = _snap_to_reference(tsne_embedding, x, rtol)
+        hit = ref_pos >= 0
+        out[hit] = np.asarray(tsne_embedding)[ref_pos[hit]]
+    # openTSNE's transform defaults (perplexity 5, k 25) need enough reference points
+    k = int(min(25, n_ref - 1))
+    perplexity = float(min(5.0, max(1.0, (k - 1) / 3.0)))
+    for start in range(0, len(todo), batch):
+        rows = todo[start : start + batch]
+        out[rows] = np.asarray(tsne_embedding.transform(x[rows], perplexity=perplexity, k=k))
+    return out
+
+
+def _snap_to_reference(tsne_embedding, x: np.ndarray, rtol: float) -> tuple[np.ndarray, np.ndarray]:
+    """(reference row or -1 per point, rows still to transform): exact duplicates of reference points."""
+    ref_pos = np.full(len(x), -1, dtype=np.int64)
+    knn = getattr(getattr(tsne_embedding, "affinities", None), "knn_index", None)
+    data = getattr(knn, "data", None)
+    if data is None:  # an openTSNE version without these attributes: no snapping
+        return ref_pos, np.arange(len(x))
+    nearest, _ = knn.query(x, 1)
+    nearest = np.asarray(nearest)[:, 0]
+    ref = np.asarray(data, dtype=np.float64)[nearest]
+    dist = np.linalg.norm(ref - x, axis=1)
+    dup = dist <= rtol * np.maximum(np.linalg.norm(x, axis=1), 1.0)
+    ref_pos[dup] = nearest[dup]
+    return ref_pos, np.flatnonzero(~dup)
+
+
+# --------------------------------------------------------------------------- one entry for all spaces
+
+
+def space_features(
+    space: str,
+    *,
+    frames: np.ndarray | None = None,
+    softmax: np.ndarray | None = None,
+    embedding: np.ndarray | None = None,
+    raw_size: int = 16,
+    tsne_embedding=None,
+) -> np.ndarray:
+    """Vectors of ``space`` from in-memory inputs (what ``lus predict`` has for a new video).
+
+    raw: ``frames`` uint8 (N, H, W[, C]); softmax: ``softmax`` (N, C); embedding: ``embedding``
+    (N, D); tsne: ``embedding`` plus the fitted ``tsne_embedding``.
+    """
+    if space == "raw":
+        if frames is None:
+            raise ValueError("space 'raw' needs frames")
+        return raw_features(frames, raw_size)
+    if space == "softmax":
+        if softmax is None:
+            raise ValueError("space 'softmax' needs softmax vectors")
+        return np.ascontiguousarray(softmax, dtype=np.float32)
+    if space == "embedding":
+        if embedding is None:
+            raise ValueError("space 'embedding' needs embeddings")
+        return np.ascontiguousarray(embedding, dtype=np.float32)
+    if space == "tsne":
+        if embedding is None or tsne_embedding is None:
+            raise ValueError("space 'tsne' needs embeddings and the fitted t-SNE map")
+        return tsne_transform(tsne_embedding, embedding)
+    raise ValueError(f"unknown similarity space {space!r} (known: {', '.join(SPACES)})")
