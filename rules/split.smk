@@ -10,6 +10,7 @@ rule balance_split:
         split=config["split"],
         seed=config["seed"],
         code=code_version("split"),
+    threads: 2
     log:
         f"{R}/logs/balance_split.log",
     benchmark:
