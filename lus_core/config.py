@@ -73,6 +73,11 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 def _check_semantics(config: dict, source: str) -> None:
     ds = config["dataset"]
+    if ds["synthetic"]["enabled"] and (ds["video_dirs"] or ds["labels"]):
+        raise ConfigError(
+            f"{source}: key 'dataset.synthetic.enabled' is true but dataset.video_dirs/labels are set too; "
+            "set dataset.synthetic.enabled: false to use your videos (a --configfile extends config.yaml)"
+        )
     if not ds["synthetic"]["enabled"]:
         if not ds["video_dirs"]:
             raise ConfigError(f"{source}: key 'dataset.video_dirs' is empty and dataset.synthetic.enabled is false")

@@ -18,7 +18,7 @@ def code_version(*modules: str) -> str:
     putting this hash into `params` makes an edit of the step's code rerun the step.
     """
     h = hashlib.sha256()
-    for name in sorted(set(modules) | {"io_utils", "config"}):
+    for name in sorted(set(modules)):
         base = PACKAGE / name.replace(".", "/")
         files = sorted(base.rglob("*.py")) if base.is_dir() else [base.with_suffix(".py")]
         if not files or not files[0].exists():

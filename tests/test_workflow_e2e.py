@@ -1,0 +1,152 @@
+"""End to end: the tiny synthetic config through the real Snakefile, then `lus predict` on its run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from lus_core.metrics import accuracy
+from tests.workflow_helpers import REPO, planned_jobs, run_ok
+
+pytestmark = pytest.mark.slow
+POCUS = REPO.parent / "shared" / "data" / "pocus-formats"
+LUS = str(Path(sys.executable).with_name("lus"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    results = tmp_path_factory.mktemp("tiny_run")
+    args = ("--configfile", "configs/tiny.yaml", "--config", f"results={results}")
+    run_ok("--cores", "2", *args, timeout=1500)
+    return results, args
+
+
+def test_report_and_matrix_exist_and_match_predictions(tiny_run):
+    results, _ = tiny_run
+    html = (results / "report" / "index.html").read_text()
+    assert "<table" in html and "data:image/png;base64" in html
+    matrix = pd.read_csv(results / "eval" / "matrix.csv")
+    split = json.loads((results / "split.json").read_text())
+    with h5py.File(results / "predictions" / "scratch.h5") as f:
+        test = f["split"][:].astype(str) == "test"
+        patients = set(f["patient"][:].astype(str)[test])
+        cnn_acc = accuracy(f["label"][:][test], f["softmax"][:][test].argmax(1))
+    assert patients == set(split["test_patients"])
+    cnn_row = matrix[matrix.row_type == "cnn"].iloc[0]
+    assert cnn_row.accuracy == pytest.approx(cnn_acc)
+    # every configuration of the tiny config is in the matrix: 5 methods x 3 spaces x 1 k x 2 modes
+    assert (matrix.row_type == "combined").sum() == 5 * 3 * 1 * 2
+    assert json.loads((results / "eval" / "summary.json").read_text())["best"]["config_id"]
+
+
+def test_second_run_runs_nothing(tiny_run):
+    _, args = tiny_run
+    assert planned_jobs(*args) == {}
+
+
+def test_changing_epochs_reruns_training_not_extraction(tiny_run):
+    results, _ = tiny_run
+    jobs = planned_jobs("--configfile", "configs/tiny.yaml", "--config", f"results={results}",
+                        "train={'epochs': 2, 'backbones': ['scratch'], 'image_size': 32, 'batch_size': 16}")
+    assert jobs.get("train") == 3 and "extract_frames" not in jobs and "balance_split" not in jobs
+    assert {"infer", "fit_confidence", "evaluate", "report"} <= set(jobs)
+
+
+def test_no_test_patient_in_training_confidence_or_index(tiny_run):
+    results, _ = tiny_run
+    split = json.loads((results / "split.json").read_text())
+    test = set(split["test_patients"])
+    for fold in split["folds"]:
+        assert not test & (set(fold["train_patients"]) | set(fold["val_patients"]))
+    for ids in (results / "index" / "scratch").glob("*.ids.csv"):
+        assert not test & set(pd.read_csv(ids, dtype={"patient": str}).patient)
+
+
+def _test_video(results: Path) -> tuple[str, Path]:
+    split = json.loads((results / "split.json").read_text())
+    index = pd.read_csv(results / "frame_index.csv", dtype={"patient": str})
+    video = sorted(index[index.patient == split["test_patients"][0]].video.unique())[0]
+    return video, results / "synthetic" / "videos" / f"{video}.mp4"
+
+
+def test_predict_reproduces_stored_predictions(tiny_run, tmp_path):
+    results, _ = tiny_run
+    video, path = _test_video(results)
+    out = tmp_path / "pred"
+    proc = subprocess.run([LUS, "predict", str(path), "--run", str(results), "--out", str(out),
+                           "--config-name", "scratch · CNN alone"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    frames = pd.read_csv(out / "frames.csv")
+    with h5py.File(results / "predictions" / "scratch.h5") as f:
+        rows = f["video"][:].astype(str) == video
+        stored = f["softmax"][:][rows]
+    np.testing.assert_allclose(frames[[f"p_{c}" for c in range(4)]].to_numpy(), stored, atol=1e-5)
+
+
+def test_predict_best_configuration_writes_galleries(tiny_run, tmp_path):
+    results, _ = tiny_run
+    _, path = _test_video(results)
+    out = tmp_path / "pred"
+    run = subprocess.run([LUS, "predict", str(path), "--run", str(results), "--out", str(out)],
+                         capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    frames = pd.read_csv(out / "frames.csv")
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(frames.final_score) <= {0, 1, 2, 3}
+    assert summary["videos"][path.stem]["n_frames"] == len(frames)
+    untrusted = (~frames.trusted).sum()
+    if summary["configuration"]["row_type"] != "cnn" and untrusted:
+        assert len(list((out / "galleries").glob("*.png"))) == min(untrusted, 25)
+
+
+@pytest.mark.skipif(not POCUS.exists(), reason="../shared/data not present")
+def test_predict_on_a_real_pocus_video(tiny_run, tmp_path):
+    results, _ = tiny_run
+    out = tmp_path / "pocus"
+    video = POCUS / "videos" / "Cov-Atlas-Day+2.gif"
+    run = subprocess.run([LUS, "predict", str(video), "--run", str(results), "--out", str(out),
+                          "--config-name", "scratch · fallback only · embedding · k=3 · mean"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    frames = pd.read_csv(out / "frames.csv")
+    assert len(frames) > 10 and frames.final_score.isin([0, 1, 2, 3]).all()
+    assert len(list((out / "galleries").glob("*.png"))) >= 1
+
+
+@pytest.mark.parametrize("problem", ["unreadable", "incomplete_run", "tampered", "unknown_config"])
+def test_predict_bad_input(tiny_run, tmp_path, problem):
+    results, _ = tiny_run
+    _, video = _test_video(results)
+    run_dir = results
+    config_name = "best"
+    if problem == "unreadable":
+        video = tmp_path / "broken.mp4"
+        video.write_bytes(b"\x00" * 100)
+    elif problem == "incomplete_run":
+        run_dir = tmp_path / "run"
+        (run_dir / "eval").mkdir(parents=True)
+        (run_dir / "eval" / "summary.json").write_text((results / "eval" / "summary.json").read_text())
+    elif problem == "tampered":
+        import shutil
+
+        run_dir = tmp_path / "run"
+        shutil.copytree(results, run_dir)
+        with open(run_dir / "models" / "scratch" / "all.pt", "ab") as f:
+            f.write(b"x")
+        config_name = "scratch · CNN alone"
+    elif problem == "unknown_config":
+        config_name = "resnet50 · magic"
+    out = tmp_path / "out"
+    run = subprocess.run([LUS, "predict", str(video), "--run", str(run_dir), "--out", str(out),
+                          "--config-name", config_name], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode != 0
+    assert "error" in run.stderr
+    assert not out.exists()
+    expected = {"unreadable": "broken.mp4", "incomplete_run": "manifest.json", "tampered": "checksum",
+                "unknown_config": "no configuration named"}[problem]
+    assert expected in run.stderr
