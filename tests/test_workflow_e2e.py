@@ -49,10 +49,11 @@ def test_second_run_runs_nothing(tiny_run):
     assert planned_jobs(*args) == {}
 
 
-def test_changing_epochs_reruns_training_not_extraction(tiny_run):
+def test_changing_epochs_reruns_training_not_extraction(tiny_run, tmp_path):
     results, _ = tiny_run
-    jobs = planned_jobs("--configfile", "configs/tiny.yaml", "--config", f"results={results}",
-                        "train={'epochs': 2, 'backbones': ['scratch'], 'image_size': 32, 'batch_size': 16}")
+    more_epochs = tmp_path / "epochs.yaml"
+    more_epochs.write_text("train: {epochs: 2}\n")
+    jobs = planned_jobs("--configfile", "configs/tiny.yaml", str(more_epochs), "--config", f"results={results}")
     assert jobs.get("train") == 3 and "extract_frames" not in jobs and "balance_split" not in jobs
     assert {"infer", "fit_confidence", "evaluate", "report"} <= set(jobs)
 

@@ -1,0 +1,243 @@
+"""Inference: logits, softmax and penultimate embeddings for every frame, out-of-fold.
+
+`run_infer` writes `predictions/{backbone}.h5` (docs/architecture.md): for a training patient
+the scores come from the fold model whose `val_patients` hold that patient (so no score was made
+by a model that trained on its own patient); for a test patient from the `all` model (fold -1).
+Every model file records the patients it trained on, and `run_infer` checks them against the
+split before scoring, so a mix-up of model files fails loudly instead of leaking.
+
+Besides the contract's datasets the file holds `embedding_all` (N, D): the embedding of every
+frame by the `all` model. The out-of-fold `embedding` of training frames comes from K different
+fold models, i.e. K different feature spaces, while test frames are embedded by the `all` model;
+a similarity index that compares test frames with training frames needs one space, which
+`embedding_all` provides.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from lus_core.dataset import FrameDataset, frames_to_tensor, prepare_batch
+from lus_core.frame_store import read_frame_index
+from lus_core.io_utils import atomic_path, config_json, read_json
+from lus_core.models import LUSModel, build_model
+from lus_core.training import amp_dtype_for, select_device
+
+STR = h5py.string_dtype()
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[LUSModel, dict]:
+    """A trained model file -> (model in eval mode on `device`, metadata without the weights)."""
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(obj, dict) or "state_dict" not in obj or "backbone" not in obj:
+        raise ValueError(f"{path}: not a model file written by lus_core.training (needs state_dict, backbone)")
+    meta = {k: v for k, v in obj.items() if k != "state_dict"}
+    model = build_model(meta["backbone"], int(meta["n_classes"]), weights="none", finetune="all")
+    model.load_state_dict(obj["state_dict"], strict=True)
+    model.to(torch.device(device)).eval()
+    return model, meta
+
+
+def _forward(model: LUSModel, x_uint8: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    cuda = device.type == "cuda"
+    x = prepare_batch(x_uint8, device, channels_last=cuda)
+    dtype = amp_dtype_for(device)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        logits, emb = model.embed(x)
+    return logits.float().cpu(), emb.float().cpu()
+
+
+def _outputs(logits: list[torch.Tensor], embs: list[torch.Tensor], n_classes: int, dim: int):
+    lo = torch.cat(logits) if logits else torch.zeros(0, n_classes)
+    em = torch.cat(embs) if embs else torch.zeros(0, dim)
+    return lo.numpy().astype(np.float32), torch.softmax(lo, 1).numpy().astype(np.float32), em.numpy().astype(np.float32)
+
+
+@torch.inference_mode()
+def predict_frames(
+    model: LUSModel,
+    frames_uint8: np.ndarray,
+    image_size: int,
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """uint8 frames (N, H, W, C), C in {1, 3} -> (logits (N, C), softmax (N, C), embedding (N, D)),
+    float32; no augmentation. The same preprocessing as training (`frames_to_tensor`)."""
+    device = torch.device(device)
+    model.eval()
+    frames_uint8 = np.asarray(frames_uint8)
+    logits, embs = [], []
+    for start in range(0, len(frames_uint8), batch_size):
+        lo, em = _forward(model, frames_to_tensor(frames_uint8[start : start + batch_size], image_size), device)
+        logits.append(lo)
+        embs.append(em)
+    return _outputs(logits, embs, _n_out(model), model.embedding_dim)
+
+
+@torch.inference_mode()
+def predict_index(
+    model: LUSModel,
+    index: pd.DataFrame,
+    image_size: int,
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = False,
+    desc: str = "infer",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Like `predict_frames`, for rows of the frame index (read from the frame store)."""
+    device = torch.device(device)
+    model.eval()
+    ds = FrameDataset(index, image_size)
+    loader = DataLoader(ds, batch_size, shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda")
+    logits, embs = [], []
+    for xb, _, _ in tqdm(loader, desc=desc, leave=False, disable=not progress, file=sys.stderr):
+        lo, em = _forward(model, xb, device)
+        logits.append(lo)
+        embs.append(em)
+    ds.close()
+    return _outputs(logits, embs, _n_out(model), model.embedding_dim)
+
+
+def _n_out(model: LUSModel) -> int:
+    head = model.head
+    return int(head.out_features if hasattr(head, "out_features") else head.out_channels)
+
+
+def assign_models(index: pd.DataFrame, split: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: split ("train" / "test") and the fold whose model scores it (-1 = `all`)."""
+    test = {str(p) for p in split["test_patients"]}
+    train = {str(p) for p in split["train_patients"]}
+    if test & train:
+        raise ValueError(f"split.json: patients both in test and train: {sorted(test & train)}")
+    val_fold: dict[str, int] = {}
+    for f in split["folds"]:
+        for p in map(str, f["val_patients"]):
+            if p in val_fold:
+                raise ValueError(f"split.json: patient {p} in the validation set of folds {val_fold[p]} and {f['fold']}")
+            val_fold[p] = int(f["fold"])
+    patients = index["patient"].astype(str)
+    unknown = sorted(set(patients) - test - train)
+    if unknown:
+        raise ValueError(f"patients in the frame index but not in split.json: {unknown[:10]}")
+    unscored = sorted(p for p in set(patients) & train if p not in val_fold)
+    if unscored:
+        raise ValueError(f"training patients in no fold's val_patients (no out-of-fold model): {unscored[:10]}")
+    is_test = patients.isin(test).to_numpy()
+    fold = np.where(is_test, -1, patients.map(lambda p: val_fold.get(p, -1)).to_numpy()).astype(np.int16)
+    return np.where(is_test, "test", "train"), fold
+
+
+def _check_model(meta: dict, key: str, backbone: str, n_classes: int, scored: set[str], split: dict, path) -> None:
+    if meta["backbone"] != backbone:
+        raise ValueError(f"{path}: a {meta['backbone']} model, expected {backbone}")
+    if int(meta["n_classes"]) != n_classes:
+        raise ValueError(f"{path}: {meta['n_classes']} classes, config has {n_classes}")
+    if str(meta.get("fold")) != key:
+        raise ValueError(f"{path}: trained as fold {meta.get('fold')!r}, given for fold {key!r}")
+    trained = set(map(str, meta.get("train_patients", [])))
+    if key == "all":
+        trained |= set(map(str, meta.get("val_patients", [])))  # the hold-out chose its epoch
+    else:
+        not_val = scored - set(map(str, meta.get("val_patients", [])))
+        if not_val:
+            raise ValueError(f"{path}: fold {key} model would score patients outside its validation set: {sorted(not_val)[:10]}")
+    leak = scored & trained
+    if leak:
+        raise ValueError(f"{path}: model {key} trained on patients it would score: {sorted(leak)[:10]}")
+    test_seen = set(map(str, split["test_patients"])) & (
+        set(map(str, meta.get("train_patients", []))) | set(map(str, meta.get("val_patients", [])))
+    )
+    if test_seen:
+        raise ValueError(f"{path}: model {key} saw test patients in training: {sorted(test_seen)[:10]}")
+
+
+def run_infer(
+    frame_index_csv: str | Path,
+    split_json: str | Path,
+    backbone: str,
+    model_paths: dict,
+    out_h5: str | Path,
+    config: dict,
+    *,
+    device: str | torch.device | None = None,
+    threads: int | None = None,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Score every frame of the index with its out-of-fold model and write `out_h5`.
+
+    model_paths: fold -> model file, keys "0".."K-1" and "all". Returns a small summary.
+    """
+    if threads:
+        torch.set_num_threads(int(threads))
+    device = select_device(device)
+    tc = config["train"]
+    n_classes = len(config["classes"])
+    batch_size = int(batch_size or 2 * int(tc.get("batch_size", 32)))
+    workers = int(tc.get("num_workers", 0))
+    model_paths = {str(k): v for k, v in model_paths.items()}
+    index = read_frame_index(frame_index_csv).sort_values("frame_id", kind="stable").reset_index(drop=True)
+    split = read_json(split_json)
+    split_col, fold_col = assign_models(index, split)
+    n = len(index)
+    patients = index["patient"].astype(str).to_numpy()
+
+    logits = np.full((n, n_classes), np.nan, np.float32)
+    softmax = np.full((n, n_classes), np.nan, np.float32)
+    embedding = embedding_all = None
+    used = {}
+    needed = sorted({int(f) for f in fold_col})
+    keys = ["all"] + [str(f) for f in needed if f >= 0]  # `all` first: it scores every frame
+    missing = [k for k in keys if k not in model_paths]
+    if missing:
+        raise ValueError(f"{backbone}: no model file for fold(s) {missing} (have {sorted(model_paths)})")
+    for key in keys:
+        path = model_paths[key]
+        model, meta = load_model(path, device)
+        rows = np.flatnonzero(fold_col == (-1 if key == "all" else int(key)))
+        _check_model(meta, key, backbone, n_classes, set(patients[rows]), split, path)
+        image_size = int(meta["image_size"])
+        if key == "all":
+            # one pass over all frames: test rows get their scores, every row its `embedding_all`
+            lo, sm, em = predict_index(model, index, image_size, device, batch_size, workers, progress, f"{backbone} all")
+            embedding_all = em
+            embedding = np.full((n, em.shape[1]), np.nan, np.float32)
+            lo, sm, em = lo[rows], sm[rows], em[rows]
+        else:
+            lo, sm, em = predict_index(
+                model, index.iloc[rows], image_size, device, batch_size, workers, progress, f"{backbone} fold {key}"
+            )
+        if em.shape[1] != embedding.shape[1]:
+            raise ValueError(f"{path}: embedding dim {em.shape[1]} differs from the `all` model's {embedding.shape[1]}")
+        logits[rows], softmax[rows], embedding[rows] = lo, sm, em
+        used[key] = {"path": str(path), "best_epoch": meta.get("best_epoch"), "n_frames": len(rows)}
+        del model
+    if np.isnan(softmax).any():  # pragma: no cover - assign_models guarantees coverage
+        raise RuntimeError("some frames were not scored")
+
+    with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("frame_id", data=index["frame_id"].to_numpy(np.int64))
+        f.create_dataset("label", data=index["label"].to_numpy(np.int16))
+        f.create_dataset("patient", data=patients.tolist(), dtype=STR)
+        f.create_dataset("video", data=index["video"].astype(str).tolist(), dtype=STR)
+        f.create_dataset("split", data=split_col.tolist(), dtype=STR)
+        f.create_dataset("fold", data=fold_col.astype(np.int16))
+        f.create_dataset("logits", data=logits)
+        f.create_dataset("softmax", data=softmax)
+        f.create_dataset("embedding", data=embedding)
+        f.create_dataset("embedding_all", data=embedding_all)
+        f.attrs["backbone"] = backbone
+        f.attrs["classes"] = json.dumps(list(config["classes"]))
+        f.attrs["config"] = config_json(config)
+        f.attrs["models"] = json.dumps(used, sort_keys=True)
+    return {"backbone": backbone, "n_frames": n, "n_test": int((split_col == "test").sum()), "models": used}
