@@ -33,3 +33,13 @@ bench: setup
 
 clean:
 	rm -rf results/synthetic .snakemake
+
+.PHONY: slurm-up slurm-down test-slurm run-slurm
+slurm-up:
+	bash .ci/slurm_up.sh
+slurm-down:
+	bash .ci/slurm_down.sh
+test-slurm: setup
+	LUS_SLURM=1 $(PY) -m pytest -q -m slurm
+run-slurm: setup
+	$(VENV)/bin/snakemake --workflow-profile profiles/slurm
