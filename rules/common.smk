@@ -47,5 +47,20 @@ def fold_models(wildcards):
     return {f: f"{R}/models/{wildcards.backbone}/{f}.pt" for f in FOLDS + ["all"]}
 
 
+def index_paths(backbone, space):
+    base = f"{R}/index/{backbone}/{space}"
+    files = {"ann": f"{base}.ann", "ids": f"{base}.ids.csv", "meta": f"{base}.json"}
+    if space == "tsne":
+        files["tsne"] = f"{base}.tsne.pkl"
+    return files
+
+
+def index_files(wildcards):
+    return index_paths(wildcards.backbone, wildcards.space)
+
+
 def final_targets():
     return [f"{R}/report/index.html", f"{R}/manifest.json"]
+
+
+SIMILARITY_CODE = code_version("similarity", "frame_store")

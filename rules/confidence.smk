@@ -15,6 +15,8 @@ rule fit_confidence:
         f"{R}/logs/confidence/{{backbone}}/{{method}}.log",
     benchmark:
         f"{R}/benchmarks/confidence/{{backbone}}/{{method}}.tsv"
+    conda:
+        "../envs/lus.yaml"
     script:
         "../workflow_scripts/fit_confidence.py"
 
@@ -40,5 +42,7 @@ rule confidence_report:
         code=code_version("confidence"),
     log:
         f"{R}/logs/confidence/{{backbone}}/report.log",
+    conda:
+        "../envs/lus.yaml"
     script:
         "../workflow_scripts/confidence_report.py"

@@ -25,6 +25,8 @@ rule evaluate:
         f"{R}/logs/evaluate.log",
     benchmark:
         f"{R}/benchmarks/evaluate.tsv"
+    conda:
+        "../envs/lus.yaml"
     script:
         "../workflow_scripts/evaluate.py"
 
@@ -44,6 +46,8 @@ rule report:
         code=code_version("report"),
     log:
         f"{R}/logs/report.log",
+    conda:
+        "../envs/lus.yaml"
     script:
         "../workflow_scripts/report.py"
 
@@ -63,5 +67,7 @@ rule manifest:
         code=code_version("manifest"),
     log:
         f"{R}/logs/manifest.log",
+    conda:
+        "../envs/lus.yaml"
     script:
         "../workflow_scripts/manifest.py"

@@ -14,6 +14,8 @@ rule extract_frames:
         code=code_version("extract", "video", "ingest", "frame_store"),
     log:
         f"{R}/logs/extract/{{video}}.log",
+    conda:
+        "../envs/lus.yaml"
     script:
         "../workflow_scripts/extract_frames.py"
 
@@ -29,5 +31,7 @@ rule frame_index:
         code=code_version("extract", "frame_store"),
     log:
         f"{R}/logs/frame_index.log",
+    conda:
+        "../envs/lus.yaml"
     script:
         "../workflow_scripts/frame_index.py"

@@ -2,21 +2,6 @@
 # other-patient training frames of every frame (the fallback's and the galleries' input).
 
 
-def index_paths(backbone, space):
-    base = f"{R}/index/{backbone}/{space}"
-    files = {"ann": f"{base}.ann", "ids": f"{base}.ids.csv", "meta": f"{base}.json"}
-    if space == "tsne":
-        files["tsne"] = f"{base}.tsne.pkl"
-    return files
-
-
-def index_files(wildcards):
-    return index_paths(wildcards.backbone, wildcards.space)
-
-
-SIMILARITY_CODE = code_version("similarity", "frame_store")
-
-
 rule build_index:
     input:
         predictions=f"{R}/predictions/{{backbone}}.h5",
@@ -35,6 +20,8 @@ rule build_index:
         f"{R}/logs/index/{{backbone}}/{{space}}.log",
     benchmark:
         f"{R}/benchmarks/index/{{backbone}}/{{space}}.tsv"
+    conda:
+        "../envs/lus.yaml"
     script:
         "../workflow_scripts/build_index.py"
 
@@ -63,5 +50,7 @@ rule query_neighbors:
         f"{R}/logs/neighbors/{{backbone}}/{{space}}.log",
     benchmark:
         f"{R}/benchmarks/neighbors/{{backbone}}/{{space}}.tsv"
+    conda:
+        "../envs/lus.yaml"
     script:
         "../workflow_scripts/query_neighbors.py"

@@ -15,5 +15,7 @@ rule balance_split:
         f"{R}/logs/balance_split.log",
     benchmark:
         f"{R}/benchmarks/balance_split.tsv"
+    conda:
+        "../envs/lus.yaml"
     script:
         "../workflow_scripts/balance_split.py"

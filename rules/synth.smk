@@ -12,5 +12,7 @@ rule synth:
         code=code_version("synth"),
     log:
         f"{R}/logs/synth.log",
+    conda:
+        "../envs/lus.yaml"
     script:
         "../workflow_scripts/synth.py"

@@ -26,6 +26,8 @@ rule train:
         f"{R}/logs/train/{{backbone}}/{{fold}}.log",
     benchmark:
         f"{R}/benchmarks/train/{{backbone}}/{{fold}}.tsv"
+    conda:
+        "../envs/lus.yaml"
     script:
         "../workflow_scripts/train.py"
 
@@ -49,5 +51,7 @@ rule infer:
         f"{R}/logs/infer/{{backbone}}.log",
     benchmark:
         f"{R}/benchmarks/infer/{{backbone}}.tsv"
+    conda:
+        "../envs/lus.yaml"
     script:
         "../workflow_scripts/infer.py"
