@@ -95,7 +95,9 @@ def load_predictions(path: str | os.PathLike) -> Predictions:
             fold=np.asarray(f["fold"][()], dtype=np.int64),
             logits=opt("logits", np.float64),
             softmax=np.asarray(f["softmax"][()], dtype=np.float64),
-            embedding=opt("embedding", np.float64),
+            # the trust score compares a frame with training frames in one feature space: the
+            # out-of-fold `embedding` mixes K fold models' spaces, `embedding_all` is one model's
+            embedding=opt("embedding_all", np.float64) if "embedding_all" in f else opt("embedding", np.float64),
             attrs=attrs,
         )
 
