@@ -11,13 +11,14 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
-def snakemake(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO), *args]
+def snakemake(*args: str, timeout: int = 900, workdir: Path = REPO) -> subprocess.CompletedProcess:
+    """Run the project's Snakefile; a separate `workdir` keeps its own .snakemake state (locks)."""
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
-def run_ok(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    proc = snakemake(*args, timeout=timeout)
+def run_ok(*args: str, timeout: int = 900, workdir: Path = REPO) -> subprocess.CompletedProcess:
+    proc = snakemake(*args, timeout=timeout, workdir=workdir)
     assert proc.returncode == 0, f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     return proc
 

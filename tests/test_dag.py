@@ -1,0 +1,26 @@
+"""The default DAG and the workflow's lint, as a user sees them before running anything."""
+
+import pytest
+
+from tests.workflow_helpers import planned_jobs, run_ok
+
+
+@pytest.fixture(scope="module")
+def default_plan(tmp_path_factory):
+    results = tmp_path_factory.mktemp("plan")
+    return planned_jobs("--config", f"results={results}")
+
+
+def test_dry_run_lists_every_step(default_plan):
+    # 16 patients x 3 videos; 2 backbones x (3 folds + all); 8 methods; 4 spaces
+    assert default_plan == {
+        "synth": 1, "extract_frames": 48, "frame_index": 1, "balance_split": 1,
+        "train": 8, "infer": 2, "fit_confidence": 16, "confidence_report": 2,
+        "build_index": 6, "build_tsne_index": 2, "query_neighbors": 8,
+        "evaluate": 1, "report": 1, "manifest": 1, "all": 1,
+    }
+
+
+def test_snakemake_lint_is_clean():
+    proc = run_ok("--lint", timeout=300)
+    assert "Congratulations" in proc.stdout + proc.stderr
