@@ -151,3 +151,10 @@ def test_predict_bad_input(tiny_run, tmp_path, problem):
     expected = {"unreadable": "broken.mp4", "incomplete_run": "manifest.json", "tampered": "checksum",
                 "unknown_config": "no configuration named"}[problem]
     assert expected in run.stderr
+
+
+def test_snakemake_report_has_the_figures(tiny_run, tmp_path):
+    _, args = tiny_run
+    out = tmp_path / "report.html"
+    run_ok("--report", str(out), *args, timeout=600)
+    assert out.stat().st_size > 100_000
