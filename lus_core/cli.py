@@ -35,9 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("predictions_out"))
     p.add_argument("--device", default="auto")
 
+    p = sub.add_parser("summarize", help="write a finished run's results as a Markdown page")
+    p.add_argument("run", type=Path, help="results folder of a finished workflow run")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--title", default="Results")
+    p.add_argument("--command", dest="run_command", default="snakemake --cores all", help="the command that produced the run")
+    p.add_argument("--preamble", type=Path, help="Markdown file placed before the results")
+    p.add_argument("--epilogue", type=Path, help="Markdown file placed after the results")
+
     args = parser.parse_args(argv)
     try:
-        return {"synth": _synth, "run": _run, "predict": _predict}[args.command](args)
+        commands = {"synth": _synth, "run": _run, "predict": _predict, "summarize": _summarize}
+        return commands[args.command](args)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         print(f"lus {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -68,6 +77,15 @@ def _predict(args) -> int:
     from lus_core.predict import run_predict
 
     run_predict(args.videos, args.run, args.config_name, args.out, device=args.device)
+    return 0
+
+
+def _summarize(args) -> int:
+    from lus_core.summarize import write_results_markdown
+
+    text = {k: getattr(args, k).read_text() if getattr(args, k) else "" for k in ("preamble", "epilogue")}
+    out = write_results_markdown(args.run, args.out, args.title, args.run_command, **text)
+    print(f"wrote {out}")
     return 0
 
 

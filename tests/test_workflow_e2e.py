@@ -158,3 +158,14 @@ def test_snakemake_report_has_the_figures(tiny_run, tmp_path):
     out = tmp_path / "report.html"
     run_ok("--report", str(out), *args, timeout=600)
     assert out.stat().st_size > 100_000
+
+
+def test_summarize_writes_markdown_results(tiny_run, tmp_path):
+    results, _ = tiny_run
+    out = tmp_path / "results.md"
+    proc = subprocess.run([LUS, "summarize", str(results), "--out", str(out), "--title", "Tiny"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    assert "# Tiny" in text and "scratch · CNN alone" in text and "Video level" in text
+    assert (tmp_path / "results-figures" / "forest_accuracy.png").exists()
