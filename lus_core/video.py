@@ -3,6 +3,8 @@ ultrasound sector and crop/resize frames to a fixed square size."""
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,11 +59,12 @@ def _decode_container(path: Path, stride: int):
     frames, numbers, i = [], [], 0
     try:
         while True:
-            # grab() skips the colour conversion of frames the stride drops
-            if not cap.grab():
-                break
-            if i % stride == 0:
-                ok, frame = cap.retrieve()
+            if i % stride:
+                # grab() skips the colour conversion of frames the stride drops
+                if not cap.grab():
+                    break
+            else:
+                ok, frame = cap.read()
                 if not ok or frame is None:
                     break
                 if frame.ndim == 2:
@@ -145,7 +148,8 @@ def crop_resize(frames: np.ndarray, box: tuple[int, int, int, int], size: int) -
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     oy, ox = (size - nh) // 2, (size - nw) // 2
     out = np.zeros((n, size, size, c), dtype=np.uint8)
-    for i in range(n):
+
+    def one(i: int) -> None:
         img = frames[i, y0:y1, x0:x1]
         # halve with pyrDown (cheap anti-aliasing) while far too large, then a linear resize:
         # INTER_AREA at a non-integer factor costs as much as decoding the frame
@@ -153,4 +157,8 @@ def crop_resize(frames: np.ndarray, box: tuple[int, int, int, int], size: int) -
             img = cv2.pyrDown(img)
         img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
         out[i, oy : oy + nh, ox : ox + nw] = img.reshape(nh, nw, c)
+
+    # OpenCV releases the GIL: frames resize in parallel threads
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(one, range(n)))
     return out
