@@ -98,6 +98,16 @@ def load_config(path: str | Path, overrides: dict | None = None) -> dict:
     return validate_config(config, source=str(path))
 
 
+def config_get(config, *path, default=None):
+    """config[path[0]][path[1]]..., or `default` where a key is missing (configs read back from files)."""
+    cur = config
+    for p in path:
+        if not isinstance(cur, dict) or p not in cur:
+            return default
+        cur = cur[p]
+    return cur
+
+
 def deep_merge(base: dict, extra: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in extra.items():

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from lus_core import metrics as M
+from lus_core.config import config_get as _cfg
 from lus_core.io_utils import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -559,13 +560,6 @@ def _dataset_counts(frame_index_csv, split: Mapping, n_classes: int) -> dict:
 # --------------------------------------------------------------------------- entry point
 
 
-def _cfg(config: Mapping, *path, default=None):
-    cur = config
-    for p in path:
-        if not isinstance(cur, Mapping) or p not in cur:
-            return default
-        cur = cur[p]
-    return cur
 
 
 def run_evaluate(

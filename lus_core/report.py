@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lus_core.config import config_get as _cfg
 from lus_core.evaluation import fmt_p
 from lus_core.io_utils import atomic_path, read_json
 
@@ -141,13 +142,6 @@ def _figure(path: Path, title: str, caption: str) -> str:
 # --------------------------------------------------------------------------- sections
 
 
-def _cfg(config: Mapping, *path, default=None):
-    cur = config
-    for p in path:
-        if not isinstance(cur, Mapping) or p not in cur:
-            return default
-        cur = cur[p]
-    return cur
 
 
 def _section_run(config: Mapping, summary: Mapping) -> str:
