@@ -36,7 +36,11 @@ def results_markdown(run_dir: str | Path, title: str, command: str, n_rows: int 
     if bench:
         total = sum(float(pd.read_csv(b, sep="\t")["s"].iloc[0]) for b in bench)
         lines += [f"Sum of the benchmarked steps' wall time: {total / 60:.0f} min ({len(bench)} jobs).", ""]
-    cfg = json.loads(split["config"]) if isinstance(split.get("config"), str) else split.get("config", {})
+    # the manifest is written last, with the config of the final outputs (split.json may be
+    # older: it is kept when only training settings change)
+    manifest = run / "manifest.json"
+    cfg = json.loads(manifest.read_text()).get("config", {}) if manifest.exists() else split.get("config", {})
+    cfg = json.loads(cfg) if isinstance(cfg, str) else cfg
     if cfg:
         lines += ["Settings (from the run's own records):", ""]
         lines += [f"- `{k}`: `{json.dumps(cfg[k])}`" for k in ("frames", "split", "train") if k in cfg]
