@@ -40,7 +40,7 @@ def extract_video(entry: VideoEntry, out_h5: str | Path, config: dict) -> int:
         if keep.sum() < len(keep):
             log.info("%s: %d frames outside labelled ranges dropped", entry.path, int((~keep).sum()))
         box = find_sector(video.frames) if fcfg["crop"] == "auto" else (0, 0, *video.original_size[::-1])
-        frames = crop_resize(video.frames[keep], box, fcfg["size"])
+        frames = crop_resize(video.frames if keep.all() else video.frames[keep], box, fcfg["size"])
     except (VideoError, DatasetError) as exc:
         if config["dataset"]["on_bad_video"] != "skip":
             raise

@@ -45,10 +45,28 @@ def decode(path: str | Path, stride: int = 1, max_frames: int = 0) -> DecodedVid
     if max_frames and len(frames) > max_frames:
         keep = np.linspace(0, len(frames) - 1, max_frames).round().astype(int)
         frames, numbers = [frames[i] for i in keep], numbers[keep]
-    # stack one channel only when the video is grayscale: a third of the memory and copying
-    stack = np.stack([f[..., 0] for f in frames])[..., None] if _is_grayscale(frames) else (
-        np.stack(frames)[..., ::-1])  # BGR -> RGB
+    if frames[0].ndim == 2:  # grayscale throughout: one channel
+        stack = np.stack(frames)[..., None]
+    else:
+        stack = np.stack(frames)[..., ::-1]  # BGR -> RGB
     return DecodedVideo(np.ascontiguousarray(stack), numbers, fps, int(n_source), stack.shape[1:3])
+
+
+class _FrameCollector:
+    """Keeps decoded BGR frames as one channel while they are grayscale (a third of the memory
+    and copying), and switches to colour for the whole video at its first colour frame."""
+
+    def __init__(self):
+        self.frames: list[np.ndarray] = []
+        self.gray = True
+
+    def add(self, bgr: np.ndarray) -> None:
+        if bgr.ndim == 2:
+            bgr = bgr[..., None].repeat(3, axis=2)
+        if self.gray and not _is_gray_frame(bgr):
+            self.gray = False
+            self.frames = [f[..., None].repeat(3, axis=2) for f in self.frames]
+        self.frames.append(bgr[..., 0].copy() if self.gray else bgr.copy())
 
 
 def _decode_container(path: Path, stride: int):
@@ -56,7 +74,7 @@ def _decode_container(path: Path, stride: int):
     if not cap.isOpened():
         raise VideoError(f"{path}: cannot open video (corrupt file or unsupported container)")
     fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-    frames, numbers, i = [], [], 0
+    collected, numbers, i, buf = _FrameCollector(), [], 0, None
     try:
         while True:
             if i % stride:
@@ -64,16 +82,16 @@ def _decode_container(path: Path, stride: int):
                 if not cap.grab():
                     break
             else:
-                ok, frame = cap.read()
-                if not ok or frame is None:
+                # decode into one reused buffer: fresh memory per frame costs as much as decoding
+                ok, buf = cap.read(buf)
+                if not ok or buf is None:
                     break
-                if frame.ndim == 2:
-                    frame = frame[..., None].repeat(3, axis=2)
-                frames.append(frame)
+                collected.add(buf)
                 numbers.append(i)
             i += 1
     finally:
         cap.release()
+    frames = collected.frames
     if frames and len({f.shape for f in frames}) > 1:
         raise VideoError(f"{path}: frames change size mid-video")
     return frames, numbers, fps
@@ -81,27 +99,29 @@ def _decode_container(path: Path, stride: int):
 
 def _decode_folder(path: Path, stride: int):
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-    frames, numbers = [], []
+    collected, numbers = _FrameCollector(), []
     for i, file in enumerate(files):
         if i % stride:
             continue
         img = cv2.imread(str(file), cv2.IMREAD_COLOR)
         if img is None:
             raise VideoError(f"{file}: unreadable image in frame folder {path}")
-        frames.append(img)
+        collected.add(img)
         numbers.append(i)
+    frames = collected.frames
     if frames and len({f.shape for f in frames}) > 1:
         raise VideoError(f"{path}: frame images differ in size")
     return frames, numbers, 0.0
 
 
-def _is_grayscale(frames: list[np.ndarray], tolerance: int = 24, max_fraction: float = 0.002) -> bool:
+def _is_gray_frame(bgr: np.ndarray, tolerance: int = 24, max_fraction: float = 0.002) -> bool:
     """True when the colour channels agree up to codec noise (chroma subsampling)."""
-    sample = np.stack(frames[:: max(1, len(frames) // 8)])[:, ::2, ::2].astype(np.int16)
-    b, g, r = sample[..., 0], sample[..., 1], sample[..., 2]
-    # explicit channel differences: numpy's reduce over a length-3 last axis is very slow
-    spread = np.maximum(np.abs(b - g), np.maximum(np.abs(g - r), np.abs(b - r)))
-    return float((spread > tolerance).mean()) <= max_fraction
+    # a sparse grid is enough for colour overlays (Doppler boxes, coloured markers), and uint8
+    # absdiff in OpenCV avoids numpy temporaries: this check runs on every decoded frame
+    sample = np.ascontiguousarray(bgr[::4, ::4])
+    b, g, r = cv2.split(sample)
+    spread = cv2.max(cv2.absdiff(b, g), cv2.max(cv2.absdiff(g, r), cv2.absdiff(b, r)))
+    return cv2.countNonZero((spread > tolerance).view(np.uint8)) <= max_fraction * spread.size
 
 
 def find_sector(frames: np.ndarray, threshold: float = 0.05, floor: float = 6.0) -> tuple[int, int, int, int]:
