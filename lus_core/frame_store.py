@@ -70,20 +70,6 @@ def _write_frames_gzip(f: h5py.File, frames: np.ndarray, level: int = 1) -> None
             dset.id.write_direct_chunk((i, *tail), blob)
 
 
-def read_video_attrs(path: str | Path) -> dict:
-    with h5py.File(path, "r") as f:
-        return {k: _decode_attr(v) for k, v in f.attrs.items()}
-
-
-def _decode_attr(value):
-    if isinstance(value, str) and value[:1] in "[{":
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value.tolist() if hasattr(value, "tolist") else value
-
-
 def build_frame_index(video_paths: Sequence[str | Path]) -> pd.DataFrame:
     """One row per frame over all videos, videos sorted by id, frames in stored order."""
     parts = []

@@ -6,7 +6,6 @@ Every problem is reported with the file it concerns.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +26,6 @@ class VideoEntry:
     patient: str
     # (start, end inclusive, class index); end None = to the last frame
     ranges: list[tuple[int, int | None, int]] = field(default_factory=list)
-
-    def ranges_json(self) -> str:
-        return json.dumps(self.ranges)
 
 
 def video_id(path: Path) -> str:
@@ -142,6 +138,11 @@ def make_entry(path: Path, table, by_key, dataset: dict, classes: list, labels_p
         raise DatasetError(f"{path}: no label in {labels_path} (looked for '{path.name}' or '{path.stem}')")
     _check_overlaps(entry, labels_path)
     return entry
+
+
+def synthetic_entry(path: str | Path, dataset: dict, classes: list, labels_path: str) -> VideoEntry:
+    """A generated video's entry: the synthetic labels table names its patient in a column."""
+    return entry_for_file(path, dataset | {"patient_from": "column"}, classes, labels_path)
 
 
 def entry_for_file(path: str | Path, dataset: dict, classes: list, labels_path: str) -> VideoEntry:

@@ -1,14 +1,14 @@
 import json
 
 from lus_core.extract import extract_video
-from lus_core.ingest import VideoEntry, entry_for_file
+from lus_core.ingest import VideoEntry, synthetic_entry
 from lus_core.workflow import step_logging
 
 sm = snakemake  # noqa: F821
 with step_logging(sm):
     info = json.loads(sm.params.entry)
     if info["ranges"] is None:  # synthetic: labels come from the generated table
-        entry = entry_for_file(info["path"], sm.config["dataset"] | {"patient_from": "column"}, sm.config["classes"], sm.input.labels[0])
+        entry = synthetic_entry(info["path"], sm.config["dataset"], sm.config["classes"], sm.input.labels[0])
     else:
         entry = VideoEntry(sm.wildcards.video, info["path"], info["patient"], [tuple(r) for r in info["ranges"]])
     extract_video(entry, sm.output[0], sm.config)
