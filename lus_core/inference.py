@@ -6,11 +6,10 @@ by a model that trained on its own patient); for a test patient from the `all` m
 Every model file records the patients it trained on, and `run_infer` checks them against the
 split before scoring, so a mix-up of model files fails loudly instead of leaking.
 
-Besides the contract's datasets the file holds `embedding_all` (N, D): the embedding of every
-frame by the `all` model. The out-of-fold `embedding` of training frames comes from K different
-fold models, i.e. K different feature spaces, while test frames are embedded by the `all` model;
-a similarity index that compares test frames with training frames needs one space, which
-`embedding_all` provides.
+The file (written through :mod:`lus_core.predictions`) holds two embeddings: `embedding_oof`
+by the model that made each frame's softmax (K fold models for training frames, i.e. K feature
+spaces) and `embedding_all`, every frame by the `all` model; a similarity index that compares
+test frames with training frames needs one space, which `embedding_all` provides.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import json
 import sys
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
@@ -28,11 +26,10 @@ from tqdm.auto import tqdm
 
 from lus_core.dataset import FrameDataset, frames_to_tensor, prepare_batch
 from lus_core.frame_store import read_frame_index
-from lus_core.io_utils import atomic_path, config_json, read_json
+from lus_core.io_utils import config_json, read_json
 from lus_core.models import LUSModel, build_model
+from lus_core.predictions import Predictions, write_predictions
 from lus_core.training import amp_dtype_for, select_device
-
-STR = h5py.string_dtype()
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[LUSModel, dict]:
@@ -225,19 +222,12 @@ def run_infer(
     if np.isnan(softmax).any():  # pragma: no cover - assign_models guarantees coverage
         raise RuntimeError("some frames were not scored")
 
-    with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("frame_id", data=index["frame_id"].to_numpy(np.int64))
-        f.create_dataset("label", data=index["label"].to_numpy(np.int16))
-        f.create_dataset("patient", data=patients.tolist(), dtype=STR)
-        f.create_dataset("video", data=index["video"].astype(str).tolist(), dtype=STR)
-        f.create_dataset("split", data=split_col.tolist(), dtype=STR)
-        f.create_dataset("fold", data=fold_col.astype(np.int16))
-        f.create_dataset("logits", data=logits)
-        f.create_dataset("softmax", data=softmax)
-        f.create_dataset("embedding", data=embedding)
-        f.create_dataset("embedding_all", data=embedding_all)
-        f.attrs["backbone"] = backbone
-        f.attrs["classes"] = json.dumps(list(config["classes"]))
-        f.attrs["config"] = config_json(config)
-        f.attrs["models"] = json.dumps(used, sort_keys=True)
+    write_predictions(out_h5, Predictions(
+        frame_id=index["frame_id"].to_numpy(np.int64), label=index["label"].to_numpy(np.int64),
+        patient=patients, video=index["video"].astype(str).to_numpy(), split=np.asarray(split_col),
+        fold=np.asarray(fold_col), logits=logits, softmax=softmax, embedding_oof=embedding,
+        embedding_all=embedding_all,
+        attrs={"backbone": backbone, "classes": json.dumps(list(config["classes"])),
+               "config": config_json(config), "models": json.dumps(used, sort_keys=True)},
+    ))
     return {"backbone": backbone, "n_frames": n, "n_test": int((split_col == "test").sum()), "models": used}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import h5py
 import joblib
 import numpy as np
 import pandas as pd
@@ -12,14 +11,15 @@ import pytest
 
 from lus_core.confidence import METHODS
 from lus_core.confidence import metrics as M
-from lus_core.confidence.base import ConfidenceMethod
+from lus_core.confidence.base import ConfidenceMethod, choose_threshold
 from lus_core.confidence.step import (
     LeakageError,
     fit_confidence_model,
-    load_predictions,
     run_confidence_report,
     run_fit_confidence,
 )
+from lus_core.predictions import Predictions, read_predictions
+from lus_core.predictions import write_predictions as write_store
 
 C, D = 4, 6
 N_PAT, FRAMES, N_TEST = 9, 16, 3
@@ -53,21 +53,12 @@ def write_predictions(path, seed=0, test_values=None):
         )
     z = logits - logits.max(axis=1, keepdims=True)
     sm = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-    strings = h5py.string_dtype()
-    with h5py.File(path, "w") as f:
-        f["frame_id"] = np.arange(n, dtype=np.int64)
-        f["label"] = label.astype(np.int16)
-        f.create_dataset("patient", data=np.array([f"p{i}" for i in pidx], dtype=object), dtype=strings)
-        f.create_dataset("video", data=np.array([f"p{i}_v0" for i in pidx], dtype=object), dtype=strings)
-        f.create_dataset("split", data=np.where(is_test, "test", "train").astype(object), dtype=strings)
-        f["fold"] = np.where(is_test, -1, (pidx - N_TEST) % 3).astype(np.int16)
-        f["logits"] = logits.astype(np.float32)
-        f["softmax"] = sm.astype(np.float32)
-        f["embedding"] = emb.astype(np.float32)
-        f.attrs["backbone"] = "tiny"
-        f.attrs["classes"] = json.dumps(list(range(C)))
-        f.attrs["config"] = "{}"
-    return path
+    return write_store(path, Predictions(
+        frame_id=np.arange(n, dtype=np.int64), label=label, patient=np.array([f"p{i}" for i in pidx]),
+        video=np.array([f"p{i}_v0" for i in pidx]), split=np.where(is_test, "test", "train"),
+        fold=np.where(is_test, -1, (pidx - N_TEST) % 3), logits=logits, softmax=sm, embedding_oof=emb,
+        embedding_all=emb, attrs={"backbone": "tiny", "classes": json.dumps(list(range(C))), "config": "{}"},
+    ))
 
 
 def fit(tmp_path, h5, method, cfg, tag=""):
@@ -84,7 +75,7 @@ def h5(tmp_path_factory):
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_writes_well_formed_outputs(tmp_path, h5, method):
     out = fit(tmp_path, h5, method, config())
-    pred = load_predictions(h5)
+    pred = read_predictions(h5)
     table = pd.read_csv(out["csv"])
     rec = json.loads(out["json"].read_text())
     model = joblib.load(out["joblib"])
@@ -92,10 +83,18 @@ def test_every_method_writes_well_formed_outputs(tmp_path, h5, method):
     assert list(table.columns) == ["frame_id", "split", "confidence", "trusted", "set_size"]
     assert np.array_equal(table["frame_id"], pred.frame_id) and np.array_equal(table["split"], pred.split)
     assert table["confidence"].between(0, 1).all()
-    assert np.array_equal(table["trusted"].to_numpy(bool), table["confidence"].to_numpy() >= rec["threshold"])
+    is_test = (table["split"] == "test").to_numpy()
+    trusted, conf = table["trusted"].to_numpy(bool), table["confidence"].to_numpy()
+    assert np.array_equal(trusted[is_test], conf[is_test] >= rec["threshold"])
+    # training rows: the trust decision of a threshold chosen without the row's fold
+    correct = pred.correct
+    for g in np.unique(pred.fold[~is_test]):
+        held, other = ~is_test & (pred.fold == g), ~is_test & (pred.fold != g)
+        t = choose_threshold(conf[other], correct[other], "balanced_accuracy", 0.8)
+        assert np.array_equal(trusted[held], conf[held] >= t)
     # the saved model reproduces the test rows
     test = pred.subset(pred.split == "test")
-    conf = model.score(test.softmax, test.logits, test.embedding)
+    conf = model.score(test.softmax, test.logits, test.embedding_all)
     assert np.allclose(conf, table.loc[table["split"] == "test", "confidence"], atol=1e-12)
     assert model.threshold_ == rec["threshold"]
 
@@ -116,7 +115,7 @@ def test_every_method_writes_well_formed_outputs(tmp_path, h5, method):
         } <= set(rec[part])
     if method == "conformal":
         assert table["set_size"].between(1, C).all()
-        assert np.array_equal(table["trusted"], table["set_size"] == 1)
+        assert np.array_equal(table["trusted"][is_test], table["set_size"][is_test] == 1)
         keys = {
             "conformal_coverage",
             "conformal_mean_set_size",
@@ -139,17 +138,17 @@ def test_every_method_writes_well_formed_outputs(tmp_path, h5, method):
 def test_coverage_rule_trusts_the_target_fraction_of_training_frames(tmp_path, h5):
     out = fit(tmp_path, h5, "msp", config(threshold_rule="coverage", target_coverage=0.7))
     t = pd.read_csv(out["csv"])
-    assert t.loc[t["split"] == "train", "trusted"].mean() == pytest.approx(
-        0.7, abs=1.01 / (t["split"] == "train").sum()
-    )
+    thr = json.loads(out["json"].read_text())["threshold"]
+    train = t[t["split"] == "train"]
+    assert (train["confidence"] >= thr).mean() == pytest.approx(0.7, abs=1.01 / len(train))
 
 
 def test_a_test_row_reaching_fit_raises(h5):
-    pred = load_predictions(h5)
+    pred = read_predictions(h5)
     with pytest.raises(LeakageError):
         fit_confidence_model("msp", pred, config())
     train = pred.subset(pred.split == "train")
-    model, conf_oof, _ = fit_confidence_model("msp", train, config())
+    model, conf_oof, _, _ = fit_confidence_model("msp", train, config())
     assert len(conf_oof) == len(train)
 
 
@@ -184,11 +183,11 @@ def test_fitting_never_reads_test_rows(tmp_path, monkeypatch, method):
     ta, tb = pd.read_csv(a["csv"]), pd.read_csv(b["csv"])
     tr = ta["split"] == "train"
     pd.testing.assert_frame_equal(ta[tr], tb[tr])
-    probe = load_predictions(tmp_path / "b.h5")
+    probe = read_predictions(tmp_path / "b.h5")
     ma, mb = joblib.load(a["joblib"]), joblib.load(b["joblib"])
     assert np.array_equal(
-        ma.score(probe.softmax, probe.logits, probe.embedding),
-        mb.score(probe.softmax, probe.logits, probe.embedding),
+        ma.score(probe.softmax, probe.logits, probe.embedding_all),
+        mb.score(probe.softmax, probe.logits, probe.embedding_all),
     )
 
 
@@ -235,7 +234,7 @@ def test_report_has_one_row_per_method_and_both_figures(tmp_path, h5):
     for o, (_, row) in zip(outs, table.iterrows(), strict=True):
         rec = json.loads(o["json"].read_text())
         assert row["auroc"] == pytest.approx(rec["test_metrics"]["auroc"])
-    pred = load_predictions(h5)
+    pred = read_predictions(h5)
     test = pred.subset(pred.split == "test")
     assert table["cnn_accuracy"].iloc[0] == pytest.approx(test.correct.mean())
     assert table["cnn_ece_before_ts"].iloc[0] == pytest.approx(M.ece(test.softmax, test.label))

@@ -60,14 +60,14 @@ def test_predictions_file_follows_the_contract(run):
     assert data["label"].dtype == np.int16 and np.array_equal(data["label"], index["label"].to_numpy())
     assert list(data["patient"]) == list(index["patient"]) and list(data["video"]) == list(index["video"])
     assert set(data["split"]) == {"train", "test"} and data["fold"].dtype == np.int16
-    for key, width in (("logits", 4), ("softmax", 4), ("embedding", 128), ("embedding_all", 128)):
+    for key, width in (("logits", 4), ("softmax", 4), ("embedding_oof", 128), ("embedding_all", 128)):
         assert data[key].shape == (n, width) and data[key].dtype == np.float32 and np.isfinite(data[key]).all()
     assert np.allclose(data["softmax"].sum(1), 1, atol=1e-5)
     assert np.allclose(data["softmax"], torch.softmax(torch.from_numpy(data["logits"]), 1).numpy(), atol=1e-6)
     assert attrs["backbone"] == "scratch" and json.loads(attrs["classes"]) == [0, 1, 2, 3]
     assert json.loads(attrs["config"])["train"]["image_size"] == 16
     test = data["split"] == "test"  # test frames: the `all` model, whose embedding_all they share
-    assert np.array_equal(data["embedding"][test], data["embedding_all"][test])
+    assert np.array_equal(data["embedding_oof"][test], data["embedding_all"][test])
 
 
 def test_softmax_is_out_of_fold_and_test_patients_never_train(run):
@@ -108,7 +108,7 @@ def test_predict_frames_matches_the_stored_predictions(run):
     logits, softmax, emb = predict_frames(model, frames, meta["image_size"], "cpu", batch_size=2)
     assert np.allclose(logits, data["logits"][rows], atol=1e-4)
     assert np.allclose(softmax, data["softmax"][rows], atol=1e-5)
-    assert np.allclose(emb, data["embedding"][rows], atol=1e-4)
+    assert np.allclose(emb, data["embedding_oof"][rows], atol=1e-4)
 
 
 def test_wrong_or_missing_models_are_refused(run, tmp_path):

@@ -269,7 +269,7 @@ def tiny_run(tmp_path_factory):
         f["fold"] = np.where(split == "test", -1, 0).astype(np.int16)
         f["logits"] = logits
         f["softmax"] = softmax.astype(np.float32)
-        f["embedding"] = embedding
+        f["embedding_oof"] = embedding
         f["embedding_all"] = embedding_all
         f.attrs["backbone"] = "tiny"
     config = {
@@ -398,19 +398,20 @@ def test_build_index_subsample_and_argument_checks(tiny_run, tmp_path):
         run_build_index("tsne", root / "predictions.h5", None, *out, None, cfg)  # tsne needs out_tsne
 
 
-def test_without_embedding_all_the_contract_embedding_is_used(tiny_run, tmp_path):
+def test_a_predictions_file_of_an_older_version_is_a_clear_error(tiny_run, tmp_path):
+    """The store once held `embedding` (meaning the out-of-fold one): the reader names the file
+    and says to rerun `infer` instead of guessing which embedding it is."""
     root, config = tiny_run
     preds = tmp_path / "predictions.h5"
     shutil.copy(root / "predictions.h5", preds)
     with h5py.File(preds, "a") as f:
-        del f["embedding_all"]
-        oof = f["embedding"][()]
-    assert read_predictions(preds).embedding_all is None
+        f["embedding"] = f["embedding_oof"][()]
+        del f["embedding_oof"]
+    with pytest.raises(ValueError, match=r"predictions\.h5.*embedding_oof.*rerun the `infer` step"):
+        read_predictions(preds)
     out = [tmp_path / "e.ann", tmp_path / "e.ids.csv", tmp_path / "e.json"]
-    meta = run_build_index("embedding", preds, None, *out, None, config)
-    assert meta["params"]["embedding_source"] == "embedding"
-    index = SimilarityIndex.load(*out)
-    np.testing.assert_allclose(index.item_vectors(), oof[index.ids["frame_id"].to_numpy()], rtol=1e-6)
+    with pytest.raises(ValueError, match="rerun the `infer` step"):
+        run_build_index("embedding", preds, None, *out, None, config)
 
 
 def test_gallery_png(tiny_run, tmp_path):

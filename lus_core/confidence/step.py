@@ -6,24 +6,22 @@ softmax is out-of-fold. `fit_confidence_model` is the only place a model is fitt
 trust score) would score their own training rows optimistically, so their threshold is chosen on
 cross-fitted scores: refit without one training fold (the predictions store's `fold` column =
 a group of training patients), score that fold, repeat. The final model is fitted on all
-training rows.
+training rows. Methods that use an embedding (the trust score) read the predictions store's
+`embedding_all` (one feature space for every frame, :mod:`lus_core.predictions`).
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field, fields
-
-import h5py
 import numpy as np
 import pandas as pd
 
 import lus_core
 from lus_core.io_utils import atomic_path, config_json, write_json
+from lus_core.predictions import Predictions, read_predictions
 
 from . import METHODS, make_method, method_params
 from . import metrics as M
-from .base import ConfidenceMethod
+from .base import ConfidenceMethod, choose_threshold
 from .baselines import TemperatureScaling
 from .conformal import ConformalSets
 
@@ -32,74 +30,6 @@ SELECTIVE_COVERAGE = 0.8
 
 class LeakageError(RuntimeError):
     """A test-patient row reached a fitting function."""
-
-
-@dataclass
-class Predictions:
-    """The predictions store (R/predictions/{backbone}.h5) as arrays, one row per frame."""
-
-    frame_id: np.ndarray
-    label: np.ndarray
-    patient: np.ndarray
-    video: np.ndarray
-    split: np.ndarray
-    fold: np.ndarray
-    logits: np.ndarray | None
-    softmax: np.ndarray
-    embedding: np.ndarray | None
-    attrs: dict = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.frame_id)
-
-    def subset(self, mask: np.ndarray) -> Predictions:
-        kw = {
-            f.name: (
-                getattr(self, f.name)[mask]
-                if isinstance(getattr(self, f.name), np.ndarray)
-                else getattr(self, f.name)
-            )
-            for f in fields(self)
-        }
-        return Predictions(**kw)
-
-    @property
-    def pred(self) -> np.ndarray:
-        return self.softmax.argmax(axis=1)
-
-    @property
-    def correct(self) -> np.ndarray:
-        return self.pred == self.label
-
-
-def _strings(ds) -> np.ndarray:
-    a = ds[()]
-    if a.dtype.kind in ("O", "S"):
-        a = np.array([x.decode() if isinstance(x, bytes) else str(x) for x in a], dtype=object)
-    return a.astype(str)
-
-
-def load_predictions(path: str | os.PathLike) -> Predictions:
-    with h5py.File(path, "r") as f:
-
-        def opt(name, dtype):
-            return np.asarray(f[name][()], dtype=dtype) if name in f else None
-
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-        return Predictions(
-            frame_id=np.asarray(f["frame_id"][()], dtype=np.int64),
-            label=np.asarray(f["label"][()], dtype=np.int64),
-            patient=_strings(f["patient"]),
-            video=_strings(f["video"]) if "video" in f else np.array([""] * len(f["frame_id"])),
-            split=_strings(f["split"]),
-            fold=np.asarray(f["fold"][()], dtype=np.int64),
-            logits=opt("logits", np.float64),
-            softmax=np.asarray(f["softmax"][()], dtype=np.float64),
-            # the trust score compares a frame with training frames in one feature space: the
-            # out-of-fold `embedding` mixes K fold models' spaces, `embedding_all` is one model's
-            embedding=opt("embedding_all", np.float64) if "embedding_all" in f else opt("embedding", np.float64),
-            attrs=attrs,
-        )
 
 
 def assert_train_only(split) -> None:
@@ -114,7 +44,7 @@ def assert_train_only(split) -> None:
 
 def _fit_rows(name: str, config: dict, rows: Predictions) -> ConfidenceMethod:
     assert_train_only(rows.split)
-    return make_method(name, config).fit(rows.softmax, rows.logits, rows.embedding, rows.label)
+    return make_method(name, config).fit(rows.softmax, rows.logits, rows.embedding_all, rows.label)
 
 
 def crossfit_groups(train: Predictions) -> tuple[np.ndarray | None, str]:
@@ -136,41 +66,44 @@ def cross_fit_scores(name: str, config: dict, train: Predictions) -> tuple[np.nd
     groups, scheme = crossfit_groups(train)
     if groups is None:
         m = _fit_rows(name, config, train)
-        return m.score(train.softmax, train.logits, train.embedding), scheme
+        return m.score(train.softmax, train.logits, train.embedding_all), scheme
     conf = np.empty(len(train))
     for g in np.unique(groups):
         held = groups == g
         m = _fit_rows(name, config, train.subset(~held))
         part = train.subset(held)
-        conf[held] = m.score(part.softmax, part.logits, part.embedding)
+        conf[held] = m.score(part.softmax, part.logits, part.embedding_all)
     return conf, scheme
 
 
 def fit_confidence_model(
     name: str, train: Predictions, config: dict
-) -> tuple[ConfidenceMethod, np.ndarray, str]:
+) -> tuple[ConfidenceMethod, np.ndarray, np.ndarray, str]:
     """Fit method `name` on training rows only and choose its threshold on out-of-fold scores.
 
-    Returns (fitted model with threshold_, out-of-fold confidence of the training rows, how the
-    out-of-fold confidence was made).
+    Every method is cross-fitted (also the ones with few parameters, e.g. the temperature or
+    the conformal quantile), so no training row's confidence comes from a model that saw it.
+    Returns (fitted model with threshold_, out-of-fold confidence of the training rows,
+    out-of-fold trust decision of the training rows, how they were made). The out-of-fold
+    trust decision uses a threshold chosen without the row's group, so that the evaluation can
+    score a configuration on training patients without an in-sample threshold.
     """
     assert_train_only(train.split)
     cc = config.get("confidence", {}) or {}
+    rule, coverage = cc.get("threshold_rule", "balanced_accuracy"), float(cc.get("target_coverage", 0.8))
     model = _fit_rows(name, config, train)
-    if model.learned:
-        conf_oof, scheme = cross_fit_scores(name, config, train)
+    conf_oof, scheme = cross_fit_scores(name, config, train)
+    model.choose_threshold(conf_oof, train.correct, rule, coverage)
+    groups, _ = crossfit_groups(train)
+    if groups is None:
+        trusted_oof = conf_oof >= model.threshold_
     else:
-        conf_oof, scheme = (
-            model.score(train.softmax, train.logits, train.embedding),
-            "fitted on all training rows",
-        )
-    model.choose_threshold(
-        conf_oof,
-        train.correct,
-        cc.get("threshold_rule", "balanced_accuracy"),
-        float(cc.get("target_coverage", 0.8)),
-    )
-    return model, conf_oof, scheme
+        trusted_oof = np.empty(len(train), dtype=bool)
+        for g in np.unique(groups):
+            held = groups == g
+            t = choose_threshold(conf_oof[~held], train.correct[~held], rule, coverage)
+            trusted_oof[held] = conf_oof[held] >= t
+    return model, conf_oof, trusted_oof, scheme
 
 
 def flat_conformal_metrics(sets, labels, n_classes: int) -> dict:
@@ -211,13 +144,14 @@ def run_fit_confidence(predictions_h5, method: str, out_model, out_csv, out_json
 
     Writes `out_model` (joblib of the fitted method), `out_csv` (frame_id, split, confidence,
     trusted, set_size: training rows carry their out-of-fold confidence, the one the threshold
-    was chosen on) and `out_json` (method, params, threshold, train (oof) and test metrics, config).
+    was chosen on, and an out-of-fold trust decision whose threshold was chosen without the
+    row's group) and `out_json` (method, params, threshold, train (oof) and test metrics, config).
     """
     import joblib
 
     if method not in METHODS:
         raise KeyError(f"unknown confidence method {method!r}; known: {sorted(METHODS)}")
-    pred = load_predictions(predictions_h5)
+    pred = read_predictions(predictions_h5)
     n_classes = pred.softmax.shape[1]
     if "classes" in config and len(config["classes"]) != n_classes:
         raise ValueError(f"config has {len(config['classes'])} classes, predictions have {n_classes}")
@@ -229,9 +163,8 @@ def run_fit_confidence(predictions_h5, method: str, out_model, out_csv, out_json
         raise ValueError("no training rows to fit a confidence model on")
     train, test = pred.subset(is_train), pred.subset(~is_train)
 
-    model, conf_oof, scheme = fit_confidence_model(method, train, config)
-    trusted_oof = conf_oof >= model.threshold_
-    conf_test = model.score(test.softmax, test.logits, test.embedding) if len(test) else np.zeros(0)
+    model, conf_oof, trusted_oof, scheme = fit_confidence_model(method, train, config)
+    conf_test = model.score(test.softmax, test.logits, test.embedding_all) if len(test) else np.zeros(0)
     trusted_test = conf_test >= model.threshold_
 
     conf = np.empty(len(pred))
@@ -300,7 +233,7 @@ def run_confidence_report(
 
     if len(method_jsons) != len(method_csvs):
         raise ValueError("one JSON per CSV")
-    pred = load_predictions(predictions_h5)
+    pred = read_predictions(predictions_h5)
     is_test = pred.split == "test"
     test, train = pred.subset(is_test), pred.subset(pred.split == "train")
     backbone = pred.attrs.get("backbone", "")

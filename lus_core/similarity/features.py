@@ -18,15 +18,13 @@ Everything here works on in-memory arrays; the ``*_from_store`` helpers read fra
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
-import h5py
 import numpy as np
 import pandas as pd
 
 from lus_core.frame_store import FrameReader
+from lus_core.predictions import Predictions, read_predictions
 
 SPACES = ("raw", "softmax", "embedding", "tsne")
 
@@ -45,61 +43,9 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- predictions store
-
-
-@dataclass
-class Predictions:
-    """The columns of ``R/predictions/{backbone}.h5`` that the similarity steps use."""
-
-    frame_id: np.ndarray  # int64 (N,)
-    label: np.ndarray  # int64 (N,) class index
-    patient: np.ndarray  # str (N,)
-    video: np.ndarray  # str (N,)
-    split: np.ndarray  # str (N,) 'train' / 'test'
-    fold: np.ndarray  # int (N,)
-    softmax: np.ndarray  # float32 (N, C)
-    embedding: np.ndarray  # float32 (N, D), out-of-fold for training patients
-    embedding_all: np.ndarray | None = None  # float32 (N, D) by the `all` model, when the store has it
-    attrs: dict = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.frame_id)
-
-    @property
-    def space_embedding(self) -> np.ndarray:
-        """The embedding the similarity spaces use: one model for every frame where available.
-
-        The out-of-fold ``embedding`` of training frames comes from K fold models (K feature
-        spaces) and that of test frames from the ``all`` model; ``embedding_all`` embeds every
-        frame with the ``all`` model, the same model ``lus predict`` uses for new videos.
-        """
-        return self.embedding if self.embedding_all is None else self.embedding_all
-
-    @property
-    def embedding_source(self) -> str:
-        return "embedding" if self.embedding_all is None else "embedding_all"
-
-
-def _str_array(ds) -> np.ndarray:
-    return np.asarray(ds.asstr()[()], dtype=object).astype(str)
-
-
-def read_predictions(path: str | Path) -> Predictions:
-    with h5py.File(path, "r") as f:
-        return Predictions(
-            frame_id=f["frame_id"][()].astype(np.int64),
-            label=f["label"][()].astype(np.int64),
-            patient=_str_array(f["patient"]),
-            video=_str_array(f["video"]) if "video" in f else np.full(len(f["frame_id"]), "", dtype=str),
-            split=_str_array(f["split"]),
-            fold=f["fold"][()].astype(np.int64) if "fold" in f else np.full(len(f["frame_id"]), -1),
-            softmax=np.asarray(f["softmax"][()], dtype=np.float32),
-            embedding=np.asarray(f["embedding"][()], dtype=np.float32),
-            embedding_all=np.asarray(f["embedding_all"][()], dtype=np.float32)
-            if "embedding_all" in f
-            else None,
-            attrs={k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()},
-        )
+# The store has one reader (lus_core.predictions); the embedding and tsne spaces use its
+# `embedding_all`: every frame embedded by the `all` model, one feature space, the same model
+# `lus predict` uses for new videos.
 
 
 # --------------------------------------------------------------------------- raw pixels

@@ -8,9 +8,8 @@ quadratic-weighted kappa for every k and fallback mode, and annoy's recall again
 in the HDF5 attribute ``metrics`` (a JSON string).
 
 The embedding and tsne spaces use the predictions store's ``embedding_all`` (every frame
-embedded by the ``all`` model, one feature space) when it is there, else the contract's
-``embedding``; the index metadata records which (``params.embedding_source``).  The softmax
-space uses the contract's ``softmax`` (out-of-fold for training frames).
+embedded by the ``all`` model, one feature space; recorded as ``params.embedding_source``).
+The softmax space uses the store's ``softmax`` (out-of-fold for training frames).
 """
 
 from __future__ import annotations
@@ -71,7 +70,7 @@ def _space_vectors(space, preds, rows, frame_index_csv, settings) -> np.ndarray:
     if space == "softmax":
         return preds.softmax[rows]
     if space in ("embedding", "tsne"):
-        return preds.space_embedding[rows]
+        return preds.embedding_all[rows]
     raise ValueError(f"unknown similarity space {space!r} (known: {', '.join(SPACES)})")
 
 
@@ -114,10 +113,10 @@ def run_build_index(
         params.update(
             perplexity=float(s["tsne_perplexity"]),
             perplexity_used=tsne_perplexity(s["tsne_perplexity"], len(rows)),
-            embedding_dim=int(preds.space_embedding.shape[1]),
+            embedding_dim=int(preds.embedding_all.shape[1]),
         )
     if space in ("embedding", "tsne"):
-        params["embedding_source"] = preds.embedding_source
+        params["embedding_source"] = "embedding_all"
     params["per_patient_per_class"] = int(s["per_patient_per_class"])
     index = SimilarityIndex.build(
         space,
@@ -175,7 +174,7 @@ def _query_vectors(space, index: SimilarityIndex, preds, frame_index_csv, settin
     out = np.empty((len(preds), 2), dtype=np.float32)
     out[mask] = fitted
     if (~mask).any():
-        out[~mask] = tsne_transform(index.tsne, preds.space_embedding[~mask])
+        out[~mask] = tsne_transform(index.tsne, preds.embedding_all[~mask])
     return out
 
 
