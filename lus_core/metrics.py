@@ -445,27 +445,5 @@ def video_level(y_true, y_pred, videos, patients, how: str, n_classes: int):
     return vids, t, p, pats[first]
 
 
-# --------------------------------------------------------------------------- failure detection
-
-
-def auroc(scores, positive) -> float:
-    """Area under the ROC curve of ``scores`` for the binary ``positive`` (ties count one half).
-
-    Mann-Whitney form with average ranks; NaN when only one class is present.  Used for failure
-    detection: scores = confidence, positive = the CNN was right.
-    """
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    pos = np.asarray(positive, dtype=bool).ravel()
-    n_pos = int(pos.sum())
-    n_neg = int(pos.size - n_pos)
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    sorted_s = s[order]
-    ranks = np.empty(s.size, dtype=np.float64)
-    # average rank (1-based) within each run of equal scores
-    starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]])
-    ends = np.r_[starts[1:], s.size]
-    avg = (starts + ends + 1) / 2.0
-    ranks[order] = np.repeat(avg, ends - starts)
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+# Failure-detection metrics (AUROC, AURC, E-AURC, AUGRC, risk-coverage curves) live in
+# lus_core.confidence.metrics, their one implementation.

@@ -1,4 +1,7 @@
-"""Metric functions against hand-computed values and sklearn; the patient bootstrap."""
+"""Metric functions against hand-computed values and sklearn; the patient bootstrap; the
+failure-detection metrics against brute-force definitions."""
+
+import itertools
 
 import numpy as np
 import pytest
@@ -187,12 +190,102 @@ def test_resample_counts_shape_and_sum():
     np.testing.assert_array_equal(c, M.patient_resample_counts(7, 50, seed=1))
 
 
-def test_auroc_against_sklearn():
-    from sklearn.metrics import roc_auc_score
+# --------------------------------------------------------------------------- failure detection
+# Brute-force definitions, written independently of lus_core.confidence.metrics: enumerate the
+# thresholds (or the orders of tied frames) one by one.
+
+
+def _bf_auroc(conf, correct):
+    """P(conf of a right frame > conf of a wrong one), ties 1/2: every pair counted."""
+    pos, neg = conf[correct], conf[~correct]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    return sum((p > q) + 0.5 * (p == q) for p in pos for q in neg) / (len(pos) * len(neg))
+
+
+def _tie_orders(conf):
+    """Every order of the frames by confidence, most confident first, tied frames in any order."""
+    return [perm for perm in itertools.permutations(range(len(conf)))
+            if all(conf[perm[i]] >= conf[perm[i + 1]] for i in range(len(perm) - 1))]
+
+
+def _bf_aurc(conf, correct):
+    """Mean over k of the error rate among the k most confident, averaged over the tie orders."""
+    vals = []
+    for perm in _tie_orders(conf):
+        wrong = [not correct[i] for i in perm]
+        vals.append(np.mean([sum(wrong[:k]) / k for k in range(1, len(conf) + 1)]))
+    return float(np.mean(vals))
+
+
+def _bf_generalized_curve(conf, correct):
+    """(coverage, generalized risk) at every threshold, from accepting nothing to all."""
+    n = len(conf)
+    points = [(0.0, 0.0)]
+    for t in sorted(set(conf.tolist()), reverse=True):
+        accepted = [c >= t for c in conf]
+        points.append((sum(accepted) / n, sum(a and not ok for a, ok in zip(accepted, correct, strict=True)) / n))
+    return points
+
+
+def _bf_augrc(conf, correct):
+    """Trapezoids between consecutive thresholds (a tie group is one threshold step)."""
+    pts = _bf_generalized_curve(conf, correct)
+    return sum((x1 - x0) * (y0 + y1) / 2 for (x0, y0), (x1, y1) in itertools.pairwise(pts))
+
+
+def _bf_augrc_over_orders(conf, correct):
+    """The same area, as the mean over tie orders of the per-frame curve (one step per frame)."""
+    n = len(conf)
+    vals = []
+    for perm in _tie_orders(conf):
+        y = np.concatenate([[0.0], np.cumsum([not correct[i] for i in perm]) / n])
+        vals.append(np.sum((y[1:] + y[:-1]) / 2) / n)
+    return float(np.mean(vals))
+
+
+CASES = [
+    # the issue's example: six frames, tied confidences
+    (np.array([0.9, 0.9, 0.7, 0.7, 0.7, 0.2]), np.array([1, 0, 1, 0, 1, 0], bool)),
+    (np.array([0.5] * 6), np.array([1, 1, 0, 1, 0, 1], bool)),  # all tied
+    (np.array([0.1, 0.4, 0.35, 0.8, 0.8]), np.array([0, 1, 0, 1, 1], bool)),  # perfect ranking
+    (np.array([0.9, 0.8, 0.3, 0.3, 0.1, 0.6, 0.6]), np.array([0, 1, 1, 0, 1, 0, 1], bool)),
+    (np.array([0.3, 0.2]), np.array([1, 1], bool)),  # no failure
+]
+
+
+@pytest.mark.parametrize("conf,correct", CASES)
+def test_failure_metrics_equal_their_brute_force_definitions(conf, correct):
+    from lus_core.confidence import metrics as CM
+
+    assert CM.augrc(conf, correct) == pytest.approx(_bf_augrc(conf, correct), abs=1e-12)
+    assert CM.augrc(conf, correct) == pytest.approx(_bf_augrc_over_orders(conf, correct), abs=1e-12)
+    assert CM.aurc(conf, correct) == pytest.approx(_bf_aurc(conf, correct), abs=1e-12)
+    oracle = _bf_aurc(correct.astype(float), correct)
+    assert CM.eaurc(conf, correct) == pytest.approx(_bf_aurc(conf, correct) - oracle, abs=1e-12)
+    bf_auroc = _bf_auroc(conf, correct)
+    if np.isnan(bf_auroc):
+        assert np.isnan(CM.failure_auroc(conf, correct))
+    else:
+        assert CM.failure_auroc(conf, correct) == pytest.approx(bf_auroc, abs=1e-12)
+    cov, grisk, _ = CM.generalized_risk_coverage_curve(conf, correct)
+    np.testing.assert_allclose(np.c_[cov, grisk], _bf_generalized_curve(conf, correct)[1:], atol=1e-12)
+    cov, risk, thr = CM.risk_coverage_curve(conf, correct)
+    for c, r, t in zip(cov, risk, thr, strict=True):
+        kept = conf >= t
+        assert c == pytest.approx(kept.mean()) and r == pytest.approx((~correct[kept]).mean())
+
+
+def test_augrc_known_values_and_random_cases():
+    from lus_core.confidence import metrics as CM
 
     rng = np.random.default_rng(0)
-    s = np.round(rng.random(200), 1)  # many ties
-    y = rng.random(200) < s
-    assert M.auroc(s, y) == pytest.approx(roc_auc_score(y, s))
-    assert M.auroc([0.1, 0.9], [False, True]) == 1.0
-    assert np.isnan(M.auroc([0.1, 0.2], [True, True]))
+    correct = rng.random(400) < 0.7
+    err = 1 - correct.mean()
+    assert CM.augrc(np.full(400, 0.3), correct) == pytest.approx(err / 2)  # constant scorer
+    assert CM.augrc(correct.astype(float), correct) == pytest.approx(err ** 2 / 2)  # perfect ranking
+    for _ in range(5):  # ties from rounding, against the threshold enumeration
+        conf = np.round(rng.random(60), 1)
+        ok = rng.random(60) < 0.6
+        assert CM.augrc(conf, ok) == pytest.approx(_bf_augrc(conf, ok), abs=1e-12)
+        assert CM.failure_auroc(conf, ok) == pytest.approx(_bf_auroc(conf, ok), abs=1e-12)

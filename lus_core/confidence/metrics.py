@@ -1,4 +1,6 @@
-"""Uncertainty metrics, pure numpy (reused by the evaluation step).
+"""Uncertainty metrics, pure numpy: the one implementation of each failure-detection metric
+(failure AUROC, risk-coverage curve, AURC, E-AURC, generalized risk-coverage curve, AUGRC),
+used by the confidence step, the evaluation, the figures and the report.
 
 Conventions: `conf` (N,) higher = prediction more likely correct; `correct` (N,) bool; `trusted`
 (N,) bool. Ties in `conf` are handled as a random order among tied frames would be *on average*
@@ -6,8 +8,11 @@ Conventions: `conf` (N,) higher = prediction more likely correct; `correct` (N,)
 Non-finite confidences are an error (a caller must not hide them).
 
 References: failure-detection AUROC and AURC / E-AURC (Geifman et al. 2019; Jaeger et al., ICLR
-2023 "A call to reflect on evaluation practices for failure detection"); ECE with equal-width
-bins (Guo et al. 2017).
+2023 "A call to reflect on evaluation practices for failure detection"); AUGRC (Traub et al.,
+NeurIPS 2024, "Overcoming common flaws in the evaluation of selective classification
+systems"): the area under the generalized risk (accepted AND wrong, over all frames) against
+coverage, the primary metric of every confidence table here; ECE with equal-width bins (Guo et
+al. 2017).
 """
 
 from __future__ import annotations
@@ -92,6 +97,34 @@ def aurc(conf, correct) -> float:
     i = np.arange(n)
     expected_err = err_before[g] + (i - starts[g] + 1) * errors[g] / sizes[g]
     return float(np.mean(expected_err / (i + 1)))
+
+
+def generalized_risk_coverage_curve(conf, correct) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(coverage, generalized risk, threshold), one point per distinct confidence value.
+
+    Point i: accept every frame with conf >= threshold[i]; generalized risk = (accepted and
+    wrong) / N, over *all* frames (Traub et al. 2024), so it rises with coverage to the error rate.
+    """
+    conf, correct = _check(conf, correct)
+    if len(conf) == 0:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    thr, sizes, errors = _tie_groups(conf, correct)
+    return np.cumsum(sizes) / len(conf), np.cumsum(errors) / len(conf), thr
+
+
+def augrc(conf, correct) -> float:
+    """Area under the generalized risk-coverage curve (lower is better; 0 = no accepted error).
+
+    The curve starts at (0, 0) and has one point per distinct confidence (tied frames are one
+    threshold step: they are accepted together); between points it is linear (trapezoid rule),
+    which is also the expected curve over random orders of the tied frames. A constant scorer
+    gets error_rate / 2, a perfect ranking error_rate**2 / 2.
+    """
+    cov, risk, _ = generalized_risk_coverage_curve(conf, correct)
+    if len(cov) == 0:
+        return float("nan")
+    x, y = np.concatenate([[0.0], cov]), np.concatenate([[0.0], risk])
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
 
 
 def optimal_aurc(correct) -> float:
@@ -208,6 +241,7 @@ def confidence_metrics(conf, correct, trusted=None, coverage: float = 0.8) -> di
     out = {
         "n": int(len(conf)),
         "cnn_accuracy": float(correct.mean()) if len(conf) else float("nan"),
+        "augrc": augrc(conf, correct),
         "auroc": failure_auroc(conf, correct),
         "aurc": aurc(conf, correct),
         "eaurc": eaurc(conf, correct) if len(conf) else float("nan"),
