@@ -15,10 +15,13 @@ import pytest
 
 from lus_core import evaluation as E
 from lus_core import metrics as M
+from lus_core.confidence import metrics as CM
+from lus_core.similarity.fallback import fallback_scores
+from lus_core.predictions import Predictions, read_predictions, write_predictions
 
 CLASSES = [0, 1, 2, 3]
-BACKBONES = ["bbA", "bbB"]
-METHODS = ["msp", "margin"]
+BACKBONES = ["scratch", "resnet18"]
+METHODS = ["msp", "entropy"]
 SPACES = ["softmax", "raw"]
 KS = [3, 5]
 MODES = ["mean", "vote", "weighted"]
@@ -88,23 +91,15 @@ def build_results(root: Path, n_patients: int = 10, videos_per_patient: int = 2,
         sm = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
         emb = np.hstack([sm, rng.normal(0, 0.1, (n, 4))]).astype(np.float32)
         (root / "predictions").mkdir(exist_ok=True)
-        with h5py.File(root / "predictions" / f"{b}.h5", "w") as f:
-            f["frame_id"] = np.arange(n, dtype=np.int64)
-            f["label"] = y.astype(np.int16)
-            f["patient"] = _str(pats)
-            f["video"] = _str(fi["video"])
-            f["split"] = _str(np.where(is_test, "test", "train"))
-            f["fold"] = np.where(is_test, -1, 0).astype(np.int16)
-            f["logits"] = logits.astype(np.float32)
-            f["softmax"] = sm.astype(np.float32)
-            f["embedding"] = emb
-            f.attrs["backbone"] = b
-            f.attrs["classes"] = json.dumps(CLASSES)
-            f.attrs["config"] = "{}"
+        write_predictions(root / "predictions" / f"{b}.h5", Predictions(
+            frame_id=np.arange(n, dtype=np.int64), label=y, patient=pats, video=fi["video"].to_numpy(),
+            split=np.where(is_test, "test", "train"), fold=np.where(is_test, -1, 0), logits=logits, softmax=sm,
+            embedding_oof=emb, embedding_all=emb,
+            attrs={"backbone": b, "classes": json.dumps(CLASSES), "config": "{}"}))
         predictions[b] = root / "predictions" / f"{b}.h5"
 
         srt = np.sort(sm, axis=1)
-        scores = {"msp": srt[:, -1], "margin": srt[:, -1] - srt[:, -2]}
+        scores = {"msp": srt[:, -1], "entropy": srt[:, -1] - srt[:, -2]}
         cdir = root / "confidence" / b
         cdir.mkdir(parents=True, exist_ok=True)
         for m in METHODS:
@@ -268,7 +263,8 @@ def test_summary(evaluated):
     assert s["counts"]["n_test_patients"] == 4
     assert set(s["cnn_alone"]) == set(BACKBONES)
     assert len(s["confidence_methods"]) == len(BACKBONES) * len(METHODS)
-    assert s["confidence_methods"][0]["reported"]["auroc"] == 0.7
+    # one value per (method, metric): what the table computes is not repeated from the step's JSON
+    assert s["confidence_methods"][0]["reported"] == {"ece": 0.05}
     assert s["config"]["seed"] == 0
     assert "NaN" not in Path(args["out_summary_json"]).read_text()  # strict JSON
 
@@ -284,12 +280,12 @@ def test_reproducible(evaluated, tmp_path):
 def test_bootstrap_agrees_with_metrics_module(evaluated):
     """The matrix's vectorised CIs are the same as metrics.bootstrap_ci on the same data."""
     args, matrix = evaluated
-    p = E.load_predictions(args["predictions"]["bbA"], "bbA")
+    p = read_predictions(args["predictions"]["scratch"])
     t = p.split == "test"
     cfg = args["config"]
     r = M.bootstrap_ci(M.accuracy, p.label[t], p.pred[t], p.patient[t], n_boot=cfg["evaluate"]["n_bootstrap"],
                        ci=0.95, seed=cfg["seed"], n_classes=4)
-    row = matrix[(matrix["row_type"] == "cnn") & (matrix["backbone"] == "bbA")].iloc[0]
+    row = matrix[(matrix["row_type"] == "cnn") & (matrix["backbone"] == "scratch")].iloc[0]
     assert row["accuracy"] == pytest.approx(r.estimate)
     assert row["accuracy_lo"] == pytest.approx(r.lo)
     assert row["accuracy_hi"] == pytest.approx(r.hi)
@@ -297,7 +293,7 @@ def test_bootstrap_agrees_with_metrics_module(evaluated):
 
 def test_rejects_test_patient_leak(tmp_path):
     args = build_results(tmp_path, n_patients=6, frames_per_video=4)
-    path = args["predictions"]["bbA"]
+    path = args["predictions"]["scratch"]
     with h5py.File(path, "r+") as f:
         split = f["split"].asstr()[()]
         pats = f["patient"].asstr()[()]
@@ -310,15 +306,20 @@ def test_rejects_test_patient_leak(tmp_path):
         E.run_evaluate(**args, figures=False)
 
 
-def test_local_fallback_modes():
+def test_fallback_modes_of_the_shared_function():
+    """The evaluation scores fallbacks with lus_core.similarity.fallback (no local copy)."""
     lab = np.array([[0, 1, 3], [2, 2, 0], [1, 2, 0], [0, 3, 3]])
     dist = np.array([[0.1, 1, 1], [1, 1, 0.01], [1, 1, 1], [0.001, 1, 1]])
-    f = E._fallback_scores_local
-    assert f(lab, dist, 4, "mean").tolist() == [1, 1, 1, 2]  # 1.33, 1.33, 1.0, 2.0
-    assert f(lab, dist, 4, "vote").tolist() == [0, 2, 0, 3]  # ties -> lower class
-    assert f(lab, dist, 4, "weighted").tolist() == [0, 0, 0, 0]
+    assert fallback_scores(lab, dist, 4, "mean").tolist() == [1, 1, 1, 2]  # 1.33, 1.33, 1.0, 2.0
+    assert fallback_scores(lab, dist, 4, "vote").tolist() == [0, 2, 0, 3]  # ties -> lower class
+    assert fallback_scores(lab, dist, 4, "weighted").tolist() == [0, 0, 0, 0]
     with pytest.raises(ValueError):
-        f(lab, dist, 4, "median")
+        fallback_scores(lab, dist, 4, "median")
+    lab = np.array([[1, -1, -1], [-1, -1, -1], [2, 3, 3]])
+    dist = np.array([[0.5, np.inf, np.inf], [np.nan, np.nan, np.nan], [0.1, 1.0, 1.0]])
+    for mode in MODES:
+        out = fallback_scores(lab, dist, 4, mode)
+        assert out[0] == 1 and out[1] == -1
 
 
 def test_figures_and_gallery(tmp_path):
@@ -326,26 +327,12 @@ def test_figures_and_gallery(tmp_path):
     E.run_evaluate(**args, figures=True)
     s = json.loads(Path(args["out_summary_json"]).read_text())
     files = {Path(f["file"]).name for f in s["figures"]}
-    assert {"confusion_cnn_bbA.png", "confusion_best.png", "forest_accuracy.png", "risk_coverage_bbA.png",
-            "tsne_bbB.png"} <= files
+    assert {"confusion_cnn_scratch.png", "confusion_selected.png", "forest_accuracy.png", "risk_coverage_scratch.png",
+            "tsne_resnet18.png"} <= files
     assert len(s["galleries"]) == 2
     for f in s["figures"] + s["galleries"]:
         png = Path(args["out_summary_json"]).parent / f["file"]
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_local_fallback_matches_shared_one_and_padding():
-    lab = np.array([[1, -1, -1], [-1, -1, -1], [2, 3, 3]])
-    dist = np.array([[0.5, np.inf, np.inf], [np.nan, np.nan, np.nan], [0.1, 1.0, 1.0]])
-    for mode in MODES:
-        out = E._fallback_scores_local(lab, dist, 4, mode)
-        assert out[0] == 1 and out[1] == -1
-    rng = np.random.default_rng(3)
-    lab = rng.integers(-1, 4, (300, 6))
-    dist = np.sort(rng.random((300, 6)), axis=1)
-    shared = E.get_fallback_fn()
-    for mode in MODES:
-        np.testing.assert_array_equal(E._fallback_scores_local(lab, dist, 4, mode), shared(lab, dist, 4, mode))
 
 
 def test_missing_neighbours_keep_the_cnn_score():
@@ -354,7 +341,7 @@ def test_missing_neighbours_keep_the_cnn_score():
     counts = M.patient_resample_counts(2, 20, 0)
     ts = E.TestSet(np.arange(n), y, np.repeat(["a", "b"], 4), np.repeat(["va", "vb"], 4), 4, counts, 0.95)
     sm = np.eye(4)[[0, 1, 2, 2, 0, 1, 2, 2]]  # CNN wrong on frames 3 and 7
-    preds = {"b": E.Predictions("b", np.arange(n), y, ts.patient, ts.video, np.array(["test"] * n), sm)}
+    preds = {"b": sm.argmax(axis=1)}
     conf = {("b", "m"): (np.zeros(n), np.zeros(n, bool))}  # nothing trusted
     nlab = np.full((n, 2), -1)
     nlab[3] = 3  # only frame 3 has neighbours, and they fix it
@@ -363,3 +350,138 @@ def test_missing_neighbours_keep_the_cnn_score():
     comb = df[df["row_type"] == "combined"].iloc[0]
     assert comb["frames_fixed"] == 1 and comb["frames_broken"] == 0
     assert comb["accuracy"] == pytest.approx(7 / 8)
+
+
+# --------------------------------------------------------------------------- selection on training patients
+
+
+def _rewrite_predictions(path, change):
+    p = read_predictions(path)
+    change(p)
+    write_predictions(path, p)
+
+
+def _summary(args):
+    return json.loads(Path(args["out_summary_json"]).read_text())
+
+
+def test_selected_configuration_is_recorded(evaluated):
+    args, matrix = evaluated
+    s = _summary(args)
+    sel = s["selected"]
+    dep = matrix[matrix["row_type"].isin(E.DEPLOYABLE)]
+    assert matrix["selected"].sum() == 1 and matrix.loc[matrix["selected"], "config_id"].item() == sel["config_id"]
+    assert sel["criterion"] == "qwk" and "training patients" in sel["chosen_on"]
+    assert sel["validation_score"] == pytest.approx(dep["val_qwk"].max())
+    assert matrix.loc[~matrix["row_type"].isin(E.DEPLOYABLE), "val_qwk"].isna().all()
+    row = matrix[matrix["selected"]].iloc[0]
+    assert sel["test"]["qwk"]["estimate"] == pytest.approx(row["qwk"])
+    assert sel["test"]["qwk"]["lo"] <= row["qwk"] <= sel["test"]["qwk"]["hi"]
+    assert sel["delta_vs_cnn"]["qwk"]["diff"] == pytest.approx(row["delta_qwk"])
+    wc = s["winners_curse"]
+    assert wc["test_best_score"] == pytest.approx(dep["qwk"].max())
+    assert wc["gap"] == pytest.approx(dep["qwk"].max() - row["qwk"]) and wc["gap"] >= 0
+
+
+def test_test_patients_cannot_change_the_selection(tmp_path):
+    """Shuffled test labels, random test softmax, random test confidence and trust: the test
+    scores change, the selected configuration and every validation score do not."""
+    args = build_results(tmp_path / "a", n_patients=8, frames_per_video=6, n_boot=50)
+    before = E.run_evaluate(**args, figures=False)
+    rng = np.random.default_rng(7)
+    test_p = json.loads(Path(args["split_json"]).read_text())["test_patients"]
+    first = read_predictions(args["predictions"]["scratch"])
+    is_test = np.isin(first.patient, test_p)
+    new_labels = first.label.copy()
+    new_labels[is_test] = rng.permutation(new_labels[is_test])
+
+    def scramble(p):
+        p.label[is_test] = new_labels[is_test]
+        p.softmax[is_test] = rng.dirichlet(np.ones(p.softmax.shape[1]), int(is_test.sum()))
+
+    for path in args["predictions"].values():
+        _rewrite_predictions(path, scramble)
+    for csv, _ in args["confidence"].values():
+        t = pd.read_csv(csv)
+        te = t["split"] == "test"
+        t.loc[te, "confidence"] = rng.random(int(te.sum()))
+        t.loc[te, "trusted"] = rng.random(int(te.sum())) < 0.5
+        t.to_csv(csv, index=False)
+    after = E.run_evaluate(**args, figures=False)
+    key = ["config_id"]
+    a, b = before.sort_values(key).reset_index(drop=True), after.sort_values(key).reset_index(drop=True)
+    assert not np.allclose(a["accuracy"], b["accuracy"])  # the test scores did change
+    val_cols = [c for c in a.columns if c.startswith("val_")]
+    pd.testing.assert_frame_equal(a[key + val_cols], b[key + val_cols])
+    assert before.loc[before["selected"], "config_id"].item() == after.loc[after["selected"], "config_id"].item()
+
+
+def test_training_patients_do_change_the_selection(tmp_path):
+    """A CNN that is perfect out of fold on the training patients is selected (and the tie with
+    combined configurations that also score 1 goes to the one with fewer moving parts)."""
+    args = build_results(tmp_path / "a", n_patients=8, frames_per_video=6, n_boot=50)
+    before = E.run_evaluate(**args, figures=False)
+    assert before.loc[before["selected"], "config_id"].item() != "resnet18 · CNN alone"
+
+    def perfect_on_train(p):
+        tr = p.split == "train"
+        p.softmax[tr] = np.eye(p.softmax.shape[1])[p.label[tr]] * 0.9 + 0.025
+
+    _rewrite_predictions(args["predictions"]["resnet18"], perfect_on_train)
+    after = E.run_evaluate(**args, figures=False)
+    assert after.loc[after["selected"], "config_id"].item() == "resnet18 · CNN alone"
+    assert _summary(args)["selected"]["validation_score"] == pytest.approx(1.0)
+
+
+def test_criterion_comes_from_the_config(tmp_path):
+    args = build_results(tmp_path / "a", n_patients=8, frames_per_video=6, n_boot=50)
+    args["config"]["evaluate"]["selection"] = {"criterion": "accuracy"}
+    m = E.run_evaluate(**args, figures=False)
+    dep = m[m["row_type"].isin(E.DEPLOYABLE)]
+    sel = _summary(args)["selected"]
+    assert sel["criterion"] == "accuracy" and sel["validation_score"] == pytest.approx(dep["val_accuracy"].max())
+    args["config"]["evaluate"]["selection"] = {"criterion": "auroc"}
+    with pytest.raises(Exception, match="criterion"):
+        E.run_evaluate(**args, figures=False)
+
+
+def test_tie_break_prefers_fewer_moving_parts_then_lower_fallback_rate():
+    val = pd.DataFrame({
+        "config_id": ["z · combined", "a · combined", "m · fallback only", "q · CNN alone", "b · combined"],
+        "row_type": ["combined", "combined", "fallback_only", "cnn", "combined"],
+        "val_qwk": [0.8, 0.8, 0.8, 0.7, 0.8],
+        "val_fallback_rate": [0.1, 0.3, 1.0, 0.0, 0.1],
+    })
+    assert E.select_configuration(val, "qwk")["config_id"] == "m · fallback only"
+    assert E.select_configuration(val.drop(index=2), "qwk")["config_id"] == "b · combined"  # rate, then name
+    val.loc[3, "val_qwk"] = 0.8
+    assert E.select_configuration(val, "qwk")["config_id"] == "q · CNN alone"
+    val["val_qwk"] = np.nan  # nothing scorable: still deterministic
+    assert E.select_configuration(val, "qwk")["config_id"] == "q · CNN alone"
+
+
+def test_neighbours_from_test_frames_are_rejected(tmp_path):
+    args = build_results(tmp_path, n_patients=6, frames_per_video=4, n_boot=20)
+    path = args["neighbors"][("scratch", "softmax")]
+    test_p = json.loads(Path(args["split_json"]).read_text())["test_patients"]
+    fi = pd.read_csv(args["frame_index_csv"])
+    test_frame = int(fi.loc[fi["patient"].isin(test_p), "frame_id"].iloc[0])
+    with h5py.File(path, "r+") as f:
+        nid = f["neighbor_frame_id"][()]
+        nid[-1, 0] = test_frame
+        f["neighbor_frame_id"][...] = nid
+    with pytest.raises(ValueError, match="not training frames"):
+        E.run_evaluate(**args, figures=False)
+
+
+def test_confidence_table_has_one_value_per_metric_from_the_shared_implementation(evaluated):
+    args, _ = evaluated
+    s = _summary(args)
+    p = read_predictions(args["predictions"]["scratch"])
+    t = np.sort(np.flatnonzero(p.split == "test"))
+    conf = pd.read_csv(args["confidence"][("scratch", "msp")][0]).set_index("frame_id").loc[p.frame_id[t]]
+    row = next(r for r in s["confidence_methods"] if r["backbone"] == "scratch" and r["method"] == "msp")
+    correct = p.pred[t] == p.label[t]
+    assert row["augrc"] == pytest.approx(CM.augrc(conf["confidence"].to_numpy(), correct))
+    assert row["aurc"] == pytest.approx(CM.aurc(conf["confidence"].to_numpy(), correct))
+    assert list(E.CONFIDENCE_COLUMNS)[0] == "augrc"

@@ -1,0 +1,32 @@
+"""The ``evaluate`` step, as a package with one job per module:
+
+- :mod:`.matrix`: every configuration scored on the test patients (patient bootstrap, paired
+  differences against the CNN alone); sorted by test accuracy, an exploratory view.
+- :mod:`.selection`: every deployable configuration scored on the training patients out of
+  fold, and the one deployed (``selected``) chosen on that score alone.
+- :mod:`.summary`: the pieces of ``eval/summary.json``.
+- :mod:`.inputs`: confidence tables and neighbour files aligned to frame ids.
+- :mod:`.figures`: the png files (imported only when drawing).
+- :mod:`.step`: :func:`run_evaluate`, the step's entry point.
+"""
+
+from .matrix import (
+    CONFIG_COLUMNS,
+    DELTA_METRICS,
+    DEPLOYABLE,
+    MAIN_METRICS,
+    ROW_TYPES,
+    TestSet,
+    config_id,
+    deployable_scores,
+    evaluate_matrix,
+)
+from .selection import CRITERIA, TIE_BREAK, select_configuration, validation_table
+from .step import run_evaluate
+from .summary import CONFIDENCE_COLUMNS, fmt_p
+
+__all__ = [
+    "CONFIDENCE_COLUMNS", "CONFIG_COLUMNS", "CRITERIA", "DELTA_METRICS", "DEPLOYABLE", "MAIN_METRICS",
+    "ROW_TYPES", "TIE_BREAK", "TestSet", "config_id", "deployable_scores", "evaluate_matrix", "fmt_p",
+    "run_evaluate", "select_configuration", "validation_table",
+]

@@ -1,0 +1,83 @@
+"""Reading the evaluation's inputs aligned to a list of frame ids: confidence tables
+(``confidence/{backbone}/{method}.csv``) and neighbour files (``neighbors/{backbone}/{space}.h5``).
+The predictions store is read through :mod:`lus_core.predictions`."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pandas as pd
+
+__all__ = ["align", "load_confidence", "load_neighbors", "check_neighbours_are_training_frames"]
+
+
+def align(source_ids, wanted, what: str) -> np.ndarray:
+    """Row index in ``source_ids`` of every id in ``wanted`` (error naming ``what`` when one is missing)."""
+    source_ids = np.asarray(source_ids, dtype=np.int64).ravel()
+    wanted = np.asarray(wanted, dtype=np.int64).ravel()
+    if source_ids.size == 0:
+        if wanted.size:
+            raise ValueError(f"{what}: no rows, {wanted.size} frame(s) wanted")
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(source_ids, kind="stable")
+    pos = np.clip(np.searchsorted(source_ids[order], wanted), 0, source_ids.size - 1)
+    rows = order[pos]
+    missing = source_ids[rows] != wanted
+    if np.any(missing):
+        ids = wanted[missing][:5].tolist()
+        raise ValueError(f"{what}: {int(missing.sum())} frame(s) missing, e.g. frame_id {ids}")
+    return rows
+
+
+def _to_bool(s: pd.Series) -> np.ndarray:
+    if s.dtype == bool:
+        return s.to_numpy()
+    return s.astype(str).str.strip().str.lower().isin(["true", "1", "yes", "t", "1.0"]).to_numpy()
+
+
+def load_confidence(csv_path, frame_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(confidence, trusted, set_size or None) aligned to ``frame_ids``."""
+    df = pd.read_csv(csv_path)
+    missing = {"frame_id", "confidence", "trusted"} - set(df.columns)
+    if missing:
+        raise ValueError(f"confidence table {csv_path}: missing column(s) {sorted(missing)}")
+    rows = align(df["frame_id"].to_numpy(np.int64), frame_ids, f"confidence {csv_path}")
+    conf = df["confidence"].to_numpy(np.float64)[rows]
+    trusted = _to_bool(df["trusted"])[rows]
+    set_size = None
+    if "set_size" in df.columns and df["set_size"].notna().any():
+        set_size = df["set_size"].to_numpy(np.float64)[rows]
+    return conf, trusted, set_size
+
+
+def load_neighbors(path, frame_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(neighbor_frame_id, neighbor_label, distance), each (n, k_max), aligned to ``frame_ids``
+    and sorted by distance (nearest first)."""
+    with h5py.File(path, "r") as f:
+        fid = f["frame_id"][()].astype(np.int64)
+        rows = align(fid, frame_ids, f"neighbors {path}")
+        nid = f["neighbor_frame_id"][()].astype(np.int64)[rows]
+        lab = f["neighbor_label"][()].astype(np.int64)[rows]
+        dist = f["distance"][()].astype(np.float64)[rows]
+    order = np.argsort(dist, axis=1, kind="stable")
+    take = np.take_along_axis
+    return take(nid, order, 1), take(lab, order, 1), take(dist, order, 1)
+
+
+def check_neighbours_are_training_frames(path, query_patient, neighbor_ids, train_ids, train_patient) -> None:
+    """Every (non-padded) neighbour must be a training frame of another patient: the index may
+    hold no test frame, and a frame may not vote for itself or its own patient (that would
+    make the validation score of a fallback optimistic)."""
+    nid = np.asarray(neighbor_ids, dtype=np.int64)
+    valid = nid >= 0
+    train_ids = np.asarray(train_ids, dtype=np.int64)
+    order = np.argsort(train_ids, kind="stable")
+    pos = np.clip(np.searchsorted(train_ids[order], nid), 0, max(len(train_ids) - 1, 0))
+    rows = order[pos] if len(train_ids) else np.zeros_like(nid)
+    is_train = valid & (train_ids[rows] == nid) if len(train_ids) else np.zeros_like(valid)
+    if np.any(valid & ~is_train):
+        bad = np.unique(nid[valid & ~is_train])[:5].tolist()
+        raise ValueError(f"neighbors {path}: neighbour frame(s) {bad} are not training frames; rebuild the index")
+    same = valid & (np.asarray(train_patient)[rows] == np.asarray(query_patient)[:, None])
+    if np.any(same):
+        raise ValueError(f"neighbors {path}: {int(same.sum())} neighbour(s) from the query frame's own patient")
