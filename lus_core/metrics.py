@@ -48,7 +48,6 @@ __all__ = [
     "aggregate_by_group",
     "VIDEO_AGGREGATIONS",
     "video_level",
-    "auroc",
 ]
 
 

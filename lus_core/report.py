@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from lus_core.config import config_get as _cfg
-from lus_core.evaluation import fmt_p
+from lus_core.evaluation.summary import fmt_p
 from lus_core.io_utils import atomic_path, read_json
 
 __all__ = ["run_report", "fmt_ci", "render_html"]
@@ -207,12 +207,52 @@ def _section_split(split: Mapping, summary: Mapping) -> str:
             + _kv(info) + "<p>Frames per class:</p>" + _table(head, rows))
 
 
+METRIC_LABEL = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro-F1",
+                "qwk": "QWK"}
+
+
+def _section_selected(summary: Mapping) -> str:
+    """The headline: the configuration chosen on the training patients, its one test score."""
+    sel = summary.get("selected")
+    if not sel:
+        return ""
+    crit = sel["criterion"]
+    n_boot = int(summary.get("n_bootstrap") or 1000)
+    ci = _ci_pct(summary.get("ci"))
+    rows = []
+    for m, label in METRIC_LABEL.items():
+        t = sel["test"].get(m, {})
+        d = (sel.get("delta_vs_cnn") or {}).get(m, {})
+        delta = "reference" if sel["row_type"] == "cnn" else (
+            f"{fmt_ci(d.get('diff'), d.get('lo'), d.get('hi'), 3)}, {fmt_p(d.get('p'), n_boot)}"
+            + (" *" if d.get("significant") else ""))
+        rows.append([label + (" (criterion)" if m == crit else ""), _fmt((sel.get("validation") or {}).get(m), 3),
+                     fmt_ci(t.get("estimate"), t.get("lo"), t.get("hi"), 3), delta])
+    out = [
+        "<h2>The selected configuration</h2>",
+        f'<div class="answer"><b>{_e(sel["config_id"])}</b>: the best validation {_e(METRIC_LABEL[crit])} '
+        f'({_fmt(sel.get("validation_score"), 3)}) of {sel.get("n_candidates", "-")} deployable configurations, '
+        f"chosen on {_e(sel['chosen_on'])}. Ties: {_e(sel.get('tie_break', '-'))}. Its score on the test "
+        f"patients below is reported once; `lus predict` uses this configuration by default.</div>",
+        _table(["metric", "validation (training patients, out of fold)", f"test patients ({ci} CI)",
+                f"difference to the CNN alone of {sel['backbone']} (paired, {ci} CI)"], rows, left=(0,)),
+        "<p class='small'>* the interval excludes 0. Intervals: percentile bootstrap over test patients.</p>",
+    ]
+    wc = summary.get("winners_curse")
+    if wc:
+        out.append(
+            f"<p>Winner's curse: the deployable configuration with the highest test {_e(METRIC_LABEL[wc['metric']])}"
+            f" is {_e(wc['test_best_config_id'])} ({_fmt(wc['test_best_score'], 3)}; validation "
+            f"{_fmt(wc.get('test_best_validation_score'), 3)}), {_fmt(wc['gap'], 3)} above the selected "
+            "configuration's test score. A configuration picked on the test patients would have claimed that "
+            "gap; the selected one was not picked on them.</p>")
+    return "".join(out)
+
+
 def _section_answer(summary: Mapping) -> str:
     sig = summary.get("significance", {}) or {}
-    best = summary.get("best")
-    yes = bool(best and best.get("delta_accuracy_significant") and (best.get("delta_accuracy") or 0) > 0)
-    out = ["<h2>Does the combination beat the classifier alone?</h2>",
-           f'<div class="answer {"yes" if yes else ""}">{_e(sig.get("statement", "-"))}</div>']
+    out = ["<h2>Exploratory: does any combination beat the classifier alone on the test patients?</h2>",
+           f'<div class="answer">{_e(sig.get("statement", "-"))}</div>']
     cnn = summary.get("cnn_alone", {}) or {}
     if cnn:
         rows = [[b, fmt_ci(r.get("accuracy"), r.get("accuracy_lo"), r.get("accuracy_hi")),
@@ -238,13 +278,15 @@ MATRIX_COLS = [
     ("macro_f1", "macro-F1"),
     ("qwk", "QWK"),
     ("delta_accuracy", "Δ accuracy vs CNN"),
+    ("_val", "validation (train OOF)"),
     ("fallback_rate", "fallback rate"),
     ("frames_fixed", "fixed / broken"),
     ("video_majority_accuracy", "video acc. (majority)"),
 ]
 
 
-def _matrix_rows(df: pd.DataFrame, best_rank, n_boot: int = 1000) -> tuple[list[list], list[str]]:
+def _matrix_rows(df: pd.DataFrame, best_rank, n_boot: int = 1000, criterion: str = "qwk"
+                 ) -> tuple[list[list], list[str]]:
     rows, classes = [], []
     for r in df.to_dict("records"):
         d = r.get("delta_accuracy")
@@ -265,6 +307,7 @@ def _matrix_rows(df: pd.DataFrame, best_rank, n_boot: int = 1000) -> tuple[list[
             fmt_ci(r["macro_f1"], r.get("macro_f1_lo"), r.get("macro_f1_hi")),
             fmt_ci(r["qwk"], r.get("qwk_lo"), r.get("qwk_hi")),
             delta,
+            _fmt(r.get(f"val_{criterion}"), 3),
             _pct(r.get("fallback_rate")),
             f"{int(r.get('frames_fixed', 0))} / {int(r.get('frames_broken', 0))}",
             fmt_ci(vmaj, r.get("video_majority_accuracy_lo"), r.get("video_majority_accuracy_hi")),
@@ -272,64 +315,73 @@ def _matrix_rows(df: pd.DataFrame, best_rank, n_boot: int = 1000) -> tuple[list[
         rt = r["row_type"]
         classes.append(" ".join(filter(None, [
             "oracle" if rt.startswith("oracle") else rt,
-            "best" if r["rank"] == best_rank else ""])))
+            "best" if bool(r.get("selected")) else ""])))
     return rows, classes
 
 
 def _section_matrix(matrix: pd.DataFrame, summary: Mapping, top: int) -> str:
-    best = summary.get("best") or {}
-    best_rank = best.get("rank")
+    crit = (summary.get("selected") or {}).get("criterion", "qwk")
     comb = matrix[matrix["row_type"] == "combined"].head(top)
     framing = [matrix[matrix["row_type"] == "cnn"]]
+    if "selected" in matrix:
+        framing.append(matrix[matrix["selected"].astype(bool)])
     for t in ("fallback_only", "oracle_detector", "oracle_fallback"):
         sub = matrix[matrix["row_type"] == t]
         framing.append(sub.groupby("backbone", sort=False).head(1))
     shown = pd.concat([comb, *framing]).drop_duplicates("rank").sort_values("rank")
     n_boot = int(summary.get("n_bootstrap") or 1000)
-    rows, classes = _matrix_rows(shown, best_rank, n_boot)
-    head = [h for _, h in MATRIX_COLS]
+    rows, classes = _matrix_rows(shown, None, n_boot, crit)
+    head = [h if key != "_val" else f"validation {METRIC_LABEL.get(crit, crit)} (train OOF)"
+            for key, h in MATRIX_COLS]
     n_all = len(matrix)
     ci = summary.get("ci", 0.95)
     out = [
-        "<h2>All configurations</h2>",
-        f"<p>{n_all} rows sorted by test accuracy, best first. Shown: the {len(comb)} best combined "
-        "configurations, every CNN-alone row and the best fallback-only, oracle-detector and "
-        f"oracle-fallback row of each backbone. Brackets: {_ci_pct(ci)} bootstrap interval over test "
-        "patients. Δ accuracy: difference to the CNN alone of the same backbone on the same patient "
-        "resamples (paired), <span class='sig'>* = interval excludes 0</span>. Oracle rows (grey) are "
-        "bounds, not methods: an oracle detector trusts exactly the frames the CNN gets right; an oracle "
-        "fallback gives untrusted frames their true score. Fixed / broken: untrusted frames the fallback "
-        "turned right / wrong.</p>",
+        "<h2>All configurations (exploratory)</h2>",
+        f"<p>{n_all} rows sorted by <b>test</b> accuracy, best first: an exploratory view; picking from it "
+        "would carry the winner's curse (the deployed configuration is the selected one above, in bold, "
+        "chosen on its validation score). Shown: the "
+        f"{len(comb)} best combined configurations, every CNN-alone row, the selected row and the best "
+        f"fallback-only, oracle-detector and oracle-fallback row of each backbone. Brackets: {_ci_pct(ci)} "
+        "bootstrap interval over test patients. Δ accuracy: difference to the CNN alone of the same backbone on "
+        "the same patient resamples (paired), <span class='sig'>* = interval excludes 0</span>. Validation: the "
+        "same configuration on the training patients, out of fold. Oracle rows (grey) are bounds, not methods: "
+        "an oracle detector trusts exactly the frames the CNN gets right; an oracle fallback gives untrusted "
+        "frames their true score. Fixed / broken: untrusted frames the fallback turned right / wrong.</p>",
         _table(head, rows, classes, left=(1, 2)),
         f"<details><summary>Full matrix ({n_all} rows; every column is in "
         f"{_e(summary.get('matrix_csv', 'matrix.csv'))})</summary>",
     ]
-    rows_all, classes_all = _matrix_rows(matrix, best_rank, n_boot)
+    rows_all, classes_all = _matrix_rows(matrix, None, n_boot, crit)
     out += [_table(head, rows_all, classes_all, left=(1, 2)), "</details>"]
     return "".join(out)
 
 
 def _section_confidence(summary: Mapping) -> str:
+    """One table, one value per (method, metric), every metric from lus_core.confidence.metrics."""
     tab = summary.get("confidence_methods") or []
     if not tab:
         return ""
     rows = []
-    for r in sorted(tab, key=lambda r: (r["backbone"], -(r.get("auroc") or 0))):
-        rows.append([r["backbone"], r["method"], _fmt(r.get("threshold"), 3), _pct(r.get("coverage")),
-                     _pct(r.get("acc_trusted")), _pct(r.get("acc_rejected")), _fmt(r.get("auroc"), 3),
-                     _fmt(r.get("aurc"), 3), _fmt(r.get("mean_set_size"), 2)])
-    head = ["backbone", "method", "threshold", "coverage", "CNN acc. trusted", "CNN acc. rejected",
-            "failure AUROC", "AURC", "mean set size"]
+    for r in sorted(tab, key=lambda r: (r["backbone"], r.get("augrc") if r.get("augrc") is not None else 1.0,
+                                        r["method"])):
+        rows.append([r["backbone"], r["method"], _fmt(r.get("augrc"), 4), _fmt(r.get("auroc"), 3),
+                     _fmt(r.get("aurc"), 3), _fmt(r.get("eaurc"), 3), _fmt(r.get("threshold"), 3),
+                     _pct(r.get("coverage")), _pct(r.get("acc_trusted")), _pct(r.get("acc_rejected")),
+                     _fmt(r.get("mean_set_size"), 2)])
+    head = ["backbone", "method", "AUGRC", "failure AUROC", "AURC", "E-AURC", "threshold", "coverage",
+            "CNN acc. trusted", "CNN acc. rejected", "mean set size"]
     rep_keys = sorted({k for r in tab for k in (r.get("reported") or {})})
     extra = ""
     if rep_keys:
         rrows = [[r["backbone"], r["method"], *[_fmt((r.get("reported") or {}).get(k), 3) for k in rep_keys]]
                  for r in tab]
-        extra = ("<details><summary>Test metrics reported by the confidence step</summary>"
+        extra = ("<details><summary>More test metrics from the confidence step (not shown above)</summary>"
                  + _table(["backbone", "method", *rep_keys], rrows, left=(0, 1)) + "</details>")
     return ("<h2>Confidence methods</h2><p>How well each method tells right from wrong CNN scores on the "
-            "test frames (failure AUROC: higher is better; AURC: area under the risk-coverage curve, lower is "
-            "better; coverage: share of test frames trusted at the fitted threshold).</p>"
+            "test frames, sorted by AUGRC (area under the generalized risk-coverage curve, Traub et al. 2024: "
+            "the share of frames accepted and wrong, integrated over coverage; lower is better). Failure "
+            "AUROC: higher is better; AURC, E-AURC: lower is better; tied confidences count as one threshold "
+            "step. Coverage: share of test frames trusted at the fitted threshold.</p>"
             + _table(head, rows, left=(0, 1)) + extra)
 
 
@@ -404,15 +456,17 @@ def render_html(summary: Mapping, matrix: pd.DataFrame, split: Mapping, config: 
     body = [
         f"<h1>{_e(title)}</h1>",
         f'<p class="sub">Generated {now}. Results folder: {_e(_cfg(config, "results", default="-"))}.</p>',
-        _section_answer(summary),
+        _section_selected(summary),
         _section_run(config, summary),
         _section_split(split, summary),
+        _section_answer(summary),
         _section_matrix(matrix, summary, top),
         _section_confidence(summary),
         _section_tables(_normalise_items(extra.get("tables")), eval_dir),
         _section_figures(figs, eval_dir, "Figures"),
         _section_figures(gals, eval_dir, "The most uncertain test frames and their nearest training frames",
-                         "For the best configuration: the test frames its confidence model trusts least, "
+                         "For the selected configuration (or, when it has no fallback, the combined one with the "
+                         "best validation score): the test frames its confidence model trusts least, "
                          "each beside the training frames (other patients) the fallback scored it from."),
     ]
     if notes:

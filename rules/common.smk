@@ -59,6 +59,29 @@ def index_files(wildcards):
     return index_paths(wildcards.backbone, wildcards.space)
 
 
+def evaluate_inputs(wildcards=None):
+    """Named inputs of `evaluate`, one per file (see evaluate_input_keys for what each is)."""
+    files = {}
+    for b in BACKBONES:
+        files[f"predictions_{b}"] = f"{R}/predictions/{b}.h5"
+        for m in METHODS:
+            files[f"scores_{b}_{m}"] = f"{R}/confidence/{b}/{m}.csv"
+            files[f"summary_{b}_{m}"] = f"{R}/confidence/{b}/{m}.json"
+        for s in SPACES:
+            files[f"neighbors_{b}_{s}"] = f"{R}/neighbors/{b}/{s}.h5"
+    return files
+
+
+def evaluate_input_keys():
+    """JSON: which named input of `evaluate` belongs to which backbone / (backbone, method) /
+    (backbone, space); the script looks inputs up by these names, never by position."""
+    return json.dumps({
+        "predictions": {b: f"predictions_{b}" for b in BACKBONES},
+        "confidence": [[b, m, f"scores_{b}_{m}", f"summary_{b}_{m}"] for b in BACKBONES for m in METHODS],
+        "neighbors": [[b, s, f"neighbors_{b}_{s}"] for b in BACKBONES for s in SPACES],
+    }, sort_keys=True)
+
+
 def final_targets():
     return [f"{R}/report/index.html", f"{R}/manifest.json"]
 

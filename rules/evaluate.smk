@@ -1,12 +1,10 @@
-# Every configuration on the test patients, then the self-contained HTML report.
+# Every configuration on the test patients (the deployed one chosen on the training patients),
+# then the self-contained HTML report.
 
 
 rule evaluate:
     input:
-        predictions=expand(f"{R}/predictions/{{backbone}}.h5", backbone=BACKBONES),
-        scores=expand(f"{R}/confidence/{{backbone}}/{{method}}.csv", backbone=BACKBONES, method=METHODS),
-        summaries=expand(f"{R}/confidence/{{backbone}}/{{method}}.json", backbone=BACKBONES, method=METHODS),
-        neighbors=expand(f"{R}/neighbors/{{backbone}}/{{space}}.h5", backbone=BACKBONES, space=SPACES),
+        unpack(evaluate_inputs),
         confidence_tables=expand(f"{R}/confidence/{{backbone}}/metrics.csv", backbone=BACKBONES),
         split=f"{R}/split.json",
         index=f"{R}/frame_index.csv",
@@ -20,7 +18,8 @@ rule evaluate:
             category="Evaluation",
         ),
     params:
-        code=code_version("evaluation", "metrics", "figures", "similarity"),
+        input_keys=evaluate_input_keys(),
+        code=code_version("evaluation", "metrics", "confidence.metrics", "predictions", "similarity", "config"),
     log:
         f"{R}/logs/evaluate.log",
     benchmark:

@@ -16,8 +16,8 @@ import pytest
 from lus_core import evaluation as E
 from lus_core import metrics as M
 from lus_core.confidence import metrics as CM
-from lus_core.similarity.fallback import fallback_scores
 from lus_core.predictions import Predictions, read_predictions, write_predictions
+from lus_core.similarity.fallback import fallback_scores
 
 CLASSES = [0, 1, 2, 3]
 BACKBONES = ["scratch", "resnet18"]
@@ -485,3 +485,18 @@ def test_confidence_table_has_one_value_per_metric_from_the_shared_implementatio
     assert row["augrc"] == pytest.approx(CM.augrc(conf["confidence"].to_numpy(), correct))
     assert row["aurc"] == pytest.approx(CM.aurc(conf["confidence"].to_numpy(), correct))
     assert list(E.CONFIDENCE_COLUMNS)[0] == "augrc"
+
+
+def test_named_inputs_are_matched_by_name_not_position():
+    keys = {"predictions": {"scratch": "predictions_scratch"},
+            "confidence": [["scratch", "svc_per_class", "scores_scratch_svc_per_class", "summary_scratch_svc_per_class"]],
+            "neighbors": [["scratch", "raw", "neighbors_scratch_raw"]]}
+    named = {"neighbors_scratch_raw": "n.h5", "summary_scratch_svc_per_class": "s.json", "split": "split.json",
+             "scores_scratch_svc_per_class": "c.csv", "predictions_scratch": "p.h5"}
+    p, c, n = E.inputs_from_keys(json.dumps(keys), named)
+    assert p == {"scratch": "p.h5"} and c == {("scratch", "svc_per_class"): ("c.csv", "s.json")}
+    assert n == {("scratch", "raw"): "n.h5"}
+    with pytest.raises(KeyError, match="not in input_keys"):
+        E.inputs_from_keys(keys, {**named, "neighbors_scratch_tsne": "t.h5"})
+    with pytest.raises(KeyError, match="does not have"):
+        E.inputs_from_keys(keys, {k: v for k, v in named.items() if k != "scores_scratch_svc_per_class"})

@@ -23,8 +23,8 @@ def report(tmp_path_factory):
     out = root / "report" / "index.html"
     (root / "conf_metrics.csv").write_text("method,auroc\nmsp,0.71234\n")
     extra = {"notes": ["a note for the reader"], "provenance": {"code_version": "0.1.0"},
-             "tables": {"Confidence metrics bbA": root / "conf_metrics.csv"},
-             "figures": [{"file": root / "eval" / "figures" / "confusion_best.png", "title": "extra figure"}]}
+             "tables": {"Confidence metrics scratch": root / "conf_metrics.csv"},
+             "figures": [{"file": root / "eval" / "figures" / "confusion_selected.png", "title": "extra figure"}]}
     R.run_report(root / "eval", args["split_json"], args["config"], out, extra)
     return args, out, out.read_text(encoding="utf-8")
 
@@ -51,17 +51,44 @@ def test_report_shows_matrix_and_answer(report):
     # CIs shown as "0.61 [0.55, 0.67]"
     assert R.fmt_ci(best["accuracy"], best["accuracy_lo"], best["accuracy_hi"]) in page
     assert re.search(r"\d\.\d\d \[\d\.\d\d, \d\.\d\d\]", page)
-    for b in ("bbA", "bbB"):
+    for b in ("scratch", "resnet18"):
         assert f"{b} · CNN alone" in page
     assert "oracle detector" in page and "oracle fallback" in page
     assert R._e(summary["significance"]["statement"]) in page
-    assert "Confidence methods" in page and "failure AUROC" in page
+    assert "Confidence methods" in page and "failure AUROC" in page and "AUGRC" in page
     for p in json.loads(Path(args["split_json"]).read_text())["test_patients"]:
         assert p in page
     assert "a note for the reader" in page and "code_version" in page
-    assert "Confidence metrics bbA" in page and "0.712" in page
+    assert "Confidence metrics scratch" in page and "0.712" in page
     assert "extra figure" in page
     assert "uncertain test frames" in page
+
+
+def test_report_headline_is_the_selected_configuration(report):
+    args, _, page = report
+    s = json.loads(Path(args["out_summary_json"]).read_text())
+    sel = s["selected"]
+    h2 = re.findall(r"<h2>(.*?)</h2>", page)
+    assert h2[0] == "The selected configuration"
+    first = page[page.index("<h2>The selected configuration</h2>"):page.index("<h2>", page.index("<h2>") + 4)]
+    assert R._e(sel["config_id"]) in first and "training patients" in first
+    t = sel["test"]["qwk"]
+    assert R.fmt_ci(t["estimate"], t["lo"], t["hi"], 3) in first
+    assert "Winner" in first and R._fmt(s["winners_curse"]["gap"], 3) in first
+    assert "All configurations (exploratory)" in page
+
+
+def test_confidence_table_shows_each_metric_once(report):
+    args, _, page = report
+    s = json.loads(Path(args["out_summary_json"]).read_text())
+    sec = page[page.index("<h2>Confidence methods</h2>"):]
+    sec = sec[:sec.index("<h2>", 5)] if "<h2>" in sec[5:] else sec
+    header = re.findall(r"<th[^>]*>(.*?)</th>", sec)
+    assert header[2] == "AUGRC"  # the primary column
+    for name in ("AUGRC", "failure AUROC", "AURC", "E-AURC"):
+        assert header.count(name) == 1
+    row = s["confidence_methods"][0]
+    assert "auroc" not in row["reported"] and "aurc" not in row["reported"]
 
 
 def test_fmt_ci():

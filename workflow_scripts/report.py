@@ -12,9 +12,7 @@ with step_logging(sm):
             {"file": str(Path(curve).resolve()), "title": f"Training curve: {b} (all training patients)"}
             for b, curve in zip(backbones, sm.input.curves, strict=True)
         ],
-        "tables": {
-            f"Confidence methods ({b})": str(Path(t).resolve())
-            for b, t in zip(backbones, sm.input.confidence_tables, strict=True)
-        },
+        # the confidence steps' metrics.csv are not repeated: the report's confidence section
+        # shows each (method, metric) once, computed by lus_core.confidence.metrics
     }
     run_report(str(eval_dir), sm.input.split, sm.config, sm.output[0], extra=extra)

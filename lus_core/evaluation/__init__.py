@@ -22,11 +22,11 @@ from .matrix import (
     evaluate_matrix,
 )
 from .selection import CRITERIA, TIE_BREAK, select_configuration, validation_table
-from .step import run_evaluate
+from .step import inputs_from_keys, run_evaluate
 from .summary import CONFIDENCE_COLUMNS, fmt_p
 
 __all__ = [
     "CONFIDENCE_COLUMNS", "CONFIG_COLUMNS", "CRITERIA", "DELTA_METRICS", "DEPLOYABLE", "MAIN_METRICS",
     "ROW_TYPES", "TIE_BREAK", "TestSet", "config_id", "deployable_scores", "evaluate_matrix", "fmt_p",
-    "run_evaluate", "select_configuration", "validation_table",
+    "inputs_from_keys", "run_evaluate", "select_configuration", "validation_table",
 ]

@@ -4,6 +4,7 @@ training patients, ``eval/matrix.csv``, ``eval/summary.json`` and the figures.""
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import re
@@ -33,7 +34,7 @@ from .summary import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_evaluate", "CHOSEN_ON"]
+__all__ = ["run_evaluate", "inputs_from_keys", "CHOSEN_ON"]
 
 CHOSEN_ON = (
     "the training patients only, out of fold ({n_frames} frames of {n_patients} patients): the CNN's "
@@ -73,6 +74,30 @@ def _check_predictions(preds_full: Mapping[str, Predictions], test_patients: lis
             ref = (p, key)
         elif not (np.array_equal(ref[1][0], key[0]) and np.array_equal(ref[1][1], key[1])):
             raise ValueError(f"predictions {ref[0].path} and {p.path} disagree on the frames or their labels")
+
+
+def inputs_from_keys(input_keys: str | Mapping, named: Mapping[str, str]) -> tuple[dict, dict, dict]:
+    """(predictions, confidence, neighbors) mappings for :func:`run_evaluate` from the rule's
+    named inputs and its ``input_keys`` (rules/common.smk: evaluate_input_keys), checked both ways:
+    every listed name must be an input, and no predictions/scores/summary/neighbors input may be
+    left unlisted."""
+    keys = json.loads(input_keys) if isinstance(input_keys, str) else input_keys
+
+    def get(name: str) -> str:
+        if name not in named:
+            raise KeyError(f"evaluate: input_keys names input {name!r}, which the rule does not have")
+        return str(named[name])
+
+    predictions = {b: get(k) for b, k in keys["predictions"].items()}
+    confidence = {(b, m): (get(c), get(j)) for b, m, c, j in keys["confidence"]}
+    neighbors = {(b, s): get(k) for b, s, k in keys["neighbors"]}
+    listed = set(keys["predictions"].values()) | {k for row in keys["confidence"] for k in row[2:]} | {
+        row[2] for row in keys["neighbors"]}
+    unlisted = sorted(n for n in named if n.startswith(("predictions_", "scores_", "summary_", "neighbors_"))
+                      and n not in listed)
+    if unlisted:
+        raise KeyError(f"evaluate: inputs {unlisted} are not in input_keys")
+    return predictions, confidence, neighbors
 
 
 def run_evaluate(
