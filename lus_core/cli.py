@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("predict", help="score new videos with a finished run")
     p.add_argument("videos", nargs="+", type=Path, help="video files or folders of videos / frames")
     p.add_argument("--run", required=True, type=Path, help="results folder of a finished workflow run")
-    p.add_argument("--config-name", default="best", help="'best' (from eval/summary.json) or a configuration name")
+    p.add_argument("--config-name", default="selected",
+                   help="'selected' (chosen on training patients, eval/summary.json) or a configuration name")
     p.add_argument("--out", type=Path, default=Path("predictions_out"))
     p.add_argument("--device", default="auto")
 

@@ -43,12 +43,15 @@ class Choice:
 
 
 def choose_configuration(run_dir: Path, name: str) -> Choice:
+    """``selected`` (or its old name ``best``): the configuration the evaluation chose on the
+    training patients (eval/summary.json ``selected``); any other name: that matrix row."""
     eval_dir = run_dir / "eval"
-    if name == "best":
+    if name in ("selected", "best"):
         summary = read_json(eval_dir / "summary.json")
-        row = summary.get("best_deployable") or summary.get("best")
+        row = summary.get("selected")
         if row is None:
-            raise RunError(f"{eval_dir / 'summary.json'}: no best configuration recorded")
+            raise RunError(f"{eval_dir / 'summary.json'}: no `selected` configuration; the run predates "
+                           "selection on training patients: rerun `evaluate` (snakemake --forcerun evaluate)")
     else:
         matrix = pd.read_csv(eval_dir / "matrix.csv")
         hits = matrix[matrix["config_id"] == name]

@@ -215,7 +215,9 @@ def test_report_has_one_row_per_method_and_both_figures(tmp_path, h5):
     )
     table = pd.read_csv(table_csv)
     assert list(table["method"]) == methods
+    assert list(table.columns[:3]) == ["backbone", "method", "augrc"]  # the primary column
     assert {
+        "oof_augrc",
         "auroc",
         "aurc",
         "eaurc",
@@ -234,6 +236,7 @@ def test_report_has_one_row_per_method_and_both_figures(tmp_path, h5):
     for o, (_, row) in zip(outs, table.iterrows(), strict=True):
         rec = json.loads(o["json"].read_text())
         assert row["auroc"] == pytest.approx(rec["test_metrics"]["auroc"])
+        assert row["augrc"] == pytest.approx(rec["test_metrics"]["augrc"])
     pred = read_predictions(h5)
     test = pred.subset(pred.split == "test")
     assert table["cnn_accuracy"].iloc[0] == pytest.approx(test.correct.mean())

@@ -41,7 +41,15 @@ def test_report_and_matrix_exist_and_match_predictions(tiny_run):
     assert cnn_row.accuracy == pytest.approx(cnn_acc)
     # every configuration of the tiny config is in the matrix: 5 methods x 3 spaces x 1 k x 2 modes
     assert (matrix.row_type == "combined").sum() == 5 * 3 * 1 * 2
-    assert json.loads((results / "eval" / "summary.json").read_text())["best"]["config_id"]
+    summary = json.loads((results / "eval" / "summary.json").read_text())
+    sel = summary["selected"]
+    assert sel["criterion"] == "qwk" and "training patients" in sel["chosen_on"]
+    assert matrix.loc[matrix.selected, "config_id"].tolist() == [sel["config_id"]]
+    assert sel["validation_score"] == pytest.approx(matrix.loc[matrix.selected, "val_qwk"].item())
+    assert summary["winners_curse"]["gap"] >= 0
+    assert all("augrc" in r for r in summary["confidence_methods"])
+    assert pd.read_csv(results / "confidence" / "scratch" / "metrics.csv").columns[2] == "augrc"
+    assert html.index("The selected configuration") < html.index("All configurations")
 
 
 def test_second_run_runs_nothing(tiny_run):
@@ -100,6 +108,8 @@ def test_predict_best_configuration_writes_galleries(tiny_run, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert set(frames.final_score) <= {0, 1, 2, 3}
     assert summary["videos"][path.stem]["n_frames"] == len(frames)
+    selected = json.loads((results / "eval" / "summary.json").read_text())["selected"]
+    assert summary["configuration"]["config_id"] == selected["config_id"]  # the default is the selected one
     untrusted = (~frames.trusted).sum()
     if summary["configuration"]["row_type"] != "cnn" and untrusted:
         assert len(list((out / "galleries").glob("*.png"))) == min(untrusted, 25)
@@ -124,7 +134,7 @@ def test_predict_bad_input(tiny_run, tmp_path, problem):
     results, _ = tiny_run
     _, video = _test_video(results)
     run_dir = results
-    config_name = "best"
+    config_name = "selected"
     if problem == "unreadable":
         video = tmp_path / "broken.mp4"
         video.write_bytes(b"\x00" * 100)

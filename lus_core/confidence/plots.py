@@ -36,7 +36,7 @@ def plot_risk_coverage(
                 np.concatenate([[0.0], cov]),
                 np.concatenate([[risk[0]], risk]),
                 drawstyle="steps-post",
-                label=f"{name} (AURC {M.aurc(conf, correct):.3f})",
+                label=f"{name} (AUGRC {M.augrc(conf, correct):.4f})",
             )
     if oracle is not None:
         cov, risk, _ = M.risk_coverage_curve(*oracle)

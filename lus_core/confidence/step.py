@@ -224,7 +224,7 @@ def run_confidence_report(
     out_reliability_png,
     config: dict,
 ) -> None:
-    """One table row per method (test-patient metrics, plus out-of-fold AUROC / AURC), a
+    """One table row per method (test-patient metrics, AUGRC first, plus out-of-fold AUGRC / AUROC / AURC), a
     risk-coverage plot of every method and the reliability diagram before / after temperature
     scaling, for one backbone."""
     from lus_core.io_utils import read_json
@@ -257,15 +257,17 @@ def run_confidence_report(
         trusted = t["trusted"].astype(str).str.lower().isin(["true", "1"]).to_numpy()
         name = rec["method"]
         curves[name] = (conf, test.correct)
-        row = {
+        metrics = M.confidence_metrics(conf, test.correct, trusted, SELECTIVE_COVERAGE) if len(test) else {}
+        row = {  # AUGRC is the primary column of every confidence table
             "backbone": backbone,
             "method": name,
+            "augrc": metrics.pop("augrc", None),
             "threshold_rule": rec.get("threshold_rule"),
             "threshold": rec.get("threshold"),
         }
-        row.update(M.confidence_metrics(conf, test.correct, trusted, SELECTIVE_COVERAGE) if len(test) else {})
+        row.update(metrics)
         oof = rec.get("train_oof_metrics") or {}
-        row["oof_auroc"], row["oof_aurc"] = oof.get("auroc"), oof.get("aurc")
+        row["oof_augrc"], row["oof_auroc"], row["oof_aurc"] = oof.get("augrc"), oof.get("auroc"), oof.get("aurc")
         row["cnn_ece_before_ts"], row["cnn_ece_after_ts"], row["temperature"] = (
             ece_before,
             ece_after,
