@@ -36,9 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("predictions_out"))
     p.add_argument("--device", default="auto")
 
-    p = sub.add_parser("summarize", help="write a finished run's results as a Markdown page")
+    p = sub.add_parser("summarize", help="write a finished run's results as a Markdown page or README block")
     p.add_argument("run", type=Path, help="results folder of a finished workflow run")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, help="write a whole Markdown page here")
+    p.add_argument("--readme", type=Path, help="rewrite the default-run block between its markers in this file")
+    p.add_argument("--images", type=Path, help="with --readme: also copy the run's README figures into this folder")
     p.add_argument("--title", default="Results")
     p.add_argument("--command", dest="run_command", default="snakemake --cores all", help="the command that produced the run")
     p.add_argument("--preamble", type=Path, help="Markdown file placed before the results")
@@ -82,11 +84,17 @@ def _predict(args) -> int:
 
 
 def _summarize(args) -> int:
-    from lus_core.summarize import write_results_markdown
+    from lus_core.summarize import copy_figures, write_readme_block, write_results_markdown
 
-    text = {k: getattr(args, k).read_text() if getattr(args, k) else "" for k in ("preamble", "epilogue")}
-    out = write_results_markdown(args.run, args.out, args.title, args.run_command, **text)
-    print(f"wrote {out}")
+    if not args.out and not args.readme:
+        raise ValueError("give --out (a Markdown page) and/or --readme (the README's default-run block)")
+    if args.out:
+        text = {k: getattr(args, k).read_text() if getattr(args, k) else "" for k in ("preamble", "epilogue")}
+        print(f"wrote {write_results_markdown(args.run, args.out, args.title, args.run_command, **text)}")
+    if args.readme:
+        print(f"rewrote the default-run block of {write_readme_block(args.run, args.readme)}")
+        for f in copy_figures(args.run, args.images) if args.images else []:
+            print(f"wrote {f}")
     return 0
 
 

@@ -1,9 +1,17 @@
-"""`lus summarize`: a finished run as a Markdown page (split, matrix head with intervals,
-frame- and video-level metrics, significance, confidence methods, figures), for docs and papers."""
+"""`lus summarize`: a finished run as Markdown, from the run's own files only.
+
+- :func:`results_markdown` / :func:`write_results_markdown`: a whole page (split, the selected
+  configuration, the exploratory matrix head, video level, confidence methods, figures), for
+  docs and papers.
+- :func:`default_run_block` / :func:`write_readme_block`: the README's default-run block,
+  rewritten in place between ``<!-- BEGIN default-run ...-->`` and ``<!-- END default-run -->``
+  (``lus summarize results/synthetic --readme README.md``); nothing outside the markers changes.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -11,7 +19,9 @@ import pandas as pd
 
 from lus_core.io_utils import atomic_path
 
-FIGURES = ("forest_accuracy.png", "confusion_best.png", "gallery_00.png")
+FIGURES = ("forest_accuracy.png", "confusion_selected.png", "gallery_00.png")
+BLOCK = "default-run"
+METRIC_LABEL = {"qwk": "QWK", "accuracy": "accuracy", "macro_f1": "macro-F1", "balanced_accuracy": "balanced accuracy"}
 
 
 def _ci(row, key: str) -> str:
@@ -26,9 +36,7 @@ def _matrix_head(matrix: pd.DataFrame, n: int) -> pd.DataFrame:
 def results_markdown(run_dir: str | Path, title: str, command: str, n_rows: int = 8,
                      figures_dir: str | Path | None = None, preamble: str = "", epilogue: str = "") -> str:
     run = Path(run_dir)
-    summary = json.loads((run / "eval" / "summary.json").read_text())
-    split = json.loads((run / "split.json").read_text())
-    matrix = pd.read_csv(run / "eval" / "matrix.csv")
+    summary, split, matrix = _load(run)
     counts = summary["counts"]["dataset"]
     classes = summary.get("classes", list(range(len(counts["test_frames_per_class"]))))
     lines = [f"# {title}", "", preamble, "", "## How it was made", "", "```bash", command, "```", ""]
@@ -55,7 +63,9 @@ def results_markdown(run_dir: str | Path, title: str, command: str, n_rows: int 
         f"score {', '.join(str(v) for v in split['test_counts'].values())}.",
         f"{len(split['folds'])} patient-grouped folds on the {len(split['train_patients'])} training patients give "
         "the out-of-fold predictions that the confidence models are fitted on.", "",
-        "## Frame level (test patients, 95% bootstrap intervals over patients)", "",
+        "## The selected configuration", "",
+        *selected_lines(summary),
+        "## Frame level, exploratory (test patients, 95% bootstrap intervals over patients)", "",
         "| configuration | accuracy | macro-F1 | QWK | Δ accuracy vs CNN alone | fallback rate |",
         "|---|---|---|---|---|---|",
     ]
@@ -72,19 +82,11 @@ def results_markdown(run_dir: str | Path, title: str, command: str, n_rows: int 
         lines.append(f"| {r.config_id} | {_ci(r, 'video_majority_accuracy')} | {r.video_majority_macro_f1:.3f} "
                      f"| {r.video_majority_qwk:.3f} |")
     sig = summary["significance"]
-    lines += ["", "## Does any configuration beat the CNN alone?", "", sig["statement"], "",
+    lines += ["", "## Exploratory: does any configuration beat the CNN alone on the test patients?", "",
+              sig["statement"], "",
               f"Configurations significantly better than the CNN alone: {sig['n_significantly_better']}; "
               f"significantly worse: {sig['n_significantly_worse']} (of {sig['n_configurations']}).", ""]
-    conf_tables = sorted((run / "confidence").glob("*/metrics.csv"))
-    if conf_tables:
-        lines += ["## Confidence methods (failure detection on test patients)", ""]
-        for table in conf_tables:
-            t = pd.read_csv(table)
-            lines += [f"**{table.parent.name}**", "", "| method | AUROC | AURC | risk at 80% coverage | trusted |",
-                      "|---|---|---|---|---|"]
-            for _, r in t.iterrows():
-                lines.append(f"| {r.method} | {r.auroc:.3f} | {r.aurc:.3f} | {r['selective_risk@0.8']:.3f} | {r.coverage:.2f} |")
-            lines.append("")
+    lines += ["## Confidence methods (failure detection on test patients)", "", *confidence_lines(summary)]
     if figures_dir is not None:
         figures_dir = Path(figures_dir)
         figures_dir.mkdir(parents=True, exist_ok=True)
@@ -105,3 +107,156 @@ def write_results_markdown(run_dir, out_md, title: str, command: str, preamble: 
     with atomic_path(out_md) as tmp:
         tmp.write_text(text)
     return out_md
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+def _load(run: Path) -> tuple[dict, dict, pd.DataFrame]:
+    summary = json.loads((run / "eval" / "summary.json").read_text())
+    split = json.loads((run / "split.json").read_text())
+    matrix = pd.read_csv(run / "eval" / "matrix.csv")
+    if "selected" not in summary:
+        raise ValueError(f"{run / 'eval' / 'summary.json'}: no `selected` configuration; rerun `evaluate`")
+    return summary, split, matrix
+
+
+def _f(x, digits: int = 3) -> str:
+    return "-" if x is None or (isinstance(x, float) and x != x) else f"{x:.{digits}f}"
+
+
+def _ci3(d: dict, signed: bool = False) -> str:
+    fmt = "+.3f" if signed else ".3f"
+    if d.get("estimate", d.get("diff")) is None:
+        return "-"
+    est = d.get("estimate", d.get("diff"))
+    if d.get("lo") is None:
+        return format(est, fmt)
+    return f"{format(est, fmt)} [{format(d['lo'], fmt)}, {format(d['hi'], fmt)}]"
+
+
+def split_lines(split: dict) -> list[str]:
+    tc = split["test_counts"]
+    counts = " / ".join(str(v) for v in (tc.values() if isinstance(tc, dict) else tc))
+    return [f"Test patients **{', '.join(map(str, split['test_patients']))}** (test frames per score {counts}), "
+            f"chosen by the {split['method']} search over {split['n_combinations']:,} combinations.", ""]
+
+
+def selected_lines(summary: dict) -> list[str]:
+    """The selected configuration: how it was chosen, its validation and its one test score."""
+    sel = summary["selected"]
+    crit = sel["criterion"]
+    v = sel["validation"]
+    ci = f"{round(100 * summary['ci'])}%"
+    lines = [
+        f"**Selected configuration** (the default of `lus predict`): **{sel['config_id']}**, the best validation "
+        f"{METRIC_LABEL[crit]} of {sel['n_candidates']} deployable configurations on {v['n_patients']} training "
+        f"patients ({v['n_frames']} frames, out of fold; ties: {sel['tie_break']}). Its test score is "
+        f"reported once ({ci} bootstrap intervals over test patients; difference paired on the same resamples):",
+        "",
+        f"| metric | validation (training patients, out of fold) | test patients [{ci} CI] "
+        f"| Δ vs {sel['backbone']} CNN alone [{ci} CI] |",
+        "|---|---|---|---|",
+    ]
+    for m, label in METRIC_LABEL.items():
+        delta = "—" if sel["row_type"] == "cnn" else _ci3(sel["delta_vs_cnn"][m], signed=True) + (
+            " *" if sel["delta_vs_cnn"][m].get("significant") else "")
+        lines.append(f"| {label}{' (criterion)' if m == crit else ''} | {_f(v[m])} | {_ci3(sel['test'][m])} | {delta} |")
+    wc = summary["winners_curse"]
+    lines += ["", "\\* the interval excludes 0.", "",
+              f"Winner's curse: the deployable configuration with the best *test* {METRIC_LABEL[wc['metric']]} is "
+              f"{wc['test_best_config_id']} ({_f(wc['test_best_score'])}, validation "
+              f"{_f(wc['test_best_validation_score'])}), {_f(wc['gap'])} above the selected configuration's test "
+              f"{METRIC_LABEL[wc['metric']]}: what a pick on the test patients would have claimed.", ""]
+    return lines
+
+
+def matrix_head_lines(summary: dict, matrix: pd.DataFrame, n_rows: int) -> list[str]:
+    crit = summary["selected"]["criterion"]
+    lines = [f"Exploratory, sorted on the test patients (do not pick from it): the CNN-alone rows and the {n_rows} "
+             "deployable rows with the best test accuracy in the run's `eval/matrix.csv`:", "",
+             f"| configuration | validation {METRIC_LABEL[crit]} | accuracy [95% CI] | macro-F1 | QWK "
+             "| Δ accuracy vs CNN [95% CI] | fallback rate |",
+             "|---|---|---|---|---|---|---|"]
+    for _, r in _matrix_head(matrix, n_rows).iterrows():
+        delta = "—" if r.row_type == "cnn" else (
+            f"{r.delta_accuracy:+.3f} [{r.delta_accuracy_lo:+.3f}, {r.delta_accuracy_hi:+.3f}]"
+            + (" *" if r.delta_accuracy_significant else ""))
+        mark = " (selected)" if bool(r.get("selected")) else ""
+        lines.append(f"| {r.config_id}{mark} | {_f(r.get(f'val_{crit}'))} | {_ci(r, 'accuracy')} | {r.macro_f1:.3f} "
+                     f"| {r.qwk:.3f} | {delta} | {r.fallback_rate:.2f} |")
+    return lines + [""]
+
+
+def confidence_lines(summary: dict) -> list[str]:
+    """Per backbone, every method's failure-detection metrics on the test patients, AUGRC first."""
+    rows = summary.get("confidence_methods") or []
+    lines = ["Confidence methods (fitted on out-of-fold predictions of training patients only; failure detection "
+             "measured on the test patients; AUGRC: area under the generalized risk-coverage curve, lower is "
+             "better):", ""]
+    for b in sorted({r["backbone"] for r in rows}):
+        lines += [f"**{b}**", "", "| method | AUGRC | failure AUROC | AURC | E-AURC | trusted |",
+                  "|:--|--:|--:|--:|--:|--:|"]
+        sub = sorted((r for r in rows if r["backbone"] == b),
+                     key=lambda r: (r["augrc"] if r["augrc"] is not None else 1.0, r["method"]))
+        for r in sub:
+            lines.append(f"| {r['method']} | {_f(r['augrc'], 4)} | {_f(r['auroc'])} | {_f(r['aurc'])} "
+                         f"| {_f(r['eaurc'])} | {_f(r['coverage'], 2)} |")
+        lines.append("")
+    return lines
+
+
+# --------------------------------------------------------------------------- README block
+
+
+def default_run_block(run_dir: str | Path, n_rows: int = 5) -> str:
+    """The README's default-run block (Markdown) from a run's split.json and eval/ files."""
+    summary, split, matrix = _load(Path(run_dir))
+    lines = [*split_lines(split), *selected_lines(summary), *matrix_head_lines(summary, matrix, n_rows),
+             *confidence_lines(summary)]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def copy_figures(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """Copy the README's figures of a run (first gallery, t-SNE and risk-coverage of each backbone)
+    from ``eval/figures`` into ``out_dir``; returns the files written."""
+    src = Path(run_dir) / "eval" / "figures"
+    summary = json.loads((Path(run_dir) / "eval" / "summary.json").read_text())
+    names = ["gallery_00.png"] + [f"{kind}_{b}.png" for b in summary["counts"]["backbones"]
+                                  for kind in ("tsne", "risk_coverage")]
+    out = []
+    for name in names:
+        if (src / name).exists():
+            dst = Path(out_dir) / name
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(src / name, tmp)
+            out.append(dst)
+    return out
+
+
+def _markers(text: str, name: str, where: str) -> tuple[int, int]:
+    """(end of the BEGIN line, start of the END line) of block ``name``."""
+    begin = re.compile(rf"^<!-- BEGIN {re.escape(name)}\b.*-->[ \t]*$", re.M)
+    end = re.compile(rf"^<!-- END {re.escape(name)} -->[ \t]*$", re.M)
+    b, e = list(begin.finditer(text)), list(end.finditer(text))
+    if len(b) != 1 or len(e) != 1 or e[0].start() < b[0].end():
+        raise ValueError(f"{where}: needs exactly one '<!-- BEGIN {name} ... -->' line followed by one "
+                         f"'<!-- END {name} -->' line (found {len(b)} and {len(e)})")
+    return b[0].end() + 1, e[0].start()
+
+
+def readme_block(readme_text: str, name: str = BLOCK, where: str = "README") -> str:
+    """The text between the markers of block ``name``."""
+    a, b = _markers(readme_text, name, where)
+    return readme_text[a:b]
+
+
+def write_readme_block(run_dir: str | Path, readme: str | Path, name: str = BLOCK, **kw) -> Path:
+    """Rewrite only the block between the markers in ``readme`` (atomically)."""
+    readme = Path(readme)
+    text = readme.read_text(encoding="utf-8")
+    a, b = _markers(text, name, str(readme))
+    new = text[:a] + default_run_block(run_dir, **kw) + text[b:]
+    with atomic_path(readme) as tmp:
+        tmp.write_text(new, encoding="utf-8")
+    return readme
