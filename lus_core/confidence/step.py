@@ -2,11 +2,13 @@
 
 Leakage rule: a confidence model (and its threshold) sees only rows with split == "train", whose
 softmax is out-of-fold. `fit_confidence_model` is the only place a model is fitted and it raises
-`LeakageError` when a test row reaches it. Learned methods (classifiers on the softmax, the kNN
-trust score) would score their own training rows optimistically, so their threshold is chosen on
-cross-fitted scores: refit without one training fold (the predictions store's `fold` column =
-a group of training patients), score that fold, repeat. The final model is fitted on all
-training rows. Methods that use an embedding (the trust score) read the predictions store's
+`LeakageError` when a test row reaches it. A method would score its own training rows
+optimistically (a classifier, the kNN trust score, and a little even a fitted temperature), so
+every method's training-row confidence is cross-fitted: refit without one training fold (the
+predictions store's `fold` column = a group of training patients), score that fold, repeat. The
+threshold is chosen on these scores; the training rows' trust decision in the output table uses
+a threshold chosen without the row's fold, so the evaluation can score a configuration on the
+training patients with nothing in-sample. The final model is fitted on all training rows. Methods that use an embedding (the trust score) read the predictions store's
 `embedding_all` (one feature space for every frame, :mod:`lus_core.predictions`).
 """
 
