@@ -97,7 +97,7 @@ def selected_entry(row: Mapping, criterion: str, n_candidates: int, chosen_on: s
     out.update({
         "criterion": criterion,
         "validation_score": _plain(row.get(f"val_{criterion}")),
-        "validation": {c[4:]: _plain(row.get(c)) for c in VAL_COLUMNS},
+        "validation": {c[4:]: (int(row[c]) if c.startswith("val_n_") else _plain(row.get(c))) for c in VAL_COLUMNS},
         "chosen_on": chosen_on,
         "tie_break": TIE_BREAK,
         "n_candidates": int(n_candidates),
