@@ -211,6 +211,12 @@ METRIC_LABEL = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy"
                 "qwk": "QWK"}
 
 
+def _signed_ci(est, lo, hi) -> str:
+    if _isnan(est):
+        return "-"
+    return f"{float(est):+.3f}" + ("" if _isnan(lo) or _isnan(hi) else f" [{float(lo):+.3f}, {float(hi):+.3f}]")
+
+
 def _section_selected(summary: Mapping) -> str:
     """The headline: the configuration chosen on the training patients, its one test score."""
     sel = summary.get("selected")
@@ -224,7 +230,7 @@ def _section_selected(summary: Mapping) -> str:
         t = sel["test"].get(m, {})
         d = (sel.get("delta_vs_cnn") or {}).get(m, {})
         delta = "reference" if sel["row_type"] == "cnn" else (
-            f"{fmt_ci(d.get('diff'), d.get('lo'), d.get('hi'), 3)}, {fmt_p(d.get('p'), n_boot)}"
+            f"{_signed_ci(d.get('diff'), d.get('lo'), d.get('hi'))}, {fmt_p(d.get('p'), n_boot)}"
             + (" *" if d.get("significant") else ""))
         rows.append([label + (" (criterion)" if m == crit else ""), _fmt((sel.get("validation") or {}).get(m), 3),
                      fmt_ci(t.get("estimate"), t.get("lo"), t.get("hi"), 3), delta])
