@@ -139,7 +139,7 @@ def split_lines(split: dict) -> list[str]:
     tc = split["test_counts"]
     counts = " / ".join(str(v) for v in (tc.values() if isinstance(tc, dict) else tc))
     return [f"Test patients **{', '.join(map(str, split['test_patients']))}** (test frames per score {counts}), "
-            f"chosen by the {split['method']} search over {split['n_combinations']:,} combinations.", ""]
+            f"chosen exactly among {split['n_combinations']:,} combinations.", ""]
 
 
 def selected_lines(summary: dict) -> list[str]:

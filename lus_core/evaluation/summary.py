@@ -117,8 +117,9 @@ def selected_entry(row: Mapping, criterion: str, n_candidates: int, chosen_on: s
 def winners_curse(matrix: pd.DataFrame, selected_id: str, criterion: str) -> dict:
     """How far the deployable configuration with the best *test* score is above the selected
     one's test score (in the criterion): what picking on the test patients would have claimed."""
-    dep = matrix[matrix["row_type"].isin(DEPLOYABLE)]
-    best = dep.sort_values([criterion, "config_id"], ascending=[False, True], kind="stable").iloc[0]
+    dep = matrix[matrix["row_type"].isin(DEPLOYABLE)].assign(_other=lambda d: d["config_id"] != selected_id)
+    # among equal test scores the selected configuration itself counts as the test-sorted best
+    best = dep.sort_values([criterion, "_other", "config_id"], ascending=[False, True, True], kind="stable").iloc[0]
     sel = dep[dep["config_id"] == selected_id].iloc[0]
     return {
         "metric": criterion,
