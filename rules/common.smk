@@ -82,6 +82,11 @@ def evaluate_input_keys():
     }, sort_keys=True)
 
 
+def report_curve_inputs(wildcards=None):
+    """Training curve of each backbone's `all` model, named curve_{backbone}."""
+    return {f"curve_{b}": f"{R}/models/{b}/all.curve.png" for b in BACKBONES}
+
+
 def final_targets():
     return [f"{R}/report/index.html", f"{R}/manifest.json"]
 

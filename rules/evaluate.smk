@@ -32,13 +32,13 @@ rule evaluate:
 
 rule report:
     input:
+        unpack(report_curve_inputs),
         matrix=f"{R}/eval/matrix.csv",
         summary=f"{R}/eval/summary.json",
         figures=f"{R}/eval/figures",
         split=f"{R}/split.json",
         index=f"{R}/frame_index.csv",
         confidence_tables=expand(f"{R}/confidence/{{backbone}}/metrics.csv", backbone=BACKBONES),
-        curves=expand(f"{R}/models/{{backbone}}/all.curve.png", backbone=BACKBONES),
     output:
         f"{R}/report/index.html",
     params:

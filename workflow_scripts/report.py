@@ -10,7 +10,7 @@ with step_logging(sm):
     extra = {
         "figures": [
             {"file": str(Path(curve).resolve()), "title": f"Training curve: {b} (all training patients)"}
-            for b, curve in zip(backbones, sm.input.curves, strict=True)
+            for b, curve in ((b, sm.input[f"curve_{b}"]) for b in backbones)  # by name, not position
         ],
         # the confidence steps' metrics.csv are not repeated: the report's confidence section
         # shows each (method, metric) once, computed by lus_core.confidence.metrics
