@@ -240,6 +240,7 @@ def _section_selected(summary: Mapping) -> str:
         f'({_fmt(sel.get("validation_score"), 3)}) of {sel.get("n_candidates", "-")} deployable configurations, '
         f"chosen on {_e(sel['chosen_on'])}. Ties: {_e(sel.get('tie_break', '-'))}. Its score on the test "
         f"patients below is reported once; `lus predict` uses this configuration by default.</div>",
+        (f"<p><b>Caution:</b> {_e(sel['validation_caveat'])}.</p>" if sel.get("validation_caveat") else ""),
         _table(["metric", "validation (training patients, out of fold)", f"test patients ({ci} CI)",
                 f"difference to the CNN alone of {sel['backbone']} (paired, {ci} CI)"], rows, left=(0,)),
         "<p class='small'>* the interval excludes 0. Intervals: percentile bootstrap over test patients.</p>",

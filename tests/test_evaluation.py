@@ -500,3 +500,12 @@ def test_named_inputs_are_matched_by_name_not_position():
         E.inputs_from_keys(keys, {**named, "neighbors_scratch_tsne": "t.h5"})
     with pytest.raises(KeyError, match="does not have"):
         E.inputs_from_keys(keys, {k: v for k, v in named.items() if k != "scores_scratch_svc_per_class"})
+
+
+def test_a_selected_fallback_in_an_all_model_space_carries_a_caveat():
+    from lus_core.evaluation.summary import selected_entry
+
+    base = {"config_id": "x", "row_type": "combined", "backbone": "b", "confidence": "msp", "k": 3,
+            "fallback": "mean", "confusion_matrix": "[[1]]", "val_n_frames": 4, "val_n_patients": 2}
+    assert "optimistic" in selected_entry({**base, "space": "embedding"}, "qwk", 3, "t")["validation_caveat"]
+    assert selected_entry({**base, "space": "raw"}, "qwk", 3, "t")["validation_caveat"] is None
