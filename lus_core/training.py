@@ -15,6 +15,8 @@ writes the rule's outputs.
   Test patients are never read.
 - Class imbalance (`train.class_balance`): `weighted_loss` (cross-entropy with inverse-frequency
   class weights), `sampler` (a class-balanced `WeightedRandomSampler`) or `none`.
+- Loss (`train.loss`): cross-entropy, or SORD soft ordinal targets (`lus_core.losses`) that
+  make a prediction one score away cheaper than one three scores away.
 - AdamW, cosine learning-rate schedule over `train.epochs` (stepped per epoch), early stopping
   on validation macro-F1 (ties: lower validation loss) with `train.patience` (0: no early stopping,
   the best epoch is still the one kept).
@@ -54,6 +56,7 @@ from lus_core.augment import Augment
 from lus_core.dataset import FrameDataset, prepare_batch
 from lus_core.frame_store import read_frame_index
 from lus_core.io_utils import atomic_path, config_json, read_json, sha256_file
+from lus_core.losses import make_criterion
 from lus_core.models import build_model, effective_finetune, per_backbone
 
 CLASS_BALANCE = ("weighted_loss", "sampler", "none")
@@ -583,7 +586,7 @@ def run_train(
     val_loader = DataLoader(val_ds, batch_size * 2, shuffle=False, **common) if len(val_ds) else None
 
     cw = class_weights(train_ds.labels, n_classes).to(device) if balance == "weighted_loss" else None
-    criterion = nn.CrossEntropyLoss(weight=cw)
+    criterion = make_criterion(tc, n_classes, cw)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, float(tc["lr"]), float(tc.get("weight_decay", 0.0)))
     epochs = int(tc["epochs"])
@@ -622,6 +625,7 @@ def run_train(
         "stopped_early": bool(result["stopped_early"]),
         "best_metrics": best_metrics,
         "class_balance": balance,
+        "loss": str(tc.get("loss", "ce")),
         "seed": seed,
         "n_train_frames": len(train_ds),
         "n_val_frames": len(val_ds),
