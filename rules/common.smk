@@ -2,6 +2,7 @@
 import json
 
 from lus_core.config import validate_config
+from lus_core.embed_cache import cache_enabled, encoder_settings
 from lus_core.workflow import code_version, video_table
 
 validate_config(config, source="config")
@@ -57,6 +58,13 @@ def index_paths(backbone, space):
 
 def index_files(wildcards):
     return index_paths(wildcards.backbone, wildcards.space)
+
+
+def embedding_caches(wildcards):
+    """The embedding caches a backbone's training and inference read (none without a frozen encoder)."""
+    if not cache_enabled(config, wildcards.backbone):
+        return []
+    return expand(f"{R}/embeddings/{wildcards.backbone}/{{video}}.h5", video=sorted(VIDEOS))
 
 
 def final_targets():
