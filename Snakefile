@@ -16,6 +16,7 @@ include: "rules/embed.smk"
 include: "rules/train.smk"
 include: "rules/confidence.smk"
 include: "rules/similarity.smk"
+include: "rules/video.smk"
 include: "rules/evaluate.smk"
 
 

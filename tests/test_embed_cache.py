@@ -142,3 +142,29 @@ def test_inference_from_cache_equals_inference_through_the_model(store, caches, 
         np.testing.assert_allclose(got["model"][k], got["cache"][k], rtol=1e-4, atol=1e-4)
     model, _ = load_model(models["all"])
     assert model.backbone == "efficientnet_lite0"
+
+
+@pytest.mark.slow
+def test_workflow_embeds_once_per_video_and_trains_heads_from_the_cache(tmp_path):
+    """The tiny config with a frozen efficientnet_lite0: one embed job per video, nothing for
+    backbones that train end to end, and the whole workflow runs on the cached features."""
+    import yaml
+
+    from tests.workflow_helpers import REPO, planned_jobs, run_ok
+
+    config = yaml.safe_load((REPO / "configs/tiny.yaml").read_text())
+    config["train"].update({"backbones": ["scratch", "efficientnet_lite0"], "weights": {"efficientnet_lite0": "imagenet", "default": "none"}, "finetune": "head", "loss": "sord"})
+    path = tmp_path / "frozen.yaml"
+    path.write_text(yaml.safe_dump(config))
+    results = tmp_path / "run"
+    args = ("--configfile", str(path), "--config", f"results={results}")
+    plan = planned_jobs(*args)
+    n_videos = plan["extract_frames"]
+    assert plan["embed"] == n_videos  # efficientnet_lite0 only: scratch trains end to end
+    run_ok("--cores", "2", *args, workdir=tmp_path)
+    assert len(list((results / "embeddings" / "efficientnet_lite0").glob("*.h5"))) == n_videos
+    assert not (results / "embeddings" / "scratch").exists()
+    meta = torch.load(results / "models/efficientnet_lite0/all.pt", weights_only=True)
+    assert meta["trained_from"] == "embedding_cache" and meta["loss"] == "sord"
+    assert (results / "report/index.html").exists()
+    assert planned_jobs(*args) == {}  # a second run has nothing to do
