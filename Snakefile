@@ -12,9 +12,11 @@ include: "rules/common.smk"
 include: "rules/synth.smk"
 include: "rules/extract.smk"
 include: "rules/split.smk"
+include: "rules/embed.smk"
 include: "rules/train.smk"
 include: "rules/confidence.smk"
 include: "rules/similarity.smk"
+include: "rules/video.smk"
 include: "rules/evaluate.smk"
 
 

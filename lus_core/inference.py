@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from lus_core.dataset import FrameDataset, frames_to_tensor, prepare_batch
+from lus_core.embed_cache import cache_enabled, encoder_settings, load_features
 from lus_core.frame_store import read_frame_index
 from lus_core.io_utils import config_json, read_json
 from lus_core.models import LUSModel, build_model
@@ -105,6 +106,19 @@ def predict_index(
     return _outputs(logits, embs, _n_out(model), model.embedding_dim)
 
 
+@torch.inference_mode()
+def predict_features(
+    model: LUSModel, features: np.ndarray, device: str | torch.device = "cpu", batch_size: int = 4096
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Like `predict_index`, from cached frozen-encoder embeddings (N, D) (`lus_core.embed_cache`):
+    the logits are the output layer applied to them, the embedding is the cached one."""
+    device = torch.device(device)
+    model.eval()
+    emb = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+    logits = [model.head(emb[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(emb), batch_size)]
+    return _outputs(logits, [emb], _n_out(model), model.embedding_dim)
+
+
 def _n_out(model: LUSModel) -> int:
     head = model.head
     return int(head.out_features if hasattr(head, "out_features") else head.out_channels)
@@ -170,10 +184,13 @@ def run_infer(
     threads: int | None = None,
     batch_size: int | None = None,
     progress: bool = True,
+    cache_paths: dict[str, str | Path] | None = None,
 ) -> dict:
     """Score every frame of the index with its out-of-fold model and write `out_h5`.
 
     model_paths: fold -> model file, keys "0".."K-1" and "all". Returns a small summary.
+    cache_paths: video -> embedding cache (frozen encoders): the output layers score the cached
+    features instead of the encoder running once per model.
     """
     if threads:
         torch.set_num_threads(int(threads))
@@ -195,6 +212,16 @@ def run_infer(
     used = {}
     needed = sorted({int(f) for f in fold_col})
     keys = ["all"] + [str(f) for f in needed if f >= 0]  # `all` first: it scores every frame
+    features = None
+    if cache_paths is not None and cache_enabled(config, backbone):
+        features = load_features(index, cache_paths, encoder_settings(config, backbone))[:, 0]
+
+    def score(model, image_size, rows, desc):
+        if features is not None:
+            return predict_features(model, features[rows], device)
+        part = index if len(rows) == n else index.iloc[rows]
+        return predict_index(model, part, image_size, device, batch_size, workers, progress, desc)
+
     missing = [k for k in keys if k not in model_paths]
     if missing:
         raise ValueError(f"{backbone}: no model file for fold(s) {missing} (have {sorted(model_paths)})")
@@ -206,14 +233,12 @@ def run_infer(
         image_size = int(meta["image_size"])
         if key == "all":
             # one pass over all frames: test rows get their scores, every row its `embedding_all`
-            lo, sm, em = predict_index(model, index, image_size, device, batch_size, workers, progress, f"{backbone} all")
+            lo, sm, em = score(model, image_size, np.arange(n), f"{backbone} all")
             embedding_all = em
             embedding = np.full((n, em.shape[1]), np.nan, np.float32)
             lo, sm, em = lo[rows], sm[rows], em[rows]
         else:
-            lo, sm, em = predict_index(
-                model, index.iloc[rows], image_size, device, batch_size, workers, progress, f"{backbone} fold {key}"
-            )
+            lo, sm, em = score(model, image_size, rows, f"{backbone} fold {key}")
         if em.shape[1] != embedding.shape[1]:
             raise ValueError(f"{path}: embedding dim {em.shape[1]} differs from the `all` model's {embedding.shape[1]}")
         logits[rows], softmax[rows], embedding[rows] = lo, sm, em

@@ -222,6 +222,13 @@ def effective_finetune(backbone: str, weights: str, finetune: str) -> str:
     return finetune
 
 
+def embedding_is_learned(config: Mapping, backbone: str) -> bool:
+    """Whether `backbone`'s embedding trains on the labels (False for a frozen pretrained encoder)."""
+    tc = config["train"]
+    weights = str(per_backbone(tc.get("weights", "none"), backbone, "none"))
+    return effective_finetune(backbone, weights, str(per_backbone(tc.get("finetune", "head"), backbone, "head"))) != "head"
+
+
 def build_model(backbone: str, n_classes: int, weights: str = "none", finetune: str = "head") -> LUSModel:
     """A backbone with a new output layer for `n_classes`.
 

@@ -240,7 +240,6 @@ def _section_selected(summary: Mapping) -> str:
         f'({_fmt(sel.get("validation_score"), 3)}) of {sel.get("n_candidates", "-")} deployable configurations, '
         f"chosen on {_e(sel['chosen_on'])}. Ties: {_e(sel.get('tie_break', '-'))}. Its score on the test "
         f"patients below is reported once; `lus predict` uses this configuration by default.</div>",
-        (f"<p><b>Caution:</b> {_e(sel['validation_caveat'])}.</p>" if sel.get("validation_caveat") else ""),
         _table(["metric", "validation (training patients, out of fold)", f"test patients ({ci} CI)",
                 f"difference to the CNN alone of {sel['backbone']} (paired, {ci} CI)"], rows, left=(0,)),
         "<p class='small'>* the interval excludes 0. Intervals: percentile bootstrap over test patients.</p>",
@@ -363,6 +362,33 @@ def _section_matrix(matrix: pd.DataFrame, summary: Mapping, top: int) -> str:
     return "".join(out)
 
 
+VIDEO_SCORE_LABELS = {
+    "max": "max of frame scores", "mean": "mean of frame scores (rounded)", "majority": "majority of frame scores",
+    "confident_mean": "mean of the most confident frames (Khan et al. 2023)",
+    "attention": "learned: attention pooling (out of fold)",
+}
+
+
+def _section_video_level(summary: Mapping) -> str:
+    """The video-level table: fixed aggregations and the learned score, per backbone."""
+    levels = summary.get("video_level") or {}
+    if not levels:
+        return ""
+    rows = []
+    for b, table in levels.items():
+        for r in table:
+            rows.append([b, VIDEO_SCORE_LABELS.get(r["video_score"], r["video_score"]),
+                         fmt_ci(r.get("accuracy"), r.get("accuracy_lo"), r.get("accuracy_hi")),
+                         fmt_ci(r.get("qwk"), r.get("qwk_lo"), r.get("qwk_hi")),
+                         _fmt(r.get("val_accuracy")), _fmt(r.get("val_qwk"))])
+    n = next(iter(levels.values()))[0].get("n_test_videos", "-")
+    return ("<h2>Video-level scores</h2><p>One score per video, the unit real datasets label. Test columns: "
+            f"{_e(n)} test videos, 95% bootstrap intervals over test patients; validation columns: the training "
+            "patients' videos, out of fold (what a choice of aggregation may look at).</p>"
+            + _table(["backbone", "video score", "test accuracy", "test QWK", "validation accuracy",
+                      "validation QWK"], rows, left=(0, 1)))
+
+
 def _section_confidence(summary: Mapping) -> str:
     """One table, one value per (method, metric), every metric from lus_core.confidence.metrics."""
     tab = summary.get("confidence_methods") or []
@@ -467,6 +493,7 @@ def render_html(summary: Mapping, matrix: pd.DataFrame, split: Mapping, config: 
         _section_run(config, summary),
         _section_split(split, summary),
         _section_answer(summary),
+        _section_video_level(summary),
         _section_matrix(matrix, summary, top),
         _section_confidence(summary),
         _section_tables(_normalise_items(extra.get("tables")), eval_dir),

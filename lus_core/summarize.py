@@ -163,8 +163,6 @@ def selected_lines(summary: dict) -> list[str]:
             " *" if sel["delta_vs_cnn"][m].get("significant") else "")
         lines.append(f"| {label}{' (criterion)' if m == crit else ''} | {_f(v[m])} | {_ci3(sel['test'][m])} | {delta} |")
     wc = summary["winners_curse"]
-    if sel.get("validation_caveat"):
-        lines += ["", f"Caution: {sel['validation_caveat']}."]
     lines += ["", "\\* the interval excludes 0.", "",
               f"Winner's curse: the deployable configuration with the best *test* {METRIC_LABEL[wc['metric']]} is "
               f"{wc['test_best_config_id']} ({_f(wc['test_best_score'])}, validation "

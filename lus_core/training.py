@@ -15,6 +15,8 @@ writes the rule's outputs.
   Test patients are never read.
 - Class imbalance (`train.class_balance`): `weighted_loss` (cross-entropy with inverse-frequency
   class weights), `sampler` (a class-balanced `WeightedRandomSampler`) or `none`.
+- Loss (`train.loss`): cross-entropy, or SORD soft ordinal targets (`lus_core.losses`) that
+  make a prediction one score away cheaper than one three scores away.
 - AdamW, cosine learning-rate schedule over `train.epochs` (stepped per epoch), early stopping
   on validation macro-F1 (ties: lower validation loss) with `train.patience` (0: no early stopping,
   the best epoch is still the one kept).
@@ -52,8 +54,17 @@ from tqdm.auto import tqdm
 import lus_core
 from lus_core.augment import Augment
 from lus_core.dataset import FrameDataset, prepare_batch
+from lus_core.embed_cache import (
+    FeatureDataset,
+    cache_enabled,
+    clean_view,
+    encoder_settings,
+    load_features,
+    view_picker,
+)
 from lus_core.frame_store import read_frame_index
 from lus_core.io_utils import atomic_path, config_json, read_json, sha256_file
+from lus_core.losses import make_criterion
 from lus_core.models import build_model, effective_finetune, per_backbone
 
 CLASS_BALANCE = ("weighted_loss", "sampler", "none")
@@ -274,7 +285,10 @@ def train_one_epoch(
     channels_last: bool = False,
     progress: bool = True,
     desc: str = "train",
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict:
+    """One pass over `loader`. `prepare` turns a loader batch into model input (default: uint8
+    frames -> augmented, normalised float; cached features bring their own)."""
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
@@ -282,7 +296,7 @@ def train_one_epoch(
     # the per-batch bar only on a terminal; logs get the epoch bar and one line per epoch
     batch_bar = progress and sys.stderr.isatty()
     for xb, yb, _ in tqdm(loader, desc=desc, leave=False, disable=not batch_bar, file=sys.stderr):
-        x = prepare_batch(xb, device, augment, aug_generator, channels_last)
+        x = prepare(xb) if prepare is not None else prepare_batch(xb, device, augment, aug_generator, channels_last)
         y = yb.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(x)
@@ -312,12 +326,13 @@ def evaluate(
     *,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict:
     """Loss, accuracy and macro-F1 (over the classes present in labels or predictions)."""
     model.eval()
     loss_sum, preds, labels = 0.0, [], []
     for xb, yb, _ in loader:
-        x = prepare_batch(xb, device, channels_last=channels_last)
+        x = prepare(xb) if prepare is not None else prepare_batch(xb, device, channels_last=channels_last)
         y = yb.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(x).float()
@@ -369,6 +384,8 @@ def fit(
     stop_after_epochs: int | None = None,
     progress: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
+    prepare_train: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    prepare_eval: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict:
     """Train up to `epochs` epochs with early stopping; resume from `checkpoints` if present.
 
@@ -405,11 +422,14 @@ def fit(
         tr = train_one_epoch(
             model, criterion, optimizer, train_loader, device, augment=augment, aug_generator=aug_generator,
             amp_dtype=amp_dtype, scaler=scaler, channels_last=channels_last, progress=progress,
-            desc=f"epoch {epoch + 1}",
+            desc=f"epoch {epoch + 1}", prepare=prepare_train,
         )
         scheduler.step()
         va = (
-            evaluate(model, criterion, val_loader, device, amp_dtype=amp_dtype, channels_last=channels_last)
+            evaluate(
+                model, criterion, val_loader, device, amp_dtype=amp_dtype, channels_last=channels_last,
+                prepare=prepare_eval,
+            )
             if val_loader is not None
             else {"loss": math.nan, "acc": math.nan, "macro_f1": math.nan, "n": 0}
         )
@@ -530,11 +550,15 @@ def run_train(
     threads: int | None = None,
     stop_after_epochs: int | None = None,
     progress: bool = True,
+    cache_paths: dict[str, str | Path] | None = None,
 ) -> dict:
     """Train `backbone` on `fold` ("0".."K-1" or "all") and write the model, metrics and curve.
 
     Returns a summary dict (best epoch, its validation metrics, patients used).
     `stop_after_epochs` raises `TrainingInterrupted` after that many epochs of this call (tests).
+    `cache_paths` (video -> embedding cache file, `lus_core.embed_cache`): for a frozen encoder,
+    the output layer trains on the cached features instead of running the encoder every epoch;
+    the model file is the same full model either way.
     """
     fold = str(fold)
     tc = config["train"]
@@ -567,7 +591,16 @@ def run_train(
     image_size = int(tc["image_size"])
     train_idx = index[index["patient"].astype(str).isin(train_pat)]
     val_idx = index[index["patient"].astype(str).isin(val_pat)]
-    train_ds, val_ds = FrameDataset(train_idx, image_size), FrameDataset(val_idx, image_size)
+    from_cache = cache_paths is not None and cache_enabled(config, backbone)
+    if from_cache:
+        encoder = encoder_settings(config, backbone)
+        train_ds, val_ds = (
+            FeatureDataset(idx, load_features(idx, cache_paths, encoder))
+            if len(idx) else FeatureDataset(idx, np.zeros((0, 1, model.embedding_dim), np.float32))
+            for idx in (train_idx, val_idx)
+        )
+    else:
+        train_ds, val_ds = FrameDataset(train_idx, image_size), FrameDataset(val_idx, image_size)
     batch_size = int(tc["batch_size"])
     workers = int(tc.get("num_workers", 0))
     loader_gen = torch.Generator().manual_seed(seed)
@@ -583,7 +616,7 @@ def run_train(
     val_loader = DataLoader(val_ds, batch_size * 2, shuffle=False, **common) if len(val_ds) else None
 
     cw = class_weights(train_ds.labels, n_classes).to(device) if balance == "weighted_loss" else None
-    criterion = nn.CrossEntropyLoss(weight=cw)
+    criterion = make_criterion(tc, n_classes, cw)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, float(tc["lr"]), float(tc.get("weight_decay", 0.0)))
     epochs = int(tc["epochs"])
@@ -595,13 +628,18 @@ def run_train(
     checkpoints = CheckpointStore(checkpoint_dir)
 
     result = fit(
-        model, train_loader, val_loader, criterion, optimizer, scheduler,
+        model.head if from_cache else model, train_loader, val_loader, criterion, optimizer, scheduler,
         epochs=epochs, patience=int(tc.get("patience", 0)) or epochs, device=device,
         augment=augment if augment.cfg.active else None, aug_generator=aug_gen,
         amp_dtype=amp_dtype, scaler=scaler, channels_last=cuda, checkpoints=checkpoints,
         fingerprint=_fingerprint(config, backbone, fold, frame_index_csv, split_json), config_str=cfg_str,
         stop_after_epochs=stop_after_epochs, progress=progress,
+        prepare_train=view_picker(device, aug_gen) if from_cache else None,
+        prepare_eval=clean_view(device) if from_cache else None,
     )
+    if from_cache:  # the trained output layer back into the full (frozen-encoder) model
+        model.head.load_state_dict(result["best_state"])
+        result["best_state"] = _cpu_state(model)
     history = result["history"]
     best_row = next((r for r in history if r["epoch"] == result["best_epoch"]), {})
     best_metrics = {k: float(best_row[k]) for k in ("val_loss", "val_acc", "val_macro_f1", "train_loss", "train_acc") if k in best_row}
@@ -622,6 +660,8 @@ def run_train(
         "stopped_early": bool(result["stopped_early"]),
         "best_metrics": best_metrics,
         "class_balance": balance,
+        "loss": str(tc.get("loss", "ce")),
+        "trained_from": "embedding_cache" if from_cache else "frames",
         "seed": seed,
         "n_train_frames": len(train_ds),
         "n_val_frames": len(val_ds),

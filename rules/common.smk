@@ -2,6 +2,7 @@
 import json
 
 from lus_core.config import validate_config
+from lus_core.embed_cache import cache_enabled, encoder_settings
 from lus_core.workflow import code_version, video_table
 
 validate_config(config, source="config")
@@ -12,6 +13,7 @@ BACKBONES = config["train"]["backbones"]
 FOLDS = [str(i) for i in range(config["split"]["n_folds"])]
 METHODS = config["confidence"]["methods"]
 SPACES = config["similarity"]["spaces"]
+VIDEO_MODEL = config["video_model"]["enabled"]
 SYNTHETIC = config["dataset"]["synthetic"]["enabled"]
 SYNTH_DIR = f"{R}/synthetic"
 VIDEOS = video_table(config, SYNTH_DIR)
@@ -69,6 +71,8 @@ def evaluate_inputs(wildcards=None):
             files[f"summary_{b}_{m}"] = f"{R}/confidence/{b}/{m}.json"
         for s in SPACES:
             files[f"neighbors_{b}_{s}"] = f"{R}/neighbors/{b}/{s}.h5"
+        if VIDEO_MODEL:
+            files[f"video_{b}"] = f"{R}/video/{b}.csv"
     return files
 
 
@@ -79,12 +83,20 @@ def evaluate_input_keys():
         "predictions": {b: f"predictions_{b}" for b in BACKBONES},
         "confidence": [[b, m, f"scores_{b}_{m}", f"summary_{b}_{m}"] for b in BACKBONES for m in METHODS],
         "neighbors": [[b, s, f"neighbors_{b}_{s}"] for b in BACKBONES for s in SPACES],
+        "video": {b: f"video_{b}" for b in BACKBONES} if VIDEO_MODEL else {},
     }, sort_keys=True)
 
 
 def report_curve_inputs(wildcards=None):
     """Training curve of each backbone's `all` model, named curve_{backbone}."""
     return {f"curve_{b}": f"{R}/models/{b}/all.curve.png" for b in BACKBONES}
+
+
+def embedding_caches(wildcards):
+    """The embedding caches a backbone's training and inference read (none without a frozen encoder)."""
+    if not cache_enabled(config, wildcards.backbone):
+        return []
+    return expand(f"{R}/embeddings/{wildcards.backbone}/{{video}}.h5", video=sorted(VIDEOS))
 
 
 def final_targets():

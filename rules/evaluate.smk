@@ -57,6 +57,7 @@ rule manifest:
         confidence=expand(f"{R}/confidence/{{backbone}}/{{method}}.joblib", backbone=BACKBONES, method=METHODS),
         summaries=expand(f"{R}/confidence/{{backbone}}/{{method}}.json", backbone=BACKBONES, method=METHODS),
         indexes=[f for b in BACKBONES for s in SPACES for f in index_paths(b, s).values()],
+        video_models=expand(f"{R}/video/{{backbone}}.pt", backbone=BACKBONES) if VIDEO_MODEL else [],
         index=f"{R}/frame_index.csv",
         summary=f"{R}/eval/summary.json",
         matrix=f"{R}/eval/matrix.csv",

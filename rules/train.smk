@@ -7,6 +7,7 @@ rule train:
     input:
         index=f"{R}/frame_index.csv",
         split=f"{R}/split.json",
+        embeddings=embedding_caches,
     output:
         model=f"{R}/models/{{backbone}}/{{fold}}.pt",
         metrics=f"{R}/models/{{backbone}}/{{fold}}.metrics.csv",
@@ -16,7 +17,7 @@ rule train:
         seed=config["seed"],
         # resumable state lives outside the declared outputs (Snakemake deletes those on failure)
         checkpoint_dir=lambda w: f"{R}/checkpoints/{w.backbone}/{w.fold}",
-        code=code_version("models", "augment", "dataset", "training"),
+        code=code_version("models", "augment", "dataset", "training", "losses", "embed_cache"),
     threads: 2
     resources:
         mem_mb=4000,
@@ -37,11 +38,12 @@ rule infer:
         unpack(fold_models),
         index=f"{R}/frame_index.csv",
         split=f"{R}/split.json",
+        embeddings=embedding_caches,
     output:
         f"{R}/predictions/{{backbone}}.h5",
     params:
         folds=FOLDS + ["all"],
-        code=code_version("models", "dataset", "inference"),
+        code=code_version("models", "dataset", "inference", "embed_cache"),
     threads: 2
     resources:
         mem_mb=4000,

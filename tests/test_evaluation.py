@@ -502,10 +502,23 @@ def test_named_inputs_are_matched_by_name_not_position():
         E.inputs_from_keys(keys, {k: v for k, v in named.items() if k != "scores_scratch_svc_per_class"})
 
 
-def test_a_selected_fallback_in_an_all_model_space_carries_a_caveat():
-    from lus_core.evaluation.summary import selected_entry
+def test_configurations_validated_through_a_learned_all_model_embedding_are_not_candidates():
+    from lus_core.evaluation.selection import in_sample
 
-    base = {"config_id": "x", "row_type": "combined", "backbone": "b", "confidence": "msp", "k": 3,
-            "fallback": "mean", "confusion_matrix": "[[1]]", "val_n_frames": 4, "val_n_patients": 2}
-    assert "optimistic" in selected_entry({**base, "space": "embedding"}, "qwk", 3, "t")["validation_caveat"]
-    assert selected_entry({**base, "space": "raw"}, "qwk", 3, "t")["validation_caveat"] is None
+    val = pd.DataFrame({
+        "config_id": ["b · combined embedding", "b · CNN alone"],
+        "row_type": ["combined", "cnn"],
+        "val_qwk": [0.9, 0.5],
+        "val_fallback_rate": [0.2, 0.0],
+        "val_out_of_fold": [False, True],
+    })
+    # the in-sample row has the higher validation score, and still is not chosen
+    assert E.select_configuration(val, "qwk")["config_id"] == "b · CNN alone"
+    with pytest.raises(ValueError, match="out-of-fold"):
+        E.select_configuration(val.iloc[:1], "qwk")
+    learned, frozen = {"b": True}, {"b": False}
+    for meta, expected in (({"backbone": "b", "space": "embedding"}, True), ({"backbone": "b", "space": "tsne"}, True),
+                           ({"backbone": "b", "confidence": "trust_score"}, True), ({"backbone": "b", "space": "raw"}, False),
+                           ({"backbone": "b", "space": "softmax", "confidence": "msp"}, False)):
+        assert in_sample(meta, learned) is expected
+        assert in_sample(meta, frozen) is False  # a frozen encoder's embedding never saw a label

@@ -1,3 +1,5 @@
+import json
+
 from lus_core.evaluation.step import inputs_from_keys, run_evaluate
 from lus_core.workflow import step_logging
 
@@ -6,6 +8,7 @@ with step_logging(sm):
     # inputs by name (rules/common.smk: evaluate_inputs / evaluate_input_keys), never by position
     named = dict(sm.input.items())
     predictions, confidence, neighbors = inputs_from_keys(sm.params.input_keys, named)
+    video_tables = {b: named[k] for b, k in json.loads(sm.params.input_keys).get("video", {}).items()}
     run_evaluate(
         predictions,
         confidence,
@@ -16,4 +19,5 @@ with step_logging(sm):
         sm.output.summary,
         sm.output.figures,
         sm.config,
+        video_tables=video_tables,
     )

@@ -1,5 +1,6 @@
 import torch
 
+from lus_core.embed_cache import cache_paths_by_video
 from lus_core.training import run_train
 from lus_core.workflow import step_logging
 
@@ -16,4 +17,5 @@ with step_logging(sm):
         sm.output.curve,
         sm.params.checkpoint_dir,
         sm.config,
+        cache_paths=cache_paths_by_video(sm.input.embeddings),
     )

@@ -17,7 +17,9 @@ import pandas as pd
 from lus_core import metrics as M
 from lus_core.config import validate_config
 from lus_core.io_utils import atomic_path, read_json, write_json
+from lus_core.models import embedding_is_learned
 from lus_core.predictions import Predictions, read_predictions
+from lus_core.video_model import read_video_table, video_metrics
 
 from .inputs import check_neighbours_are_training_frames, load_confidence, load_neighbors
 from .matrix import ROW_TYPES, TestSet, evaluate_matrix
@@ -40,9 +42,10 @@ CHOSEN_ON = (
     "the training patients only, out of fold ({n_frames} frames of {n_patients} patients): the CNN's "
     "out-of-fold softmax (fold models that did not train on the frame's patient), cross-fitted confidence "
     "with a trust threshold chosen without the frame's fold, and fallback neighbours among training frames "
-    "of other patients in the space the test frames are searched in (the embedding and tsne spaces use the "
-    "`all` model, which trained on these frames, so their validation scores lean optimistic); criterion "
-    "{criterion}, {n_candidates} deployable configurations; no test-patient value was read"
+    "of other patients in the space the test frames are searched in; configurations that would read training "
+    "frames through an embedding the `all` model learned on them (embedding / tsne spaces, trust score, "
+    "unless the encoder is frozen) are not candidates; criterion {criterion}, {n_candidates} candidate "
+    "configurations; no test-patient value was read"
 )
 
 
@@ -112,6 +115,7 @@ def run_evaluate(
     config: Mapping,
     *,
     figures: bool = True,
+    video_tables: Mapping[str, str | os.PathLike] | None = None,
 ) -> pd.DataFrame:
     """Score every configuration on the test patients, select one on the training patients;
     write matrix.csv, summary.json and figures.
@@ -122,6 +126,8 @@ def run_evaluate(
     config: the run's config; settings are read from it after validation against
     lus_core/config_schema.yaml (so the schema's defaults are the only defaults).
     figures: False skips the png files (tests, quick runs).
+    video_tables: backbone -> video/{backbone}.csv (lus_core.video_model): the video-level table
+    (fixed aggregations and the learned score; test with patient intervals, training out of fold).
     Returns the matrix (sorted by test accuracy: exploratory).
     """
     cfg = validate_config(copy.deepcopy(dict(config)), source="evaluate config")
@@ -178,8 +184,9 @@ def run_evaluate(
     matrix = evaluate_matrix(cnn_test, conf_test, neigh_test, ts, ks, modes, class_names)
 
     # the selection sees training-patient arrays only
+    learned = {b: embedding_is_learned(cfg, b) for b in train}
     val = validation_table(ref_train.label, ref_train.patient, {b: p.pred for b, p in train.items()},
-                           trusted_train, neigh_train, ks, modes, n_classes)
+                           trusted_train, neigh_train, ks, modes, n_classes, learned)
     chosen = select_configuration(val, criterion)
     matrix = matrix.merge(val.drop(columns="row_type"), on="config_id", how="left", validate="one_to_one")
     matrix["selected"] = matrix["config_id"] == chosen["config_id"]
@@ -192,7 +199,7 @@ def run_evaluate(
     best = combined[0] if combined else None
     n_combined = len(combined)
     chosen_on = CHOSEN_ON.format(n_frames=len(ref_train.frame_id), n_patients=len(set(ref_train.patient)),
-                                 criterion=criterion, n_candidates=len(val))
+                                 criterion=criterion, n_candidates=int(val["val_out_of_fold"].sum()))
     summary: dict = {
         "selected": selected_entry(sel_row, criterion, len(val), chosen_on),
         "winners_curse": winners_curse(matrix, sel_row["config_id"], criterion),
@@ -239,6 +246,11 @@ def run_evaluate(
         "galleries": [],
         "config": dict(config),
     }
+    if video_tables:
+        summary["video_level"] = {
+            b: video_metrics(read_video_table(path, test_patients), n_classes, n_boot, ci, seed).to_dict("records")
+            for b, path in sorted(video_tables.items())
+        }
     for t in ROW_TYPES:
         sub = [r for r in records if r["row_type"] == t]
         if sub:

@@ -23,7 +23,6 @@ __all__ = ["row_summary", "fmt_p", "significance_statement", "confidence_table",
            "selected_entry", "winners_curse", "clean_json", "CONFIDENCE_COLUMNS"]
 
 # spaces whose training-frame vectors come from the `all` model, which trained on those frames
-IN_SAMPLE_SPACES = ("embedding", "tsne")
 # the confidence table's columns, primary first (AUGRC, Traub et al. 2024)
 CONFIDENCE_COLUMNS = ("augrc", "auroc", "aurc", "eaurc")
 
@@ -110,10 +109,6 @@ def selected_entry(row: Mapping, criterion: str, n_candidates: int, chosen_on: s
                              "significant": _plain(row.get(f"delta_{m}_significant"))}
                          for m in DELTA_METRICS},
         "fallback_rate": _plain(row.get("fallback_rate")),
-        "validation_caveat": (
-            f"its fallback searches the {row['space']} space, made by the `all` model that trained on the training "
-            "frames it was validated on: its validation score leans optimistic"
-            if row.get("space") in IN_SAMPLE_SPACES and row.get("row_type") != "cnn" else None),
     })
     out["confusion_matrix"] = json.loads(row["confusion_matrix"]) if isinstance(row.get("confusion_matrix"), str) \
         else row.get("confusion_matrix")
