@@ -24,6 +24,7 @@ from tqdm import tqdm
 from lus_core.frame_store import FrameReader, read_frame_index
 from lus_core.io_utils import read_json
 from lus_core.manifest import RunError, load_manifest, verified_path
+from lus_core.store_check import verified_stores
 from lus_core.video import VIDEO_EXTENSIONS, VideoError, crop_resize, decode, find_sector, is_frame_folder
 
 MAX_GALLERIES_PER_VIDEO = 25
@@ -105,7 +106,8 @@ class Predictor:
                 verified_path(run_dir, manifest, tsne) if tsne else None,
             )
         self.frame_index = read_frame_index(verified_path(run_dir, manifest, "frame_index.csv"))
-        self.frame_index["h5"] = [_resolve_store(run_dir, p) for p in self.frame_index["h5"]]
+        stores = verified_stores(run_dir, manifest, self.frame_index["h5"].unique())  # every configuration
+        self.frame_index["h5"] = self.frame_index["h5"].astype(str).map(stores)
         with h5py.File(self.frame_index["h5"].iloc[0], "r") as f:
             self.channels = int(f["frames"].shape[-1])
 
@@ -143,16 +145,6 @@ class Predictor:
         use_fallback = ~out["trusted"] & (out["fallback"] >= 0)
         out["final"] = np.where(use_fallback, out["fallback"], cnn)
         return out
-
-
-def _resolve_store(run_dir: Path, h5: str) -> str:
-    p = Path(h5)
-    if p.exists():
-        return str(p)
-    candidate = run_dir / "frames" / p.name  # a run folder that was moved
-    if candidate.exists():
-        return str(candidate)
-    raise RunError(f"{h5}: frame store of the run not found (needed for the galleries)")
 
 
 def collect_videos(paths: list[Path]) -> list[Path]:

@@ -2,7 +2,8 @@
 import json
 
 from lus_core.config import validate_config
-from lus_core.workflow import code_version, video_table
+from lus_core.dag import video_table
+from lus_core.workflow import code_version_for
 
 validate_config(config, source="config")
 
@@ -43,6 +44,10 @@ def all_frame_stores(wildcards=None):
     return expand(f"{R}/frames/{{video}}.h5", video=sorted(VIDEOS))
 
 
+def all_store_records(wildcards=None):
+    return expand(f"{R}/frames/{{video}}.record.json", video=sorted(VIDEOS))
+
+
 def fold_models(wildcards):
     return {f: f"{R}/models/{wildcards.backbone}/{f}.pt" for f in FOLDS + ["all"]}
 
@@ -60,7 +65,11 @@ def index_files(wildcards):
 
 
 def final_targets():
-    return [f"{R}/report/index.html", f"{R}/manifest.json"]
+    # the frame stores are products of the run (lus predict reads them), so a deleted one is
+    # rebuilt: Snakemake regenerates a missing file only when it is a target or a job needs it
+    return [f"{R}/report/index.html", f"{R}/manifest.json", f"{R}/frames/verified.json", *all_frame_stores()]
 
 
-SIMILARITY_CODE = code_version("similarity", "frame_store")
+def script_code(name):
+    """Code version of a step: a hash of the lus_core modules its script imports (transitively)."""
+    return code_version_for(f"{workflow.basedir}/workflow_scripts/{name}.py")

@@ -20,7 +20,7 @@ rule evaluate:
             category="Evaluation",
         ),
     params:
-        code=code_version("evaluation", "metrics", "figures", "similarity"),
+        code=script_code("evaluate"),
     log:
         f"{R}/logs/evaluate.log",
     benchmark:
@@ -43,7 +43,7 @@ rule report:
     output:
         f"{R}/report/index.html",
     params:
-        code=code_version("report"),
+        code=script_code("report"),
     log:
         f"{R}/logs/report.log",
     conda:
@@ -61,10 +61,11 @@ rule manifest:
         index=f"{R}/frame_index.csv",
         summary=f"{R}/eval/summary.json",
         matrix=f"{R}/eval/matrix.csv",
+        stores=all_frame_stores,
     output:
         f"{R}/manifest.json",
     params:
-        code=code_version("manifest"),
+        code=script_code("manifest"),
     log:
         f"{R}/logs/manifest.log",
     conda:
