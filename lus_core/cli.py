@@ -32,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("videos", nargs="+", type=Path, help="video files or folders of videos / frames")
     p.add_argument("--run", required=True, type=Path, help="results folder of a finished workflow run")
     p.add_argument("--config-name", default="best", help="'best' (from eval/summary.json) or a configuration name")
-    p.add_argument("--out", type=Path, default=Path("predictions_out"))
+    p.add_argument("--out", type=Path, default=Path("predictions_out"),
+                   help="output folder: new or empty (never among the input videos)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the files an earlier `lus predict` wrote in --out (nothing else there is touched)")
     p.add_argument("--device", default="auto")
 
     p = sub.add_parser("summarize", help="write a finished run's results as a Markdown page")
@@ -76,7 +79,7 @@ def _run(args) -> int:
 def _predict(args) -> int:
     from lus_core.predict import run_predict
 
-    run_predict(args.videos, args.run, args.config_name, args.out, device=args.device)
+    run_predict(args.videos, args.run, args.config_name, args.out, device=args.device, overwrite=args.overwrite)
     return 0
 
 

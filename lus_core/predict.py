@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from tqdm import tqdm
 from lus_core.frame_store import FrameReader, read_frame_index
 from lus_core.io_utils import read_json
 from lus_core.manifest import RunError, load_manifest, verified_path
+from lus_core.safe_output import check_output_dir, publish, staging_dir
 from lus_core.store_check import verified_stores
 from lus_core.video import VIDEO_EXTENSIONS, VideoError, crop_resize, decode, find_sector, is_frame_folder
 
@@ -167,16 +167,17 @@ def video_level(final: np.ndarray, n_classes: int) -> dict:
     return {"max": int(final.max()), "mean": int(np.floor(final.mean() + 0.5)), "majority": int(counts.argmax())}
 
 
-def run_predict(videos, run_dir, config_name: str = "best", out_dir="predictions_out", device: str = "auto") -> Path:
+def run_predict(videos, run_dir, config_name: str = "best", out_dir="predictions_out", device: str = "auto",
+                overwrite: bool = False) -> Path:
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: run folder not found")
+    check_output_dir(out_dir, [Path(v) for v in videos], overwrite)  # before any work
     choice = choose_configuration(run_dir, config_name)
     predictor = Predictor(run_dir, choice, device)
     paths = collect_videos([Path(v) for v in videos])
     decoded = [(p, *predictor.load_video(p)) for p in paths]  # every input checked before any output
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging = staging_dir(out_dir)
     try:
         rows, per_video = [], {}
         reader = FrameReader(predictor.frame_index)
@@ -202,7 +203,7 @@ def run_predict(videos, run_dir, config_name: str = "best", out_dir="predictions
         summary = {"run": str(run_dir.resolve()), "configuration": choice.__dict__, "videos": per_video,
                    "classes": predictor.classes}
         (staging / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-        _swap_into_place(staging, out_dir)
+        publish(staging, out_dir)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
@@ -229,16 +230,3 @@ def _write_galleries(folder: Path, vid, frames, numbers, res, predictor: Predict
                   f"confidence {res['confidence'][i]:.2f} -> fallback {predictor.classes[res['final'][i]]}",
             class_names=predictor.classes,
         )
-
-
-def _swap_into_place(staging: Path, out_dir: Path) -> None:
-    """Replace out_dir by the finished staging folder; an older result is removed only after."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        out_dir.rename(old)
-    staging.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old)
