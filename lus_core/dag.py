@@ -1,8 +1,47 @@
-"""What the Snakefile computes when it builds the DAG (before any job runs): the video table."""
+"""What the Snakefile computes when it builds the DAG (before any job runs): the video table and
+the checks of the config against the dataset, so that an impossible split stops the run before
+any video is extracted."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from lus_core.config import ConfigError, source_of
+
+
+def check_split_feasible(config: dict, videos: dict[str, dict], source="config") -> None:
+    """split.k_test, split.n_folds and the forced patients against the patients that have labels.
+
+    Synthetic videos are labelled later, so every planned patient counts; a real video counts
+    when it has label ranges (unlabelled ones are skipped or refused before this).
+    """
+    split = config["split"]
+    patients = sorted({v["patient"] for v in videos.values() if v["ranges"] is None or v["ranges"]})
+    n, k, folds = len(patients), split["k_test"], split["n_folds"]
+    where = source_of(source, "split.k_test")
+    if k >= n:
+        raise ConfigError(
+            f"{where}: key 'split.k_test' = {k} test patients, but only {n} patient(s) have labels; "
+            f"lower split.k_test (at most {max(n - folds, 0)} leaves {folds} training patients for split.n_folds)"
+        )
+    if n - k < folds:
+        raise ConfigError(
+            f"{source_of(source, 'split.n_folds')}: key 'split.n_folds' = {folds} folds need at least {folds} training "
+            f"patients, but {n} labelled patient(s) minus split.k_test = {k} leaves {n - k}; lower split.n_folds "
+            "or split.k_test"
+        )
+    for key in ("force_test", "force_train"):
+        unknown = sorted(set(map(str, split[key])) - set(patients))
+        if unknown:
+            raise ConfigError(
+                f"{source_of(source, f'split.{key}')}: key 'split.{key}' names patient(s) {unknown} that have no "
+                f"labelled video (known: {patients[:20]})"
+            )
+    if len(split["force_test"]) > k:
+        raise ConfigError(
+            f"{source_of(source, 'split.force_test')}: key 'split.force_test' forces {len(split['force_test'])} "
+            f"patients into the test set but split.k_test = {k}"
+        )
 
 
 def video_table(config: dict, synth_dir: str) -> dict[str, dict]:

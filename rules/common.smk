@@ -1,11 +1,15 @@
 # Config validation, the video table, input functions and the code versions of each step.
 import json
 
-from lus_core.config import validate_config
-from lus_core.dag import video_table
+from lus_core.config import ConfigSources, validate_config
+from lus_core.dag import check_split_feasible, video_table
 from lus_core.workflow import code_version_for
 
-validate_config(config, source="config")
+# errors name the YAML file (or --config) that set the key
+CONFIG_SOURCES = ConfigSources.from_snakemake(
+    workflow.configfiles, workflow.overwrite_configfiles, workflow.config_settings.config
+)
+validate_config(config, source=CONFIG_SOURCES)
 
 R = config["results"]
 CLASSES = config["classes"]
@@ -16,6 +20,7 @@ SPACES = config["similarity"]["spaces"]
 SYNTHETIC = config["dataset"]["synthetic"]["enabled"]
 SYNTH_DIR = f"{R}/synthetic"
 VIDEOS = video_table(config, SYNTH_DIR)
+check_split_feasible(config, VIDEOS, CONFIG_SOURCES)
 
 
 wildcard_constraints:
