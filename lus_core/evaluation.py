@@ -38,6 +38,7 @@ import pandas as pd
 from lus_core import metrics as M
 from lus_core.config import config_get as _cfg
 from lus_core.io_utils import atomic_path, read_json, write_json
+from lus_core.skipped import skipped_summary
 
 log = logging.getLogger(__name__)
 
@@ -698,6 +699,8 @@ def run_evaluate(
         "figures": [],
         "galleries": [],
         "config": dict(config),
+        # skipped_videos.csv sits beside frame_index.csv (both written by frame_index)
+        "skipped_videos": skipped_summary(Path(frame_index_csv).parent),
     }
     for t in ROW_TYPES:
         sub = [r for r in records if r["row_type"] == t]

@@ -1,8 +1,10 @@
 # Config validation, the video table, input functions and the code versions of each step.
 import json
+import sys
 
 from lus_core.config import ConfigSources, validate_config
 from lus_core.dag import check_split_feasible, video_table
+from lus_core.skipped import format_skipped, read_skipped
 from lus_core.workflow import code_version_for
 
 # errors name the YAML file (or --config) that set the key
@@ -78,3 +80,9 @@ def final_targets():
 def script_code(name):
     """Code version of a step: a hash of the lus_core modules its script imports (transitively)."""
     return code_version_for(f"{workflow.basedir}/workflow_scripts/{name}.py")
+
+
+onsuccess:
+    # skipped videos are in no result: say so at the end of every run, not only in a CSV
+    if message := format_skipped(read_skipped(R), R):
+        print(message, file=sys.stderr)

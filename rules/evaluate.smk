@@ -10,6 +10,7 @@ rule evaluate:
         confidence_tables=expand(f"{R}/confidence/{{backbone}}/metrics.csv", backbone=BACKBONES),
         split=f"{R}/split.json",
         index=f"{R}/frame_index.csv",
+        skipped=f"{R}/skipped_videos.csv",
     output:
         matrix=report(f"{R}/eval/matrix.csv", caption="../report/matrix.rst", category="Evaluation"),
         summary=f"{R}/eval/summary.json",
