@@ -1,8 +1,8 @@
 """`lus predict`'s output folder: never delete or overwrite a file it did not write.
 
 The rules, checked before any video is scored:
-- `--out` may not be, contain, or lie inside an input (a video, a folder of videos, or the
-  folder a video sits in), symlinks resolved: predictions never land among the inputs;
+- `--out` may not be an input, contain one (e.g. the folder a video sits in), or lie inside an
+  input folder of videos, symlinks resolved: predictions never land among the inputs;
 - a non-empty `--out` is refused unless `--overwrite`; even then only the files listed in the
   folder's own `.lus_predict.json` (written by an earlier `lus predict`) are replaced or
   removed, and a new file that would replace anything else is refused.
@@ -32,13 +32,14 @@ def check_output_dir(out_dir: str | Path, inputs: Iterable[str | Path], overwrit
     out = Path(out_dir).resolve()
     for given in inputs:
         src = Path(given).resolve()
-        folders = [src] if src.is_dir() else [src, src.parent]
-        for f in folders:
-            if out == f or f in out.parents or out in f.parents:
-                raise OutputError(
-                    f"--out {out_dir}: is, contains or lies inside the input {given} ({f}); "
-                    "choose an output folder away from the videos"
-                )
+        # a folder of videos: not it, not above it, not inside it; a video file: not it, not a
+        # folder holding it (a new sub-folder beside the video is fine: nothing there is ours)
+        inside = src.is_dir() and src in out.parents
+        if out == src or out in src.parents or inside:
+            raise OutputError(
+                f"--out {out_dir}: is, contains or lies inside the input {given} ({src}); "
+                "choose an output folder away from the videos"
+            )
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out_dir}: exists and is not a folder")
     if not out.is_dir() or not any(out.iterdir()):

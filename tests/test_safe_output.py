@@ -72,3 +72,5 @@ def test_out_touching_an_input_is_refused(tmp_path, where):
     with pytest.raises(OutputError, match="input"):
         check_output_dir(out, inputs, overwrite=True)
     assert (videos / "v.mp4").read_bytes() == b"video"
+    if where == "video_folder":  # a new sub-folder beside a video file given alone is fine
+        check_output_dir(videos / "pred", inputs, overwrite=False)
