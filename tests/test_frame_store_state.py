@@ -5,6 +5,7 @@ an empty, a text and an unlabelled video, with dataset.on_bad_video: skip.
 """
 
 import shutil
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -77,8 +78,8 @@ def test_zeroed_store_stops_with_its_name_and_is_reextracted(run):
     wd, args, results = run["wd"], run["args"], run["results"]
     index_before = (results / "frame_index.csv").read_text()
     store = next(s for s in run["stores"] if "patient_P" in s)
-    with open(store, "r+b") as f:
-        f.write(b"\x00" * len(f.read()))
+    with open(store, "r+b") as f:  # overwrite every byte with zeros, as in the issue
+        f.write(b"\x00" * Path(store).stat().st_size)
     failed = snakemake(str(results / "frame_index.csv"), "--cores", "1", *args, workdir=wd)
     assert failed.returncode != 0
     assert f"{store}: damaged frame store" in failed.stdout + failed.stderr
