@@ -29,6 +29,7 @@ def test_closure_follows_imports_inside_functions_and_from_imports():
 
 
 def _copy_workflow(dest: Path) -> Path:
+    dest.mkdir(parents=True)
     for name in WORKFLOW_FILES:
         src = REPO / name
         if src.is_dir():
