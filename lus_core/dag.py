@@ -30,6 +30,16 @@ def check_split_feasible(config: dict, videos: dict[str, dict], source="config")
             f"patients, but {n} labelled patient(s) minus split.k_test = {k} leaves {n - k}; lower split.n_folds "
             "or split.k_test"
         )
+    labelled = [v for v in videos.values() if v["ranges"]]
+    if labelled and all(v["ranges"] is not None for v in videos.values()):
+        # real data: every class needs a labelled video, or the split cannot balance it
+        seen = {r[2] for v in labelled for r in v["ranges"]}
+        missing = [c for i, c in enumerate(config["classes"]) if i not in seen]
+        if missing:
+            raise ConfigError(
+                f"{source_of(source, 'classes')}: key 'classes' lists {missing}, but no labelled video has that "
+                "score; remove it from classes or add videos with that score"
+            )
     for key in ("force_test", "force_train"):
         unknown = sorted(set(map(str, split[key])) - set(patients))
         if unknown:

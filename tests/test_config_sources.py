@@ -51,3 +51,11 @@ def test_k_test_too_large_stops_before_any_job(tmp_path):
     assert f"{bad}: key 'split.k_test' = 6 test patients, but only 6 patient(s)" in proc.stderr
     assert not results.exists()  # nothing was generated or extracted
     assert (REPO / "configs" / "tiny.yaml").exists()
+
+
+def test_a_class_without_any_labelled_video_is_refused():
+    config = validate_config({"split": {"k_test": 1, "n_folds": 2}, "dataset": {"synthetic": {"enabled": True}}})
+    videos = _videos(3, unlabelled=2)  # scores 0, 1, 2: no labelled video of class 3
+    with pytest.raises(ConfigError, match=r"key 'classes' lists \[3\], but no labelled video"):
+        check_split_feasible(config, videos)
+    check_split_feasible(config, _videos(4))
