@@ -33,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", required=True, type=Path, help="results folder of a finished workflow run")
     p.add_argument("--config-name", default="selected",
                    help="'selected' (chosen on training patients, eval/summary.json) or a configuration name")
-    p.add_argument("--out", type=Path, default=Path("predictions_out"))
+    p.add_argument("--out", type=Path, default=Path("predictions_out"),
+                   help="output folder: new or empty (never among the input videos)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the files an earlier `lus predict` wrote in --out (nothing else there is touched)")
     p.add_argument("--device", default="auto")
 
     p = sub.add_parser("summarize", help="write a finished run's results as a Markdown page or README block")
@@ -79,7 +82,7 @@ def _run(args) -> int:
 def _predict(args) -> int:
     from lus_core.predict import run_predict
 
-    run_predict(args.videos, args.run, args.config_name, args.out, device=args.device)
+    run_predict(args.videos, args.run, args.config_name, args.out, device=args.device, overwrite=args.overwrite)
     return 0
 
 

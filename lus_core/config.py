@@ -42,11 +42,65 @@ def _with_defaults(validator_class):
 _Validator = _with_defaults(jsonschema.Draft202012Validator)
 
 
-def validate_config(config: dict, source: str = "config") -> dict:
-    """Fill defaults in place and check every key; raise ConfigError naming the first bad key."""
+class ConfigSources:
+    """Where each key of a merged config came from: YAML files in order of precedence, then overrides.
+
+    Snakemake merges the Snakefile's `configfile:`, every `--configfile` and `--config` into one
+    dict; an error message names the file (or `--config`) that last set the offending key.
+    """
+
+    def __init__(self, layers: list[tuple[str, dict]]):
+        self.layers = layers  # lowest precedence first
+
+    @classmethod
+    def from_snakemake(cls, configfiles, cli_configfiles, overrides) -> ConfigSources:
+        cli = [Path(f).resolve() for f in cli_configfiles]
+        files = [Path(f).resolve() for f in configfiles if Path(f).resolve() not in cli] + cli
+        layers = []
+        for f in dict.fromkeys(files):
+            try:
+                layers.append((str(f), yaml.safe_load(f.read_text()) or {}))
+            except (OSError, yaml.YAMLError) as exc:
+                raise ConfigError(f"{f}: cannot read config: {exc}") from exc
+        if overrides:
+            layers.append(("--config", dict(overrides)))
+        return cls(layers)
+
+    def where(self, key: str | list = ()) -> str:
+        """The source that last set `key` ('a.b' or a path list), or every file when none did."""
+        path = key.split(".") if isinstance(key, str) else [str(p) for p in key]
+        for name, layer in reversed(self.layers):
+            if path and _has_key(layer, path):
+                return name
+        names = [name for name, _ in self.layers]
+        return " + ".join(names) if names else "config"
+
+    def __str__(self) -> str:
+        return self.where()
+
+
+def _has_key(layer, path: list[str]) -> bool:
+    cur = layer
+    for p in path:
+        if isinstance(cur, dict) and p in cur:
+            cur = cur[p]
+        elif isinstance(cur, list) and p.isdigit() and int(p) < len(cur):
+            cur = cur[int(p)]
+        else:
+            return False
+    return True
+
+
+def source_of(source, key) -> str:
+    """The file (or --config) a key came from, for error messages."""
+    return source.where(key) if isinstance(source, ConfigSources) else str(source)
+
+
+def validate_config(config: dict, source: str | ConfigSources = "config") -> dict:
+    """Fill defaults in place and check every key; raise ConfigError naming each bad key and its file."""
     errors = sorted(_Validator(load_schema()).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
-        raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in errors[:5]))
+        raise ConfigError("; ".join(f"{source_of(source, _error_key(e))}: {_describe(e)}" for e in errors[:5]))
     _check_semantics(config, source)
     _resolve_data_paths(config)
     return config
@@ -61,6 +115,15 @@ def _resolve_data_paths(config: dict) -> None:
     config["data_root"] = "."  # resolved once; validating again is a no-op
 
 
+def _error_key(error: jsonschema.ValidationError) -> list:
+    """The key path an error is about (for an unknown key, the unknown key itself)."""
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        path += extra[:1]
+    return path
+
+
 def _describe(error: jsonschema.ValidationError) -> str:
     key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     if error.validator == "additionalProperties":
@@ -71,20 +134,20 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"key '{key}': {error.message}" + (f" (expected: {expected})" if expected else "")
 
 
-def _check_semantics(config: dict, source: str) -> None:
+def _check_semantics(config: dict, source) -> None:
     ds = config["dataset"]
     if ds["synthetic"]["enabled"] and (ds["video_dirs"] or ds["labels"]):
         raise ConfigError(
-            f"{source}: key 'dataset.synthetic.enabled' is true but dataset.video_dirs/labels are set too; "
+            f"{source_of(source, 'dataset.synthetic.enabled')}: key 'dataset.synthetic.enabled' is true but dataset.video_dirs/labels are set too; "
             "set dataset.synthetic.enabled: false to use your videos (a --configfile extends config.yaml)"
         )
     if not ds["synthetic"]["enabled"]:
         if not ds["video_dirs"]:
-            raise ConfigError(f"{source}: key 'dataset.video_dirs' is empty and dataset.synthetic.enabled is false")
+            raise ConfigError(f"{source_of(source, 'dataset.video_dirs')}: key 'dataset.video_dirs' is empty and dataset.synthetic.enabled is false")
         if not ds["labels"]:
-            raise ConfigError(f"{source}: key 'dataset.labels' is required for a real dataset")
+            raise ConfigError(f"{source_of(source, 'dataset.labels')}: key 'dataset.labels' is required for a real dataset")
     if config["frames"]["size"] < config["train"]["image_size"] // 4:
-        raise ConfigError(f"{source}: key 'train.image_size' is far larger than 'frames.size'; raise frames.size")
+        raise ConfigError(f"{source_of(source, 'train.image_size')}: key 'train.image_size' is far larger than 'frames.size'; raise frames.size")
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> dict:

@@ -17,6 +17,7 @@ from lus_core.frame_store import (
 )
 from lus_core.ingest import DatasetError, VideoEntry, frame_labels
 from lus_core.io_utils import atomic_path, config_json, sha256_file
+from lus_core.skipped import write_skipped
 from lus_core.video import VideoError, crop_resize, decode, find_sector
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,7 @@ def run_frame_index(h5_paths, out_csv, out_vds, out_skipped, config: dict) -> pd
     missing = sorted(set(range(len(config["classes"]))) - set(index["label"]))
     if missing:
         log.warning("no frame of classes %s in the dataset", [config["classes"][i] for i in missing])
-    with atomic_path(out_skipped) as tmp:
-        pd.DataFrame(skipped, columns=["video", "source_path", "reason"]).to_csv(tmp, index=False)
+    write_skipped(skipped, out_skipped)
     write_virtual_dataset(index, out_vds, config_json(config))
     write_frame_index(index, out_csv)
     return index

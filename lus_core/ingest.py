@@ -6,6 +6,7 @@ Every problem is reported with the file it concerns.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from lus_core.video import VIDEO_EXTENSIONS, is_frame_folder
+
+log = logging.getLogger(__name__)
 
 
 class DatasetError(ValueError):
@@ -92,32 +95,72 @@ def build_video_table(dataset: dict, classes: list, video_dirs=None, labels_path
     labels_path = labels_path if labels_path is not None else dataset["labels"]
     cols = dataset["label_columns"]
     table = read_labels(labels_path, cols, classes)
-    by_key = rows_by_video(table, cols)
-    entries = [
-        make_entry(path, table, by_key, dataset, classes, labels_path) for path in discover_videos(video_dirs)
-    ]
+    by_key = rows_by_video(table, cols, [Path(labels_path).parent, *video_dirs])
+    videos = discover_videos(video_dirs)
+    entries = [make_entry(path, table, by_key, dataset, classes, labels_path) for path in videos]
     if not entries:
         raise DatasetError(f"no video found in {video_dirs}")
+    matched = {r for path in videos for r in label_rows(path, by_key)}
+    report_unmatched_labels(table, cols, matched, labels_path, dataset.get("unmatched_labels", "warn"))
     return sorted(entries, key=lambda e: e.video)
 
 
-def rows_by_video(table: pd.DataFrame, cols: dict) -> dict[str, list[int]]:
-    """Label rows keyed by file name and by stem, so `a.mp4` matches `a.mp4` or `a`."""
+def report_unmatched_labels(table: pd.DataFrame, cols: dict, matched: set[int], labels_path, mode: str) -> list[int]:
+    """Warn about (or, with dataset.unmatched_labels: error, refuse) label rows that match no video."""
+    unmatched = [r for r in range(len(table)) if r not in matched]
+    if not unmatched:
+        return []
+    names = [f"row {r + 2} ({table.at[r, cols['video']].strip()!r})" for r in unmatched]
+    shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    message = (
+        f"{labels_path}: {len(unmatched)} label row(s) match no video in dataset.video_dirs: {shown}. "
+        "A name with a folder part must be the path relative to the labels file or to a video folder."
+    )
+    if mode == "error":
+        raise DatasetError(message + " (set dataset.unmatched_labels: warn to go on without them)")
+    log.warning("%s (ignored; set dataset.unmatched_labels: error to stop instead)", message)
+    return unmatched
+
+
+def rows_by_video(table: pd.DataFrame, cols: dict, bases=()) -> dict[str, list[int]]:
+    """Label rows keyed by file name and by stem, so `a.mp4` matches `a.mp4` or `a`.
+
+    A name with a folder part (`videos/a.mp4`) is keyed only by the full path it names relative
+    to each of `bases` (the labels file's folder, the video folders): it matches that file and
+    never another folder's file of the same name.
+    """
     by_key: dict[str, list[int]] = {}
     for i, name in enumerate(table[cols["video"]]):
         name = name.strip()
+        if "/" in name or "\\" in name:
+            for base in bases:
+                by_key.setdefault(_path_key(Path(base) / name.replace("\\", "/")), []).append(i)
+            continue
         by_key.setdefault(name, []).append(i)
         if Path(name).suffix:
             by_key.setdefault(Path(name).stem, []).append(i)
     return by_key
 
 
+def _path_key(path: Path) -> str:
+    return "path:" + str(path.resolve())
+
+
+def label_rows(path: Path, by_key: dict[str, list[int]]) -> list[int]:
+    """The label rows of one video: by file name (or stem), or by its full path."""
+    rows = by_key.get(path.name) or by_key.get(path.stem if path.is_file() else path.name) or []
+    full = path.resolve()
+    rows = rows + by_key.get(_path_key(full), [])
+    if path.is_file():  # `videos/a` names videos/a.mp4 too
+        rows = rows + by_key.get(_path_key(full.with_suffix("")), [])
+    return sorted(set(rows))
+
+
 def make_entry(path: Path, table, by_key, dataset: dict, classes: list, labels_path) -> VideoEntry:
     """One video's entry: patient and label ranges (empty ranges only with on_bad_video: skip)."""
     cols = dataset["label_columns"]
     has_ranges = cols["start"] in table.columns and cols["end"] in table.columns
-    rows = by_key.get(path.name) or by_key.get(path.stem if path.is_file() else path.name) or []
-    rows = sorted(set(rows))
+    rows = label_rows(path, by_key)
     patient = _patient(path, table, rows, dataset, labels_path)
     entry = VideoEntry(video_id(path), str(path), patient)
     for r in rows:
@@ -147,7 +190,8 @@ def synthetic_entry(path: str | Path, dataset: dict, classes: list, labels_path:
 
 def entry_for_file(path: str | Path, dataset: dict, classes: list, labels_path: str) -> VideoEntry:
     table = read_labels(labels_path, dataset["label_columns"], classes)
-    return make_entry(Path(path), table, rows_by_video(table, dataset["label_columns"]), dataset, classes, labels_path)
+    by_key = rows_by_video(table, dataset["label_columns"], [Path(labels_path).parent, Path(path).parent])
+    return make_entry(Path(path), table, by_key, dataset, classes, labels_path)
 
 
 def _patient(path: Path, table, rows, dataset, labels_path) -> str:

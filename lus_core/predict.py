@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,8 @@ from tqdm import tqdm
 from lus_core.frame_store import FrameReader, read_frame_index
 from lus_core.io_utils import read_json
 from lus_core.manifest import RunError, load_manifest, verified_path
+from lus_core.safe_output import check_output_dir, publish, staging_dir
+from lus_core.store_check import verified_stores
 from lus_core.video import VIDEO_EXTENSIONS, VideoError, crop_resize, decode, find_sector, is_frame_folder
 
 MAX_GALLERIES_PER_VIDEO = 25
@@ -108,7 +109,8 @@ class Predictor:
                 verified_path(run_dir, manifest, tsne) if tsne else None,
             )
         self.frame_index = read_frame_index(verified_path(run_dir, manifest, "frame_index.csv"))
-        self.frame_index["h5"] = [_resolve_store(run_dir, p) for p in self.frame_index["h5"]]
+        stores = verified_stores(run_dir, manifest, self.frame_index["h5"].unique())  # every configuration
+        self.frame_index["h5"] = self.frame_index["h5"].astype(str).map(stores)
         with h5py.File(self.frame_index["h5"].iloc[0], "r") as f:
             self.channels = int(f["frames"].shape[-1])
 
@@ -148,16 +150,6 @@ class Predictor:
         return out
 
 
-def _resolve_store(run_dir: Path, h5: str) -> str:
-    p = Path(h5)
-    if p.exists():
-        return str(p)
-    candidate = run_dir / "frames" / p.name  # a run folder that was moved
-    if candidate.exists():
-        return str(candidate)
-    raise RunError(f"{h5}: frame store of the run not found (needed for the galleries)")
-
-
 def collect_videos(paths: list[Path]) -> list[Path]:
     videos = []
     for p in paths:
@@ -178,16 +170,17 @@ def video_level(final: np.ndarray, n_classes: int) -> dict:
     return {"max": int(final.max()), "mean": int(np.floor(final.mean() + 0.5)), "majority": int(counts.argmax())}
 
 
-def run_predict(videos, run_dir, config_name: str = "best", out_dir="predictions_out", device: str = "auto") -> Path:
+def run_predict(videos, run_dir, config_name: str = "best", out_dir="predictions_out", device: str = "auto",
+                overwrite: bool = False) -> Path:
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: run folder not found")
+    check_output_dir(out_dir, [Path(v) for v in videos], overwrite)  # before any work
     choice = choose_configuration(run_dir, config_name)
     predictor = Predictor(run_dir, choice, device)
     paths = collect_videos([Path(v) for v in videos])
     decoded = [(p, *predictor.load_video(p)) for p in paths]  # every input checked before any output
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging = staging_dir(out_dir)
     try:
         rows, per_video = [], {}
         reader = FrameReader(predictor.frame_index)
@@ -213,7 +206,7 @@ def run_predict(videos, run_dir, config_name: str = "best", out_dir="predictions
         summary = {"run": str(run_dir.resolve()), "configuration": choice.__dict__, "videos": per_video,
                    "classes": predictor.classes}
         (staging / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-        _swap_into_place(staging, out_dir)
+        publish(staging, out_dir)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
@@ -240,16 +233,3 @@ def _write_galleries(folder: Path, vid, frames, numbers, res, predictor: Predict
                   f"confidence {res['confidence'][i]:.2f} -> fallback {predictor.classes[res['final'][i]]}",
             class_names=predictor.classes,
         )
-
-
-def _swap_into_place(staging: Path, out_dir: Path) -> None:
-    """Replace out_dir by the finished staging folder; an older result is removed only after."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        out_dir.rename(old)
-    staging.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old)

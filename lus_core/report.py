@@ -473,6 +473,17 @@ def _normalise_items(x) -> list[dict]:
     return out
 
 
+def _section_skipped(summary: Mapping) -> str:
+    """Videos left out with dataset.on_bad_video: skip (summary.json's skipped_videos)."""
+    skipped = summary.get("skipped_videos") or {}
+    if not skipped.get("count"):
+        return ""
+    rows = [[v["video"], v["reason"]] for v in skipped["videos"]]
+    return (f"<h2>Skipped videos ({skipped['count']})</h2><p>Left out of every result because "
+            "<code>dataset.on_bad_video</code> is <code>skip</code>; fix or remove them and run again to "
+            "use them.</p>" + _table(["video", "reason"], rows, left=(0, 1)))
+
+
 # --------------------------------------------------------------------------- entry points
 
 
@@ -492,6 +503,7 @@ def render_html(summary: Mapping, matrix: pd.DataFrame, split: Mapping, config: 
         _section_selected(summary),
         _section_run(config, summary),
         _section_split(split, summary),
+        _section_skipped(summary),
         _section_answer(summary),
         _section_video_level(summary),
         _section_matrix(matrix, summary, top),

@@ -1,11 +1,18 @@
 # Config validation, the video table, input functions and the code versions of each step.
 import json
+import sys
 
-from lus_core.config import validate_config
+from lus_core.config import ConfigSources, validate_config
 from lus_core.embed_cache import cache_enabled, encoder_settings
-from lus_core.workflow import code_version, video_table
+from lus_core.dag import check_split_feasible, video_table
+from lus_core.skipped import format_skipped, read_skipped
+from lus_core.workflow import code_version_for
 
-validate_config(config, source="config")
+# errors name the YAML file (or --config) that set the key
+CONFIG_SOURCES = ConfigSources.from_snakemake(
+    workflow.configfiles, workflow.overwrite_configfiles, workflow.config_settings.config
+)
+validate_config(config, source=CONFIG_SOURCES)
 
 R = config["results"]
 CLASSES = config["classes"]
@@ -17,6 +24,7 @@ VIDEO_MODEL = config["video_model"]["enabled"]
 SYNTHETIC = config["dataset"]["synthetic"]["enabled"]
 SYNTH_DIR = f"{R}/synthetic"
 VIDEOS = video_table(config, SYNTH_DIR)
+check_split_feasible(config, VIDEOS, CONFIG_SOURCES)
 
 
 wildcard_constraints:
@@ -43,6 +51,10 @@ def video_params(wildcards):
 
 def all_frame_stores(wildcards=None):
     return expand(f"{R}/frames/{{video}}.h5", video=sorted(VIDEOS))
+
+
+def all_store_records(wildcards=None):
+    return expand(f"{R}/frames/{{video}}.record.json", video=sorted(VIDEOS))
 
 
 def fold_models(wildcards):
@@ -100,7 +112,17 @@ def embedding_caches(wildcards):
 
 
 def final_targets():
-    return [f"{R}/report/index.html", f"{R}/manifest.json"]
+    # the frame stores are products of the run (lus predict reads them), so a deleted one is
+    # rebuilt: Snakemake regenerates a missing file only when it is a target or a job needs it
+    return [f"{R}/report/index.html", f"{R}/manifest.json", f"{R}/frames/verified.json", *all_frame_stores()]
 
 
-SIMILARITY_CODE = code_version("similarity", "frame_store")
+def script_code(name):
+    """Code version of a step: a hash of the lus_core modules its script imports (transitively)."""
+    return code_version_for(f"{workflow.basedir}/workflow_scripts/{name}.py")
+
+
+onsuccess:
+    # skipped videos are in no result: say so at the end of every run, not only in a CSV
+    if message := format_skipped(read_skipped(R), R):
+        print(message, file=sys.stderr)

@@ -10,7 +10,7 @@ rule fit_confidence:
         summary=f"{R}/confidence/{{backbone}}/{{method}}.json",
     params:
         confidence=config["confidence"],
-        code=code_version("confidence"),
+        code=script_code("fit_confidence"),
     log:
         f"{R}/logs/confidence/{{backbone}}/{{method}}.log",
     benchmark:
@@ -39,7 +39,7 @@ rule confidence_report:
             category="Confidence",
         ),
     params:
-        code=code_version("confidence"),
+        code=script_code("confidence_report"),
     log:
         f"{R}/logs/confidence/{{backbone}}/report.log",
     conda:

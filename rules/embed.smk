@@ -10,7 +10,7 @@ rule embed:
         f"{R}/embeddings/{{backbone}}/{{video}}.h5",
     params:
         encoder=lambda w: encoder_settings(config, w.backbone),
-        code=code_version("embed_cache", "models", "dataset", "augment"),
+        code=script_code("embed"),
     threads: 1
     resources:
         mem_mb=2000,

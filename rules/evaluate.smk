@@ -8,6 +8,7 @@ rule evaluate:
         confidence_tables=expand(f"{R}/confidence/{{backbone}}/metrics.csv", backbone=BACKBONES),
         split=f"{R}/split.json",
         index=f"{R}/frame_index.csv",
+        skipped=f"{R}/skipped_videos.csv",
     output:
         matrix=report(f"{R}/eval/matrix.csv", caption="../report/matrix.rst", category="Evaluation"),
         summary=f"{R}/eval/summary.json",
@@ -19,7 +20,7 @@ rule evaluate:
         ),
     params:
         input_keys=evaluate_input_keys(),
-        code=code_version("evaluation", "metrics", "confidence.metrics", "predictions", "similarity", "config"),
+        code=script_code("evaluate"),
     log:
         f"{R}/logs/evaluate.log",
     benchmark:
@@ -42,7 +43,7 @@ rule report:
     output:
         f"{R}/report/index.html",
     params:
-        code=code_version("report"),
+        code=script_code("report"),
     log:
         f"{R}/logs/report.log",
     conda:
@@ -61,10 +62,11 @@ rule manifest:
         index=f"{R}/frame_index.csv",
         summary=f"{R}/eval/summary.json",
         matrix=f"{R}/eval/matrix.csv",
+        stores=all_frame_stores,
     output:
         f"{R}/manifest.json",
     params:
-        code=code_version("manifest"),
+        code=script_code("manifest"),
     log:
         f"{R}/logs/manifest.log",
     conda:

@@ -14,7 +14,7 @@ rule build_index:
         space="raw|softmax|embedding",
     params:
         similarity=config["similarity"],
-        code=SIMILARITY_CODE,
+        code=script_code("build_index"),
     threads: 2
     log:
         f"{R}/logs/index/{{backbone}}/{{space}}.log",
@@ -45,7 +45,7 @@ rule query_neighbors:
         f"{R}/neighbors/{{backbone}}/{{space}}.h5",
     params:
         similarity=config["similarity"],
-        code=SIMILARITY_CODE,
+        code=script_code("query_neighbors"),
     log:
         f"{R}/logs/neighbors/{{backbone}}/{{space}}.log",
     benchmark:

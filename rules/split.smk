@@ -9,7 +9,7 @@ rule balance_split:
     params:
         split=config["split"],
         seed=config["seed"],
-        code=code_version("split"),
+        code=script_code("balance_split"),
     threads: 2
     log:
         f"{R}/logs/balance_split.log",

@@ -9,7 +9,7 @@ rule synth:
         synthetic=config["dataset"]["synthetic"],
         classes=CLASSES,
         seed=config["seed"],
-        code=code_version("synth"),
+        code=script_code("synth"),
     log:
         f"{R}/logs/synth.log",
     conda:

@@ -17,7 +17,7 @@ rule train:
         seed=config["seed"],
         # resumable state lives outside the declared outputs (Snakemake deletes those on failure)
         checkpoint_dir=lambda w: f"{R}/checkpoints/{w.backbone}/{w.fold}",
-        code=code_version("models", "augment", "dataset", "training", "losses", "embed_cache"),
+        code=script_code("train"),
     threads: 2
     resources:
         mem_mb=4000,
@@ -43,7 +43,7 @@ rule infer:
         f"{R}/predictions/{{backbone}}.h5",
     params:
         folds=FOLDS + ["all"],
-        code=code_version("models", "dataset", "inference", "embed_cache"),
+        code=script_code("infer"),
     threads: 2
     resources:
         mem_mb=4000,

@@ -11,7 +11,7 @@ rule fit_video_model:
         model=f"{R}/video/{{backbone}}.pt",
     params:
         video_model=config["video_model"],
-        code=code_version("video_model", "losses", "metrics"),
+        code=script_code("fit_video_model"),
     threads: 1
     resources:
         mem_mb=2000,

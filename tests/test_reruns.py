@@ -63,7 +63,7 @@ def test_changing_one_video_reextracts_only_it(user_dataset):
     first, second = sorted((labels.parent / "videos").glob("*.mp4"))[:2]
     shutil.copy(second, first)  # new content (and a new mtime), same name and label
     jobs = planned_jobs(_target(root), *args)
-    assert jobs == {"extract_frames": 1, "frame_index": 1}
+    assert jobs == {"extract_frames": 1, "verify_frame_stores": 1, "frame_index": 1}
     run_ok(_target(root), "--cores", "2", *args)
 
 
@@ -74,7 +74,7 @@ def test_adding_a_video_extracts_only_that_video(user_dataset):
     extra = pd.read_csv(spare / "labels.csv")
     pd.concat([pd.read_csv(labels), extra]).to_csv(labels, index=False)
     jobs = planned_jobs(_target(root), *args)
-    assert jobs == {"extract_frames": 1, "frame_index": 1}
+    assert jobs == {"extract_frames": 1, "verify_frame_stores": 1, "frame_index": 1}
     # downstream of the whole frame store everything reruns
     full = planned_jobs(*args)
     assert full.get("balance_split") == 1 and full.get("extract_frames") == 1

@@ -198,3 +198,54 @@ def test_summarize_rewrites_the_readme_block_from_the_run(tiny_run, tmp_path):
     selected = json.loads((results / "eval" / "summary.json").read_text())["selected"]["config_id"]
     assert f"**{selected}**" in text
     assert (tmp_path / "img" / "risk_coverage_scratch.png").exists()
+
+
+def _predict(*args):
+    return subprocess.run([LUS, "predict", *map(str, args)], capture_output=True, text=True, cwd=REPO)
+
+
+def test_predict_keeps_a_users_files_in_out(tiny_run, tmp_path):
+    results, _ = tiny_run
+    _, video = _test_video(results)
+    out = tmp_path / "out"
+    (out / "mine").mkdir(parents=True)
+    (out / "notes.txt").write_text("my notes")
+    (out / "mine" / "draft.md").write_text("draft")
+    refused = _predict(video, "--run", results, "--out", out, "--config-name", "scratch · CNN alone")
+    assert refused.returncode != 0 and "not empty" in refused.stderr and "--overwrite" in refused.stderr
+    assert not (out / "frames.csv").exists()
+    with_overwrite = _predict(video, "--run", results, "--out", out, "--config-name", "scratch · CNN alone",
+                              "--overwrite")
+    # a folder that lus predict never wrote into is not replaced, even with --overwrite
+    assert with_overwrite.returncode != 0 and ".lus_predict.json" in with_overwrite.stderr
+    fresh = tmp_path / "fresh"
+    for _ in range(2):  # the second run replaces only what the first wrote
+        run = _predict(video, "--run", results, "--out", fresh, "--config-name", "scratch · CNN alone", "--overwrite")
+        assert run.returncode == 0, run.stderr
+        (fresh / "notes.txt").write_text("my notes")
+    assert (fresh / "frames.csv").exists() and (fresh / "notes.txt").read_text() == "my notes"
+    assert (out / "notes.txt").read_text() == "my notes" and (out / "mine" / "draft.md").read_text() == "draft"
+
+
+def test_predict_refuses_the_input_folder_as_out(tiny_run, tmp_path):
+    results, _ = tiny_run
+    _, video = _test_video(results)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / video.name).write_bytes(video.read_bytes())
+    run = _predict(videos, "--run", results, "--out", videos, "--overwrite")
+    assert run.returncode != 0 and "input" in run.stderr
+    assert sorted(p.name for p in videos.iterdir()) == [video.name]
+
+
+def test_predict_refuses_a_tampered_frame_store(tiny_run, tmp_path):
+    import shutil
+
+    results, _ = tiny_run
+    _, video = _test_video(results)
+    run_dir = tmp_path / "run"
+    shutil.copytree(results, run_dir)
+    store = sorted((run_dir / "frames").glob("*.h5"))[0]
+    store.write_bytes(b"\x00" * store.stat().st_size)
+    run = _predict(video, "--run", run_dir, "--out", tmp_path / "out", "--config-name", "scratch · CNN alone")
+    assert run.returncode != 0 and store.name in run.stderr and "checksum" in run.stderr

@@ -23,9 +23,9 @@ def run_ok(*args: str, timeout: int = 900, workdir: Path = REPO) -> subprocess.C
     return proc
 
 
-def planned_jobs(*args: str) -> dict[str, int]:
+def planned_jobs(*args: str, workdir: Path = REPO) -> dict[str, int]:
     """Rule -> number of jobs a dry run would execute (empty when nothing is to be done)."""
-    proc = run_ok("-n", *args, timeout=300)
+    proc = run_ok("-n", *args, timeout=300, workdir=workdir)
     text = proc.stdout + proc.stderr
     if "Nothing to be done" in text:
         return {}

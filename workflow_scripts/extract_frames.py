@@ -2,6 +2,7 @@ import json
 
 from lus_core.extract import extract_video
 from lus_core.ingest import VideoEntry, synthetic_entry
+from lus_core.store_check import record_store
 from lus_core.workflow import step_logging
 
 sm = snakemake  # noqa: F821
@@ -11,4 +12,5 @@ with step_logging(sm):
         entry = synthetic_entry(info["path"], sm.config["dataset"], sm.config["classes"], sm.input.labels[0])
     else:
         entry = VideoEntry(sm.wildcards.video, info["path"], info["patient"], [tuple(r) for r in info["ranges"]])
-    extract_video(entry, sm.output[0], sm.config)
+    extract_video(entry, sm.output.store, sm.config)
+    record_store(sm.output.store, sm.output.record)  # what verify_frame_stores checks the store against

@@ -3,4 +3,4 @@ from lus_core.workflow import step_logging
 
 sm = snakemake  # noqa: F821
 with step_logging(sm):
-    run_frame_index(list(sm.input), sm.output.index, sm.output.vds, sm.output.skipped, sm.config)
+    run_frame_index(list(sm.input.stores), sm.output.index, sm.output.vds, sm.output.skipped, sm.config)

@@ -19,6 +19,7 @@ from lus_core.config import validate_config
 from lus_core.io_utils import atomic_path, read_json, write_json
 from lus_core.models import embedding_is_learned
 from lus_core.predictions import Predictions, read_predictions
+from lus_core.skipped import skipped_summary
 from lus_core.video_model import read_video_table, video_metrics
 
 from .inputs import check_neighbours_are_training_frames, load_confidence, load_neighbors
@@ -245,6 +246,8 @@ def run_evaluate(
         "figures": [],
         "galleries": [],
         "config": dict(config),
+        # skipped_videos.csv sits beside frame_index.csv (both written by frame_index)
+        "skipped_videos": skipped_summary(Path(frame_index_csv).parent),
     }
     if video_tables:
         summary["video_level"] = {

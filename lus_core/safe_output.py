@@ -1,0 +1,112 @@
+"""`lus predict`'s output folder: never delete or overwrite a file it did not write.
+
+The rules, checked before any video is scored:
+- `--out` may not be an input, contain one (e.g. the folder a video sits in), or lie inside an
+  input folder of videos, symlinks resolved: predictions never land among the inputs;
+- a non-empty `--out` is refused unless `--overwrite`; even then only the files listed in the
+  folder's own `.lus_predict.json` (written by an earlier `lus predict`) are replaced or
+  removed, and a new file that would replace anything else is refused.
+The results are written into a temporary sibling folder first and moved in only when complete,
+so a crash while scoring leaves the previous output as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from lus_core.io_utils import read_json, write_json
+
+OWN_MANIFEST = ".lus_predict.json"
+
+
+class OutputError(ValueError):
+    """The output folder is unsafe to write into; the message says why and what to do."""
+
+
+def check_output_dir(out_dir: str | Path, inputs: Iterable[str | Path], overwrite: bool) -> None:
+    """Refuse an output folder that touches the inputs, or holds files we may not replace."""
+    out = Path(out_dir).resolve()
+    for given in inputs:
+        src = Path(given).resolve()
+        # a folder of videos: not it, not above it, not inside it; a video file: not it, not a
+        # folder holding it (a new sub-folder beside the video is fine: nothing there is ours)
+        inside = src.is_dir() and src in out.parents
+        if out == src or out in src.parents or inside:
+            raise OutputError(
+                f"--out {out_dir}: is, contains or lies inside the input {given} ({src}); "
+                "choose an output folder away from the videos"
+            )
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out_dir}: exists and is not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise OutputError(
+            f"--out {out_dir}: folder is not empty; choose a new folder, or pass --overwrite to replace "
+            f"only the files an earlier `lus predict` wrote there (listed in {OWN_MANIFEST})"
+        )
+    if not (out / OWN_MANIFEST).exists():
+        raise OutputError(
+            f"--out {out_dir}: not empty and holds no {OWN_MANIFEST}, so it was not written by `lus predict`; "
+            "nothing there will be replaced: choose another folder"
+        )
+
+
+def owned_files(out_dir: Path) -> set[str]:
+    """Relative paths an earlier `lus predict` wrote into out_dir (empty when none)."""
+    path = out_dir / OWN_MANIFEST
+    if not path.exists():
+        return set()
+    try:
+        return set(read_json(path)["files"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise OutputError(f"{path}: unreadable ({exc}); nothing in {out_dir} will be replaced") from exc
+
+
+def staging_dir(out_dir: str | Path) -> Path:
+    """A temporary sibling folder of out_dir (same file system, so moving files in is a rename)."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+
+
+def publish(staging: Path, out_dir: str | Path) -> list[str]:
+    """Move every file of `staging` into out_dir; replace or remove only files we wrote before.
+
+    Returns the relative paths written. Checks every collision before moving anything.
+    """
+    out_dir = Path(out_dir)
+    new = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+    owned = owned_files(out_dir)
+    foreign = [f for f in new if (out_dir / f).exists() and f not in owned]
+    foreign += [f for f in new if any((out_dir / p).is_file() for p in _parents(f))]
+    if foreign:
+        raise OutputError(f"{out_dir}: would replace files that `lus predict` did not write: {foreign[:5]}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for rel in new:
+        dest = out_dir / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / rel, dest)
+    for rel in sorted(owned - set(new)):  # our own files of the earlier run that this run did not write
+        stale = out_dir / rel
+        if stale.is_file():
+            stale.unlink()
+            _remove_empty_parents(stale.parent, out_dir)
+    write_json(out_dir / OWN_MANIFEST, {"files": new, "written_by": "lus predict"})
+    shutil.rmtree(staging, ignore_errors=True)
+    return new
+
+
+def _parents(rel: str) -> list[str]:
+    parts = rel.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _remove_empty_parents(folder: Path, stop: Path) -> None:
+    while folder != stop and stop in folder.parents and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
