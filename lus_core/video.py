@@ -37,7 +37,7 @@ class DecodedVideo:
     n_source_frames: int  # frames decoded from the file
     original_size: tuple[int, int]  # (h, w)
     n_declared_frames: int = 0  # frames the container declares (0: it does not say)
-    sector_sample: np.ndarray | None = None  # float32 (S, h, w) gray thumbnails spread over the video
+    sector_sample: np.ndarray | None = None  # uint8 (S, h, w) gray thumbnails spread over the video
     sample_scale: int = 1  # thumbnail pixel = sample_scale source pixels
 
     def sector_box(self) -> tuple[int, int, int, int]:
@@ -102,7 +102,8 @@ def _read(source, stride: int, plan: np.ndarray | None) -> DecodedVideo:
     else:
         wanted = set(plan.tolist())
         keep, capacity = wanted.__contains__, len(plan)
-    collector, sampler = _FrameCollector(source.path, capacity), _SectorSampler()
+    # the sample's step from the declared length: no frame thumbnailed only to be dropped
+    collector, sampler = _FrameCollector(source.path, capacity), _SectorSampler(source.declared_frames())
     n = source.read(keep, sampler, collector)
     frames, numbers = collector.result()
     return DecodedVideo(frames, numbers, source.fps, n, frames.shape[1:3], 0,
@@ -112,12 +113,15 @@ def _read(source, stride: int, plan: np.ndarray | None) -> DecodedVideo:
 class _ContainerSource:
     def __init__(self, path: Path):
         self.path = path
-        cap = self._open()
-        self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self._cap: cv2.VideoCapture | None = self._open()  # kept for the first pass
+        self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         # OpenCV's FFmpeg backend gives the stream's frame count, or duration x fps where the
         # container has no count; some containers give nothing (0) or nonsense (< 0)
-        self._declared = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
-        cap.release()
+        self._declared = max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+
+    def _take(self) -> cv2.VideoCapture:
+        cap, self._cap = self._cap, None
+        return cap if cap is not None else self._open()
 
     def _open(self) -> cv2.VideoCapture:
         cap = cv2.VideoCapture(str(self.path))
@@ -129,14 +133,14 @@ class _ContainerSource:
         return self._declared
 
     def count(self) -> int:
-        cap, n = self._open(), 0
+        cap, n = self._take(), 0
         while cap.grab():
             n += 1
         cap.release()
         return n
 
     def read(self, keep: Callable[[int], bool], sampler: _SectorSampler, collector: _FrameCollector) -> int:
-        cap, n, buf = self._open(), 0, None
+        cap, n, buf = self._take(), 0, None
         try:
             # grab() decodes; retrieve() converts to BGR: only for the frames that are used
             while cap.grab():
@@ -145,10 +149,7 @@ class _ContainerSource:
                     ok, buf = cap.retrieve(buf)  # one reused buffer: the collector copies
                     if not ok or buf is None:
                         break
-                    if sampled:
-                        sampler.add(buf)
-                    if kept:
-                        collector.add(buf, n)
+                    _use(buf, n, kept, sampled, collector, sampler)
                 n += 1
         finally:
             cap.release()
@@ -174,11 +175,17 @@ class _FolderSource:
             img = cv2.imread(str(file), cv2.IMREAD_COLOR)
             if img is None:
                 raise VideoError(f"{file}: unreadable image in frame folder {self.path}")
-            if sampled:
-                sampler.add(img)
-            if kept:
-                collector.add(img, i)
+            _use(img, i, kept, sampled, collector, sampler)
         return len(self.files)
+
+
+def _use(bgr: np.ndarray, number: int, kept: bool, sampled: bool, collector, sampler) -> None:
+    if kept:
+        stored = collector.add(bgr, number)
+        if sampled:  # the thumbnail from the stored copy: one channel when gray
+            sampler.add(stored, "RGB")
+    elif sampled:
+        sampler.add(bgr, "BGR")
 
 
 class _FrameCollector:
@@ -191,7 +198,8 @@ class _FrameCollector:
         self.numbers: list[int] = []
         self.gray = True
 
-    def add(self, bgr: np.ndarray, number: int) -> None:
+    def add(self, bgr: np.ndarray, number: int) -> np.ndarray:
+        """Store a BGR frame; returns the stored copy ((H, W) gray or (H, W, 3) RGB)."""
         if bgr.ndim == 2:
             bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
         n = len(self.numbers)
@@ -213,6 +221,7 @@ class _FrameCollector:
         else:
             cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=self.data[n])
         self.numbers.append(number)
+        return self.data[n]
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         n = len(self.numbers)
@@ -231,27 +240,31 @@ def _sector_step(n_frames: int, target: int = SECTOR_SAMPLE) -> int:
     return step
 
 
-def _thumbnail(frame: np.ndarray, scale: int) -> np.ndarray:
-    small = frame[::scale, ::scale]
-    return small.mean(axis=2, dtype=np.float32) if small.ndim == 3 else small.astype(np.float32)
+def _thumbnail(frame: np.ndarray, scale: int, order: str = "BGR") -> np.ndarray:
+    """Every scale-th pixel of every scale-th row, as gray."""
+    h, w = frame.shape[:2]
+    small = cv2.resize(frame, (-(-w // scale), -(-h // scale)), interpolation=cv2.INTER_NEAREST)
+    if small.ndim == 3 and small.shape[2] == 3:
+        small = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY if order == "BGR" else cv2.COLOR_RGB2GRAY)
+    return small.reshape(small.shape[:2])
 
 
 class _SectorSampler:
     """Gray thumbnails of every step-th frame; when 2 x target are held, every other one is
     dropped and the step doubles: target to 2 x target frames evenly spread, however long the
-    video, without knowing its length."""
+    video, whether its expected length is right, wrong or unknown (0)."""
 
-    def __init__(self, target: int = SECTOR_SAMPLE):
-        self.target, self.step, self.scale = target, 1, 1
+    def __init__(self, expected_frames: int = 0, target: int = SECTOR_SAMPLE):
+        self.target, self.step, self.scale = target, _sector_step(expected_frames, target), 1
         self.thumbs: list[np.ndarray] = []
 
     def wants(self, i: int) -> bool:
         return i % self.step == 0
 
-    def add(self, frame: np.ndarray) -> None:
+    def add(self, frame: np.ndarray, order: str) -> None:
         if not self.thumbs:
             self.scale = max(1, min(frame.shape[:2]) // SECTOR_SIDE)
-        self.thumbs.append(_thumbnail(frame, self.scale))
+        self.thumbs.append(_thumbnail(frame, self.scale, order))
         if len(self.thumbs) >= 2 * self.target:
             self.thumbs, self.step = self.thumbs[::2], self.step * 2
 
@@ -265,7 +278,7 @@ def _is_gray_frame(bgr: np.ndarray, tolerance: int = 12, max_fraction: float = 0
     # a sparse grid is enough for colour overlays (Doppler boxes, coloured markers); a few
     # OpenCV calls without numpy temporaries, since this runs on every kept frame
     h, w = bgr.shape[:2]
-    grid = cv2.resize(bgr, (max(1, w // 4), max(1, h // 4)), interpolation=cv2.INTER_NEAREST)
+    grid = cv2.resize(bgr, (max(1, w // 8), max(1, h // 8)), interpolation=cv2.INTER_NEAREST)
     ycc = cv2.cvtColor(grid, cv2.COLOR_BGR2YCrCb)
     neutral = cv2.inRange(ycc, (0, 128 - tolerance, 128 - tolerance), (255, 128 + tolerance, 128 + tolerance))
     n = neutral.size
@@ -276,14 +289,14 @@ def find_sector(frames: np.ndarray, threshold: float = 0.05, floor: float = 6.0)
     """Bounding box (x0, y0, x1, y1) of the ultrasound sector in uint8 (N, H, W, C) frames
     (the same subsample and thumbnails as `decode` takes while decoding)."""
     scale = max(1, min(frames.shape[1:3]) // SECTOR_SIDE)
-    sample = np.stack([_thumbnail(f, scale) for f in frames[:: _sector_step(len(frames))]])
+    sample = np.stack([_thumbnail(f, scale, "RGB") for f in frames[:: _sector_step(len(frames))]])
     return sector_box(sample, scale, frames.shape[1:3], threshold, floor)
 
 
 def sector_box(
     sample: np.ndarray, scale: int, full_size: tuple[int, int], threshold: float = 0.05, floor: float = 6.0,
 ) -> tuple[int, int, int, int]:
-    """Bounding box (x0, y0, x1, y1), in source pixels, of the sector in float (S, h, w) gray
+    """Bounding box (x0, y0, x1, y1), in source pixels, of the sector in uint8 (S, h, w) gray
     thumbnails spread over a video of frame size `full_size` (h, w).
 
     A pixel belongs to the sector when its mean over all frames is bright OR it flickers
@@ -293,7 +306,7 @@ def sector_box(
     component is kept.
     """
     full_h, full_w = full_size
-    activity = np.maximum(sample.mean(axis=0), 2.0 * sample.std(axis=0))
+    activity = _mean_or_flicker(sample)
     h, w = activity.shape
     peak = np.percentile(activity, 99.5)
     if peak <= floor:
@@ -310,6 +323,17 @@ def sector_box(
     if bw * bh < 0.05 * h * w:  # nothing sector-like: keep the full frame
         return 0, 0, full_w, full_h
     return int(x * scale), int(y * scale), min(full_w, int((x + bw) * scale)), min(full_h, int((y + bh) * scale))
+
+
+def _mean_or_flicker(sample: np.ndarray) -> np.ndarray:
+    """Per pixel max(mean, 2 x std) over the frames (OpenCV accumulators: exact integer sums
+    in float64, a third of numpy's time)."""
+    total, squares = np.zeros(sample.shape[1:], np.float64), np.zeros(sample.shape[1:], np.float64)
+    for thumb in sample:
+        cv2.accumulate(thumb, total)
+        cv2.accumulateSquare(thumb, squares)
+    mean = total / len(sample)
+    return np.maximum(mean, 2.0 * np.sqrt(np.maximum(squares / len(sample) - mean * mean, 0.0)))
 
 
 def placement(box: tuple[int, int, int, int], size: int) -> tuple[int, int, int, int]:
@@ -329,23 +353,27 @@ def crop_resize(frames: np.ndarray, box: tuple[int, int, int, int], size: int) -
     oy, ox, nh, nw = placement(box, size)
     out = np.zeros((n, size, size, c), dtype=np.uint8)
 
-    def one(i: int) -> None:
-        img = frames[i, y0:y1, x0:x1]
-        # halve with pyrDown (cheap anti-aliasing) while far too large, then a linear resize:
-        # INTER_AREA at a non-integer factor costs as much as decoding the frame
-        while img.shape[0] >= 2 * nh and img.shape[1] >= 2 * nw:
-            img = cv2.pyrDown(img)
-        img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        out[i, oy : oy + nh, ox : ox + nw] = img.reshape(nh, nw, c)
+    def part(lo: int, hi: int) -> None:
+        for i in range(lo, hi):
+            img = frames[i, y0:y1, x0:x1]
+            # halve with pyrDown (cheap anti-aliasing) while far too large, then a linear resize:
+            # INTER_AREA at a non-integer factor costs as much as decoding the frame
+            while img.shape[0] >= 2 * nh and img.shape[1] >= 2 * nw:
+                img = cv2.pyrDown(img)
+            img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+            out[i, oy : oy + nh, ox : ox + nw] = img.reshape(nh, nw, c)
 
-    # OpenCV releases the GIL: frames resize in parallel threads
-    with ThreadPoolExecutor(max_workers=min(n, os.cpu_count() or 1) or 1) as pool:
-        list(pool.map(one, range(n)))
+    # OpenCV releases the GIL: one contiguous run of frames per thread (a task per frame
+    # would cost as much in scheduling as the resize of a small frame)
+    workers = max(1, min(n, os.cpu_count() or 1))
+    bounds = np.linspace(0, n, workers + 1).round().astype(int)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(part, bounds[:-1], bounds[1:]))
     return out
 
 
 def sector_std(frames: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """Standard deviation of each `crop_resize`d frame inside its sector box (not the padding)."""
     oy, ox, nh, nw = placement(box, frames.shape[1])
-    inside = frames[:, oy : oy + nh, ox : ox + nw].reshape(len(frames), -1)
-    return inside.std(axis=1, dtype=np.float64)
+    inside = (np.ascontiguousarray(f[oy : oy + nh, ox : ox + nw]).reshape(nh, -1) for f in frames)
+    return np.array([cv2.meanStdDev(img)[1][0, 0] for img in inside], dtype=np.float64)
