@@ -12,6 +12,7 @@ import pandas as pd
 from lus_core.frame_store import (
     FORMAT_VERSION,
     build_frame_index,
+    extraction_counts,
     write_frame_index,
     write_video_store,
     write_virtual_dataset,
@@ -110,6 +111,10 @@ def run_frame_index(h5_paths, out_csv, out_vds, out_skipped, config: dict) -> pd
     if not stored:
         raise DatasetError("every video was skipped; see " + str(out_skipped))
     index = build_frame_index(stored)
+    blank = extraction_counts(stored)["n_blank_dropped"].fillna(0)
+    if blank.sum():
+        log.info("%d blank frames dropped in %d of %d videos (store attribute n_blank_dropped)",
+                 int(blank.sum()), int((blank > 0).sum()), len(stored))
     missing = sorted(set(range(len(config["classes"]))) - set(index["label"]))
     if missing:
         log.warning("no frame of classes %s in the dataset", [config["classes"][i] for i in missing])
