@@ -102,20 +102,22 @@ def main():
         paths = [e.path for e in entries]
         plain_decode(paths[:2])  # warm the page cache for both contestants
         best_plain, best_ours, frames = float("inf"), float("inf"), 0
+        cpu_plain, cpu_ours = float("inf"), float("inf")  # CPU seconds: what a loaded machine shares out
         for rep in range(3):  # best of 3: the machine is shared and noisy
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             frames = plain_decode(paths)
-            best_plain = min(best_plain, time.perf_counter() - t)
-            t = time.perf_counter()
+            best_plain, cpu_plain = min(best_plain, time.perf_counter() - t), min(cpu_plain, time.process_time() - c)
+            t, c = time.perf_counter(), time.process_time()
             for e in entries:  # fresh outputs, as in a run (Snakemake removes old outputs first)
                 extract_video(e, tmp / f"frames{rep}" / f"{e.video}.h5", cfg)
-            best_ours = min(best_ours, time.perf_counter() - t)
+            best_ours, cpu_ours = min(best_ours, time.perf_counter() - t), min(cpu_ours, time.process_time() - c)
         reading = compare_readers(sorted((tmp / "frames0").glob("*.h5")), tmp)
     plain_fps, ours_fps = frames / best_plain, frames / best_ours
     ratio = ours_fps / plain_fps
     print(f"data: {name}, {frames} frames; plain OpenCV decode {plain_fps:.0f} fps, ours {ours_fps:.0f} fps")
     print(json.dumps({"bench": "extract", "data": name, "frames": frames, "plain_decode_fps": round(plain_fps, 1),
                       "extract_fps": round(ours_fps, 1), "ratio_vs_plain_decode": round(ratio, 3),
+                      "cpu_time_ratio_vs_plain_decode": round(cpu_plain / cpu_ours, 3),
                       **reading, "goal_ratio": GOAL, "met": bool(ratio >= GOAL)}))
 
 
