@@ -104,7 +104,7 @@ def _read(source, stride: int, plan: np.ndarray | None) -> DecodedVideo:
         wanted = set(plan.tolist())
         keep, capacity = wanted.__contains__, len(plan)
     # the sample's step from the declared length: no frame thumbnailed only to be dropped
-    collector, sampler = _FrameCollector(source.path, capacity), _SectorSampler(source.declared_frames())
+    collector, sampler = _FrameCollector(source.path, capacity), _SectorSampler(source.path, source.declared_frames())
     n = source.read(keep, sampler, collector)
     frames, numbers = collector.result()
     return DecodedVideo(frames, numbers, source.fps, n, frames.shape[1:3], 0,
@@ -255,8 +255,8 @@ class _SectorSampler:
     dropped and the step doubles: target to 2 x target frames evenly spread, however long the
     video, whether its expected length is right, wrong or unknown (0)."""
 
-    def __init__(self, expected_frames: int = 0, target: int = SECTOR_SAMPLE):
-        self.target, self.step, self.scale = target, _sector_step(expected_frames, target), 1
+    def __init__(self, path: Path, expected_frames: int = 0, target: int = SECTOR_SAMPLE):
+        self.path, self.target, self.step, self.scale = path, target, _sector_step(expected_frames, target), 1
         self.thumbs: list[np.ndarray] = []
 
     def wants(self, i: int) -> bool:
@@ -265,7 +265,10 @@ class _SectorSampler:
     def add(self, frame: np.ndarray, order: str) -> None:
         if not self.thumbs:
             self.scale = max(1, min(frame.shape[:2]) // SECTOR_SIDE)
-        self.thumbs.append(_thumbnail(frame, self.scale, order))
+        thumb = _thumbnail(frame, self.scale, order)
+        if self.thumbs and thumb.shape != self.thumbs[0].shape:
+            raise VideoError(f"{self.path}: frames change size mid-video")
+        self.thumbs.append(thumb)
         if len(self.thumbs) >= 2 * self.target:
             self.thumbs, self.step = self.thumbs[::2], self.step * 2
 
