@@ -2,6 +2,12 @@
 
 Contract (docs/architecture.md): `frames` uint8 (N, H, W, C) chunked one frame per chunk,
 `label` int16, `frame_index` int32, `patient` / `video` strings, provenance in attributes.
+
+Format 2 (attribute `format_version`) compresses frames with Blosc (LZ4, bit-shuffled), an
+HDF5 filter that `hdf5plugin` registers: importing this module (or `lus_core`) registers it for
+every reader in the process; other tools need `HDF5_PLUGIN_PATH=$(python -c "import
+hdf5plugin; print(hdf5plugin.PLUGIN_PATH)")`. Format 1 stores (gzip, no `format_version`)
+stay readable.
 """
 
 from __future__ import annotations
@@ -9,20 +15,19 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
+import hdf5plugin
 import numpy as np
 import pandas as pd
 
 from lus_core.io_utils import atomic_path
 
-try:  # ISA-L's deflate writes the same zlib streams as zlib, about 7x faster
-    from isal import isal_zlib as deflate
-except ImportError:  # pragma: no cover - isal is pinned; plain zlib still works
-    import zlib as deflate
-
+FORMAT_VERSION = 2
+# LZ4 after a bit shuffle: about gzip's ratio on ultrasound frames at a fraction of its cost,
+# in both directions (bench/extract.py measures writing and training-style reading)
+FRAME_CODEC = hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.BITSHUFFLE)
 STR = h5py.string_dtype()
 INDEX_COLUMNS = ["frame_id", "video", "patient", "frame", "label", "h5", "row"]
 
@@ -42,32 +47,32 @@ def write_video_store(
         raise ValueError(f"{path}: frames must be uint8 (N, H, W, C), got {frames.dtype} {frames.shape}")
     n = len(frames)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        _write_frames_gzip(f, frames)
+        f.create_dataset("frames", data=frames, chunks=(1, *frames.shape[1:]), **FRAME_CODEC)
         f.create_dataset("label", data=np.asarray(labels, dtype=np.int16))
         f.create_dataset("frame_index", data=np.asarray(frame_numbers, dtype=np.int32))
         f.create_dataset("patient", data=[patient] * n, dtype=STR)
         f.create_dataset("video", data=[video_id] * n, dtype=STR)
         f.attrs["video_id"] = video_id
         f.attrs["patient"] = patient
+        f.attrs["format_version"] = FORMAT_VERSION
         for key, value in attrs.items():
             f.attrs[key] = json.dumps(value) if isinstance(value, dict | list) else value
 
 
-def _write_frames_gzip(f: h5py.File, frames: np.ndarray, level: int = 1) -> None:
-    """A standard gzip-filtered, one-frame-per-chunk dataset, compressed in parallel.
+EXTRACTION_COUNTS = ["n_declared_frames", "n_source_frames", "n_blank_dropped"]
 
-    HDF5 compresses chunk by chunk with zlib on one thread; compressing the chunks with ISA-L in a
-    thread pool and writing them raw (write_direct_chunk) gives ordinary gzip (deflate) chunks
-    that any HDF5 reader decodes, in a fraction of the time.
-    """
-    dset = f.create_dataset(
-        "frames", shape=frames.shape, dtype=np.uint8, chunks=(1, *frames.shape[1:]),
-        compression="gzip", compression_opts=level,
-    )
-    tail = (0,) * (frames.ndim - 1)
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for i, blob in enumerate(pool.map(lambda fr: deflate.compress(fr.tobytes(), level), frames)):
-            dset.id.write_direct_chunk((i, *tail), blob)
+
+def extraction_counts(video_paths: Sequence[str | Path]) -> pd.DataFrame:
+    """Per stored video: frames its container declared, frames decoded, blank frames dropped,
+    frames stored (for the report). Skipped videos and format-1 stores give what they hold."""
+    rows = []
+    for path in video_paths:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("skipped", ""):
+                continue
+            row = {"video": str(f.attrs["video_id"]), "n_stored": len(f["label"])}
+            rows.append(row | {k: int(f.attrs[k]) if k in f.attrs else None for k in EXTRACTION_COUNTS})
+    return pd.DataFrame(rows, columns=["video", "n_stored", *EXTRACTION_COUNTS])
 
 
 def build_frame_index(video_paths: Sequence[str | Path]) -> pd.DataFrame:

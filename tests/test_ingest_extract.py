@@ -7,12 +7,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lus_core import video as video_module
 from lus_core.config import validate_config
 from lus_core.extract import extract_video, run_frame_index
-from lus_core.frame_store import FrameReader, read_frame_index
+from lus_core.frame_store import (
+    FORMAT_VERSION,
+    FRAME_CODEC,
+    FrameReader,
+    build_frame_index,
+    extraction_counts,
+    read_frame_index,
+    write_video_store,
+)
 from lus_core.ingest import DatasetError, build_video_table
-from lus_core.video import VideoError, decode, find_sector
-from tests.video_helpers import fan_frames, write_video
+from lus_core.video import VideoError, decode, find_sector, keep_plan
+from tests.video_helpers import fan_frames, faststart, write_video
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 POCUS = SHARED / "pocus-formats"
@@ -182,3 +191,96 @@ def test_skip_mode_lists_bad_videos(dataset, tmp_path):
     skipped = pd.read_csv(tmp_path / "skipped.csv")
     assert list(skipped.video) == ["patient_C_1"]
     assert "patient_C_1" not in set(index.video)
+
+
+def _one_video_dataset(tmp_path, frames_a):
+    vids = tmp_path / "vids"
+    write_video(vids / "patient_A_1.mp4", frames_a)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("video,score\npatient_A_1.mp4,1\n")
+    return vids, labels
+
+
+def test_truncated_faststart_mp4_is_a_bad_video(tmp_path):
+    # moov (the index) in front: the cut file still opens and declares all 101 frames
+    src = write_video(tmp_path / "src.mp4", fan_frames(101, seed=4))
+    vids = tmp_path / "vids"
+    vids.mkdir()
+    whole = faststart(src, vids / "patient_A_1.mp4")
+    data = whole.read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat")
+    (vids / "patient_B_1.mp4").write_bytes(data[: len(data) // 2])
+    labels = tmp_path / "labels.csv"
+    labels.write_text("video,score\npatient_A_1.mp4,1\npatient_B_1.mp4,2\n")
+    cfg = make_config([vids], labels)
+    whole_entry, cut_entry = build_video_table(cfg["dataset"], cfg["classes"])
+    assert extract_video(whole_entry, tmp_path / "frames" / "A.h5", cfg) == 101  # intact faststart: accepted
+    with pytest.raises(VideoError, match=r"patient_B_1\.mp4: only \d+ of the 101 frames its container declares"):
+        extract_video(cut_entry, tmp_path / "frames" / "B.h5", cfg)
+    assert not (tmp_path / "frames" / "B.h5").exists()
+    # skip mode: listed with the numbers as its reason
+    cfg = make_config([vids], labels, on_bad_video="skip")
+    paths = extract_all(cfg, tmp_path / "skip")
+    run_frame_index(paths, tmp_path / "i.csv", tmp_path / "v.h5", tmp_path / "skipped.csv", cfg)
+    skipped = pd.read_csv(tmp_path / "skipped.csv")
+    assert list(skipped.video) == ["patient_B_1"]
+    assert "of the 101 frames its container declares" in skipped.reason[0]
+    # the tolerance is the config's: accepting any shortfall stores the frames that decode
+    cfg = make_config([vids], labels, min_decoded_fraction=0.0)
+    assert 0 < extract_video(cut_entry, tmp_path / "frames" / "B.h5", cfg) < 101
+
+
+def test_black_frames_are_dropped_and_counted(tmp_path):
+    frames = fan_frames(30, seed=5)
+    frames[:10] = 0
+    vids, labels = _one_video_dataset(tmp_path, frames)
+    cfg = make_config([vids], labels)
+    [path] = extract_all(cfg, tmp_path / "frames")
+    with h5py.File(path) as f:
+        assert list(f["frame_index"][:]) == list(range(10, 30))
+        assert f.attrs["n_blank_dropped"] == 10
+    counts = extraction_counts([path]).iloc[0]
+    assert (counts.n_stored, counts.n_blank_dropped, counts.n_source_frames) == (20, 10, 30)
+    cfg["frames"]["drop_blank"] = False
+    [path] = extract_all(cfg, tmp_path / "kept")
+    assert extraction_counts([path]).iloc[0].tolist() == ["patient_A_1", 30, 30, 30, 0]
+
+
+def test_all_blank_video_is_a_bad_video(tmp_path):
+    vids, labels = _one_video_dataset(tmp_path, np.zeros((6, 96, 128), np.uint8))
+    with pytest.raises(VideoError, match=r"patient_A_1\.mp4: all 6 kept frames are blank"):
+        extract_all(make_config([vids], labels), tmp_path / "frames")
+
+
+@pytest.mark.parametrize("declared", [None, 0, 90, 105])
+def test_stride_and_max_frames_while_decoding(tmp_path, monkeypatch, declared):
+    """Only the kept frames are retrieved, and they are those of the true frame count even when
+    the container's count is wrong or missing."""
+    path = write_video(tmp_path / "v.mp4", fan_frames(101, seed=6))
+    full = decode(path)
+    if declared is not None:
+        monkeypatch.setattr(video_module._ContainerSource, "declared_frames", lambda self: declared)
+    part = decode(path, stride=3, max_frames=7, min_decoded_fraction=0.9)
+    assert list(part.frame_numbers) == list(keep_plan(101, 3, 7)) == [0, 18, 33, 48, 66, 84, 99]
+    np.testing.assert_array_equal(part.frames, full.frames[part.frame_numbers])
+    assert part.n_source_frames == 101
+    # the sector comes from frames spread over the whole video, as from all decoded frames
+    assert part.sector_box() == full.sector_box() == find_sector(full.frames)
+    assert 32 <= len(part.sector_sample) < 64
+
+
+def test_format_1_gzip_store_stays_readable(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 1), dtype=np.uint8)
+    old = tmp_path / "old.h5"
+    with h5py.File(old, "w") as f:  # as the first format wrote it: gzip chunks, no format_version
+        f.create_dataset("frames", data=frames, chunks=(1, 16, 16, 1), compression="gzip", compression_opts=1)
+        f.create_dataset("label", data=np.array([0, 1, 2], np.int16))
+        f.create_dataset("frame_index", data=np.arange(3, dtype=np.int32))
+        f.attrs.update(video_id="old", patient="P")
+    new = tmp_path / "new.h5"
+    write_video_store(new, frames, [0, 1, 2], range(3), "P", "new", {})
+    with h5py.File(new) as f:
+        assert f.attrs["format_version"] == FORMAT_VERSION
+        assert str(FRAME_CODEC["compression"]) in f["frames"]._filters  # the plugin filter, not gzip
+    index = build_frame_index([old, new])
+    np.testing.assert_array_equal(FrameReader(index).frames(range(6)), np.concatenate([frames, frames]))
