@@ -16,6 +16,7 @@ include: "rules/train.smk"
 include: "rules/confidence.smk"
 include: "rules/similarity.smk"
 include: "rules/evaluate.smk"
+include: "rules/gradcam.smk"
 
 
 rule all:

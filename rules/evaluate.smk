@@ -40,10 +40,11 @@ rule report:
         index=f"{R}/frame_index.csv",
         confidence_tables=expand(f"{R}/confidence/{{backbone}}/metrics.csv", backbone=BACKBONES),
         curves=expand(f"{R}/models/{{backbone}}/all.curve.png", backbone=BACKBONES),
+        gradcam=f"{R}/gradcam/index.json",
     output:
         f"{R}/report/index.html",
     params:
-        code=code_version("report"),
+        code=code_version("report", "report_forest"),
     log:
         f"{R}/logs/report.log",
     conda:

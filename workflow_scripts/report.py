@@ -16,5 +16,6 @@ with step_logging(sm):
             f"Confidence methods ({b})": str(Path(t).resolve())
             for b, t in zip(backbones, sm.input.confidence_tables, strict=True)
         },
+        "gradcam": sm.input.gradcam,
     }
     run_report(str(eval_dir), sm.input.split, sm.config, sm.output[0], extra=extra)
