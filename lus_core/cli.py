@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config-name", default="best", help="'best' (from eval/summary.json) or a configuration name")
     p.add_argument("--out", type=Path, default=Path("predictions_out"))
     p.add_argument("--device", default="auto")
+    p.add_argument("--gradcam", action="store_true",
+                   help="also write where the CNN looked (Grad-CAM) for each untrusted frame: galleries/*_gradcam.png")
 
     p = sub.add_parser("summarize", help="write a finished run's results as a Markdown page")
     p.add_argument("run", type=Path, help="results folder of a finished workflow run")
@@ -85,7 +87,7 @@ def _run(args) -> int:
 def _predict(args) -> int:
     from lus_core.predict import run_predict
 
-    run_predict(args.videos, args.run, args.config_name, args.out, device=args.device)
+    run_predict(args.videos, args.run, args.config_name, args.out, device=args.device, gradcam=args.gradcam)
     return 0
 
 

@@ -95,3 +95,55 @@ def test_overlay_shows_the_map_where_it_is_high():
     assert hot[0] > hot[2] + 20 and cold[2] > cold[0] + 20  # JET: red where the map is high, blue where low
     with pytest.raises(ValueError, match="differs"):
         gradcam_overlay(frame, cam[:, :20])
+
+
+def _scratch_checkpoint(path, n_classes: int = 4, image_size: int = SIZE):
+    torch.manual_seed(0)
+    model = build_model("scratch", n_classes, weights="none")
+    torch.save({"state_dict": model.state_dict(), "backbone": "scratch", "n_classes": n_classes,
+                "image_size": image_size}, path)
+    return model
+
+
+def test_workflow_step_draws_every_gallery_frame(tmp_path):
+    from test_evaluation import build_results  # tests/ on sys.path
+
+    from lus_core import evaluation as E
+    from lus_core.gradcam import run_gradcam_step
+    from lus_core.io_utils import read_json
+
+    args = build_results(tmp_path, n_patients=6, frames_per_video=5, n_boot=20)
+    E.run_evaluate(**args, figures=True)
+    summary = read_json(args["out_summary_json"])
+    chosen = summary.get("selected") or summary.get("best_deployable")
+    # the fixture's backbones are stand-ins: give the chosen one a real (untrained) CNN
+    _scratch_checkpoint(tmp_path / "m.pt")
+    out = run_gradcam_step(args["out_summary_json"], {chosen["backbone"]: tmp_path / "m.pt"},
+                           args["frame_index_csv"], tmp_path / "gradcam" / "index.json")
+    entries = read_json(out)
+    assert [e["gallery"] for e in entries] == [g["file"] for g in summary["galleries"]]
+    assert all(e["backbone"] == chosen["backbone"] for e in entries)
+    import cv2
+
+    for e in entries:
+        img = cv2.imread(str(out.parent / e["file"]))
+        assert img is not None and img.shape[2] == 3
+    with pytest.raises(ValueError, match="no model"):
+        run_gradcam_step(args["out_summary_json"], {"other": tmp_path / "m.pt"}, args["frame_index_csv"],
+                         tmp_path / "g2" / "index.json")
+
+
+def test_predict_writes_one_map_per_gallery_frame(tmp_path):
+    from types import SimpleNamespace
+
+    from lus_core.gradcam import write_frame_gradcams
+
+    predictor = SimpleNamespace(model=_scratch_checkpoint(tmp_path / "m.pt"), image_size=SIZE, device="cpu")
+    rng = np.random.default_rng(0)
+    frames = np.stack([_frame(rng, [10 + 5 * i]) for i in range(4)])
+    paths = write_frame_gradcams(tmp_path, "vidA", frames, [0, 3, 6, 9], [2, 0], predictor)
+    assert [p.name for p in paths] == ["vidA_frame00006_gradcam.png", "vidA_frame00000_gradcam.png"]
+    import cv2
+
+    assert cv2.imread(str(paths[0])).shape == (SIZE, SIZE, 3)
+    assert write_frame_gradcams(tmp_path, "vidB", frames, [0, 3, 6, 9], [], predictor) == []
