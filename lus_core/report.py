@@ -2,8 +2,14 @@
 
 Everything is inline: CSS in a <style> block, figures as base64 data URIs, no script.  The
 page can be mailed, archived or opened offline.  It is built only from the files of the
-`evaluate` step (``eval/summary.json``, ``eval/matrix.csv``, ``eval/*.png``) plus
-``split.json`` and the config, so it says exactly how each number was made.
+`evaluate` step (``eval/summary.json``, ``eval/matrix.csv``, ``eval/figures/*.png``), the
+`gradcam` step (``gradcam/index.json`` and its pngs) plus ``split.json`` and the config, so it
+says exactly how each number was made.
+
+Layout (checked in headless Chromium by tests/test_report_browser.py): the answer first (the
+selected configuration, its interval, a forest plot of the main rows), then the pictures
+(galleries beside their Grad-CAM maps, figures), then the long tables, collapsed; wide tables
+scroll inside their own box so the page never scrolls sideways.
 """
 
 from __future__ import annotations
