@@ -104,6 +104,8 @@ def build_tiny_report(root: Path) -> Path:
                         "title": f"Grad-CAM, test frame {g['frame_id']}", "caption": "untrained CNN"})
     write_json(cam_dir / "index.json", entries)
     out = root / "report" / "index.html"
-    R.run_report(root / "eval", args["split_json"], args["config"], out, {"gradcam": cam_dir / "index.json"})
+    # a wide csv among the extra tables, as the workflow's confidence metrics are: the page must not widen
+    extra = {"gradcam": cam_dir / "index.json", "tables": {"Every column of the matrix": args["out_matrix_csv"]}}
+    R.run_report(root / "eval", args["split_json"], args["config"], out, extra)
     (root / "args.json").write_text(json.dumps({"summary": str(args["out_summary_json"])}))
     return out
