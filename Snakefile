@@ -18,6 +18,7 @@ include: "rules/confidence.smk"
 include: "rules/similarity.smk"
 include: "rules/video.smk"
 include: "rules/evaluate.smk"
+include: "rules/gradcam.smk"
 
 
 rule all:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lus_core.config import ConfigError, load_config
+from lus_core.config import ConfigError, load_config, validate_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -19,7 +19,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("synth", help="write a synthetic LUS dataset (videos + labels.csv)")
     p.add_argument("out_dir", type=Path)
-    p.add_argument("--config", type=Path, default=REPO / "config.yaml", help="takes dataset.synthetic, classes, seed")
+    p.add_argument("--config", type=Path, default=None,
+                   help="takes dataset.synthetic, classes, seed (default: the clone's config.yaml, or "
+                        "the schema's defaults when lus_core is installed from a wheel)")
     p.add_argument("--patients", type=int, help="override dataset.synthetic.n_patients")
     p.add_argument("--seed", type=int, help="override seed")
 
@@ -38,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true",
                    help="replace the files an earlier `lus predict` wrote in --out (nothing else there is touched)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--gradcam", action="store_true",
+                   help="also write where the CNN looked (Grad-CAM) for each untrusted frame: galleries/*_gradcam.png")
 
     p = sub.add_parser("summarize", help="write a finished run's results as a Markdown page or README block")
     p.add_argument("run", type=Path, help="results folder of a finished workflow run")
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 def _synth(args) -> int:
     from lus_core.synth import generate_dataset
 
-    config = load_config(args.config)
+    config = load_config(args.config) if args.config else _default_config()
     synth = dict(config["dataset"]["synthetic"])
     if args.patients:
         synth["n_patients"] = args.patients
@@ -69,6 +73,13 @@ def _synth(args) -> int:
     labels = generate_dataset(args.out_dir, synth, config["classes"], seed)
     print(f"wrote {labels} and {labels.parent / 'videos'}")
     return 0
+
+
+def _default_config() -> dict:
+    """The clone's config.yaml; an installed wheel has none, so the schema's defaults."""
+    clone = REPO / "config.yaml"
+    return load_config(clone) if clone.exists() else validate_config(
+        {"dataset": {"synthetic": {"enabled": True}}}, source="config_schema.yaml defaults")
 
 
 def _run(args) -> int:
@@ -82,7 +93,8 @@ def _run(args) -> int:
 def _predict(args) -> int:
     from lus_core.predict import run_predict
 
-    run_predict(args.videos, args.run, args.config_name, args.out, device=args.device, overwrite=args.overwrite)
+    run_predict(args.videos, args.run, args.config_name, args.out, device=args.device, overwrite=args.overwrite,
+                gradcam=args.gradcam)
     return 0
 
 

@@ -139,6 +139,16 @@ def write_virtual_dataset(index: pd.DataFrame, vds_path: str | Path, config_json
     return uniform
 
 
+def frames_by_id(frame_index: pd.DataFrame, frame_ids: Sequence[int]) -> list[np.ndarray]:
+    """The stored uint8 frames (H, W, C) of global `frame_ids` (frame_index.csv), in that order."""
+    pos = pd.Series(np.arange(len(frame_index)), index=frame_index["frame_id"].to_numpy())
+    reader = FrameReader(frame_index)
+    try:
+        return [reader.frame(int(pos[int(i)])) for i in frame_ids]
+    finally:
+        reader.reset()
+
+
 class FrameReader:
     """Random access to frames through the frame index; opens files lazily (one handle per file).
 

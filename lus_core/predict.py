@@ -170,8 +170,8 @@ def video_level(final: np.ndarray, n_classes: int) -> dict:
     return {"max": int(final.max()), "mean": int(np.floor(final.mean() + 0.5)), "majority": int(counts.argmax())}
 
 
-def run_predict(videos, run_dir, config_name: str = "best", out_dir="predictions_out", device: str = "auto",
-                overwrite: bool = False) -> Path:
+def run_predict(videos, run_dir, config_name: str = "selected", out_dir="predictions_out", device: str = "auto",
+                overwrite: bool = False, gradcam: bool = False) -> Path:
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: run folder not found")
@@ -201,6 +201,10 @@ def run_predict(videos, run_dir, config_name: str = "best", out_dir="predictions
                     "final_score": predictor.classes[res["final"][i]],
                 })
             _write_galleries(staging / "galleries", vid, frames, numbers, res, predictor, reader)
+            if gradcam:
+                from lus_core.gradcam import write_frame_gradcams
+
+                write_frame_gradcams(staging / "galleries", vid, frames, numbers, _gallery_frames(res), predictor)
         reader.reset()
         pd.DataFrame(rows).to_csv(staging / "frames.csv", index=False)
         summary = {"run": str(run_dir.resolve()), "configuration": choice.__dict__, "videos": per_video,
@@ -221,9 +225,7 @@ def _write_galleries(folder: Path, vid, frames, numbers, res, predictor: Predict
 
     pos = pd.Series(np.arange(len(predictor.frame_index)), index=predictor.frame_index["frame_id"].to_numpy())
     patients = predictor.frame_index["patient"].to_numpy()
-    untrusted = np.flatnonzero(~res["trusted"])
-    # the least confident first, a bounded number per video
-    for i in untrusted[np.argsort(res["confidence"][untrusted], kind="stable")][:MAX_GALLERIES_PER_VIDEO]:
+    for i in _gallery_frames(res):
         ids = [int(x) for x in res["neighbors"][i] if x >= 0]
         rows = pos[ids].to_numpy()
         render_gallery(
@@ -233,3 +235,10 @@ def _write_galleries(folder: Path, vid, frames, numbers, res, predictor: Predict
                   f"confidence {res['confidence'][i]:.2f} -> fallback {predictor.classes[res['final'][i]]}",
             class_names=predictor.classes,
         )
+
+
+def _gallery_frames(res) -> np.ndarray:
+    """The frames shown with a gallery: untrusted, the least confident first, a bounded number per video."""
+    untrusted = np.flatnonzero(~res["trusted"])
+    return untrusted[np.argsort(res["confidence"][untrusted], kind="stable")][:MAX_GALLERIES_PER_VIDEO]
+

@@ -2,8 +2,14 @@
 
 Everything is inline: CSS in a <style> block, figures as base64 data URIs, no script.  The
 page can be mailed, archived or opened offline.  It is built only from the files of the
-`evaluate` step (``eval/summary.json``, ``eval/matrix.csv``, ``eval/*.png``) plus
-``split.json`` and the config, so it says exactly how each number was made.
+`evaluate` step (``eval/summary.json``, ``eval/matrix.csv``, ``eval/figures/*.png``), the
+`gradcam` step (``gradcam/index.json`` and its pngs) plus ``split.json`` and the config, so it
+says exactly how each number was made.
+
+Layout (checked in headless Chromium by tests/test_report_browser.py): the answer first (the
+selected configuration, its interval, a forest plot of the main rows), then the pictures
+(galleries beside their Grad-CAM maps, figures), then the long tables, collapsed; wide tables
+scroll inside their own box so the page never scrolls sideways.
 """
 
 from __future__ import annotations
@@ -47,13 +53,20 @@ tr.best td{font-weight:bold}
 .sig{color:#b2182b;font-weight:bold}.ns{color:#666}
 .answer{background:#f7f7f7;border-left:4px solid #2c7bb6;padding:.6em 1em;margin:1em 0}
 .answer.yes{border-left-color:#b2182b}
-figure{display:inline-block;margin:.6em;vertical-align:top;max-width:100%}
+figure{display:inline-block;margin:.6em;vertical-align:top;max-width:100%;box-sizing:border-box}
 figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.85em;color:#444;max-width:720px}
 .kv td:first-child{text-align:left;color:#555}.kv td{text-align:left}
 details{margin:.6em 0}summary{cursor:pointer;color:#2c7bb6}
 pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.8em}
 .small{font-size:.85em;color:#555}
+.scroll{overflow-x:auto;max-width:100%}
+td,th{overflow-wrap:anywhere}
+.top{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}
+.headline{flex:1 1 340px;min-width:0}.headline .big{font-size:1.5em;font-weight:bold;margin:.1em 0}
+.top figure{flex:1 1 520px;margin:0;min-width:0}
+.pair{display:flex;flex-wrap:wrap;align-items:flex-start}.pair figure{flex:0 1 auto}
+details>summary{font-weight:bold}
 """
 
 
@@ -100,7 +113,7 @@ def _e(x) -> str:
 
 def _table(header: Sequence[str], rows: Iterable[Sequence], row_classes: Sequence[str] | None = None,
            left: Sequence[int] = (0,), cls: str = "") -> str:
-    out = [f'<table class="{cls}"><thead><tr>']
+    out = [f'<div class="scroll"><table class="{cls}"><thead><tr>']
     out += [f'<th class="{"l" if i in left else ""}">{_e(h)}</th>' for i, h in enumerate(header)]
     out.append("</tr></thead><tbody>")
     for j, row in enumerate(rows):
@@ -110,7 +123,7 @@ def _table(header: Sequence[str], rows: Iterable[Sequence], row_classes: Sequenc
             raw = isinstance(v, _Raw)
             out.append(f'<td class="{"l" if i in left else ""}">{v if raw else _e(v)}</td>')
         out.append("</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     return "".join(out)
 
 
@@ -129,12 +142,12 @@ def _json_short(v) -> str:
     return json.dumps(v, sort_keys=True)
 
 
-def _img(path: Path) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return f"data:image/png;base64,{data}"
+def _img(path: Path | bytes) -> str:
+    raw = path if isinstance(path, bytes) else Path(path).read_bytes()
+    return f"data:image/png;base64,{base64.b64encode(raw).decode('ascii')}"
 
 
-def _figure(path: Path, title: str, caption: str) -> str:
+def _figure(path: Path | bytes, title: str, caption: str) -> str:
     return (f'<figure><img alt="{_e(title)}" src="{_img(path)}"><figcaption><b>{_e(title)}.</b> '
             f"{_e(caption)}</figcaption></figure>")
 
@@ -255,6 +268,48 @@ def _section_selected(summary: Mapping) -> str:
     return "".join(out)
 
 
+def _selected(summary: Mapping) -> Mapping | None:
+    """The configuration the run recommends: chosen on the training patients (summary.json ``selected``)."""
+    return summary.get("selected")
+
+
+def _section_headline(summary: Mapping, matrix: pd.DataFrame) -> str:
+    """The first screen: the selected configuration, its interval, and the forest plot of the main rows."""
+    from lus_core.report_forest import forest_png, main_rows
+
+    sel = _selected(summary)
+    ci = summary.get("ci", 0.95)
+    box = ['<div class="headline"><h2>The answer</h2>']
+    if sel:
+        cnn = (summary.get("cnn_alone") or {}).get(sel.get("backbone"), {})
+        crit = sel["criterion"]
+        test = sel.get("test") or {}
+        box += [
+            f"<p>Selected on the training patients (out of fold, best validation {_e(METRIC_LABEL[crit])} "
+            f"{_fmt(sel.get('validation_score'), 3)}): <b>{_e(sel.get('config_id', '-'))}</b></p>",
+            *(f'<p class="big">{_e(METRIC_LABEL[m])} {fmt_ci(*(test.get(m, {}).get(k) for k in ("estimate", "lo", "hi")))}</p>'
+              for m in dict.fromkeys([crit, "accuracy"])),
+            f"<p class='small'>On the test patients, reported once; {_ci_pct(ci)} patient-bootstrap intervals.</p>",
+        ]
+        if cnn:
+            box.append(f"<p>CNN alone ({_e(sel.get('backbone'))}): accuracy "
+                       f"{fmt_ci(cnn.get('accuracy'), cnn.get('accuracy_lo'), cnn.get('accuracy_hi'))}</p>")
+        d = (sel.get("delta_vs_cnn") or {}).get("accuracy") or {}
+        if sel.get("row_type") != "cnn" and not _isnan(d.get("diff")):
+            box.append(f"<p>Accuracy difference to the CNN alone: {_signed_ci(d.get('diff'), d.get('lo'), d.get('hi'))}"
+                       " (paired)</p>")
+    else:
+        box.append("<p>No configuration was selected.</p>")
+    box.append("</div>")
+    rows = main_rows(matrix, sel)
+    fig = ""
+    if len(rows):
+        fig = _figure(forest_png(rows, (sel or {}).get("config_id"), float(ci)), "Main rows",
+                      "Test accuracy with its interval: the CNN alone of each backbone (blue, dotted lines), "
+                      "the selected configuration (▶) and the best other configurations.")
+    return '<section class="top">' + "".join(box) + fig + "</section>"
+
+
 def _section_answer(summary: Mapping) -> str:
     sig = summary.get("significance", {}) or {}
     out = ["<h2>Exploratory: does any combination beat the classifier alone on the test patients?</h2>",
@@ -353,7 +408,9 @@ def _section_matrix(matrix: pd.DataFrame, summary: Mapping, top: int) -> str:
         "same configuration on the training patients, out of fold. Oracle rows (grey) are bounds, not methods: "
         "an oracle detector trusts exactly the frames the CNN gets right; an oracle fallback gives untrusted "
         "frames their true score. Fixed / broken: untrusted frames the fallback turned right / wrong.</p>",
+        f"<details><summary>The {len(shown)} rows above</summary>",
         _table(head, rows, classes, left=(1, 2)),
+        "</details>",
         f"<details><summary>Full matrix ({n_all} rows; every column is in "
         f"{_e(summary.get('matrix_csv', 'matrix.csv'))})</summary>",
     ]
@@ -434,6 +491,27 @@ def _section_figures(items: Sequence[Mapping], base: Path, heading: str, intro: 
     return f"<h2>{_e(heading)}</h2>" + (f"<p>{_e(intro)}</p>" if intro else "") + "".join(parts)
 
 
+def _section_galleries(gals: Sequence[Mapping], gradcam: Sequence[Mapping], base: Path) -> str:
+    """Each gallery with the Grad-CAM map of its query frame beside it (when one was made)."""
+    cams = {str(c["gallery"]): c for c in gradcam}
+    parts = []
+    for g in gals:
+        p = _resolve(base, g["file"])
+        if not p.exists():
+            continue
+        pair = _figure(p, g.get("title", p.stem), g.get("caption", ""))
+        cam = cams.get(str(g["file"]))
+        if cam is not None and Path(cam["file"]).exists():
+            pair += _figure(Path(cam["file"]), cam.get("title", "Grad-CAM"), cam.get("caption", ""))
+        parts.append(f'<div class="pair">{pair}</div>')
+    if not parts:
+        return ""
+    return ("<h2>The most uncertain test frames and their nearest training frames</h2><p>For the selected "
+            "configuration: the test frames its confidence model trusts least, each beside the training frames "
+            "(other patients) the fallback scored it from, and where the CNN looked (Grad-CAM).</p>"
+            + "".join(parts))
+
+
 def _csv_table(path: Path, max_rows: int = 200) -> str:
     df = pd.read_csv(path)
     if len(df) > max_rows:
@@ -455,7 +533,7 @@ def _section_tables(items: Sequence[Mapping], base: Path) -> str:
         p = _resolve(base, it["file"])
         if p.exists():
             cap = f"<p class='small'>{_e(it.get('caption', ''))}</p>" if it.get("caption") else ""
-            parts.append(f"<h3>{_e(it.get('title', p.stem))}</h3>{cap}{_csv_table(p)}")
+            parts.append(f"<details><summary>{_e(it.get('title', p.stem))}</summary>{cap}{_csv_table(p)}</details>")
     return "<h2>More tables</h2>" + "".join(parts) if parts else ""
 
 
@@ -497,23 +575,22 @@ def render_html(summary: Mapping, matrix: pd.DataFrame, split: Mapping, config: 
     gals = _normalise_items(summary.get("galleries")) + _normalise_items(extra.get("galleries"))
     notes = extra.get("notes") or []
     prov = extra.get("provenance") or {}
+    # the answer and the pictures first; long tables below them, collapsed
     body = [
         f"<h1>{_e(title)}</h1>",
         f'<p class="sub">Generated {now}. Results folder: {_e(_cfg(config, "results", default="-"))}.</p>',
+        _section_headline(summary, matrix),
         _section_selected(summary),
-        _section_run(config, summary),
-        _section_split(split, summary),
-        _section_skipped(summary),
         _section_answer(summary),
         _section_video_level(summary),
+        _section_skipped(summary),
+        _section_galleries(gals, extra.get("gradcam") or [], eval_dir),
+        _section_figures(figs, eval_dir, "Figures"),
         _section_matrix(matrix, summary, top),
         _section_confidence(summary),
         _section_tables(_normalise_items(extra.get("tables")), eval_dir),
-        _section_figures(figs, eval_dir, "Figures"),
-        _section_figures(gals, eval_dir, "The most uncertain test frames and their nearest training frames",
-                         "For the selected configuration (or, when it has no fallback, the combined one with the "
-                         "best validation score): the test frames its confidence model trusts least, "
-                         "each beside the training frames (other patients) the fallback scored it from."),
+        _section_run(config, summary),
+        _section_split(split, summary),
     ]
     if notes:
         body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
@@ -535,7 +612,8 @@ def run_report(eval_dir: str | os.PathLike, split_json: str | os.PathLike, confi
     ``galleries`` (more pngs: a list of paths or of {"file", "title", "caption"}, or a dict
     title -> path; relative paths are relative to ``eval_dir``); ``tables`` (csv files shown as
     tables, same forms, e.g. the confidence steps' metrics.csv); ``notes`` (list of str);
-    ``provenance`` (dict shown as a table, e.g. code version, Snakemake version).
+    ``provenance`` (dict shown as a table, e.g. code version, Snakemake version); ``gradcam``
+    (the ``gradcam/index.json`` of the gradcam step: its maps are drawn beside their galleries).
     """
     eval_dir = Path(eval_dir)
     summary = read_json(eval_dir / "summary.json")
@@ -545,6 +623,10 @@ def run_report(eval_dir: str | os.PathLike, split_json: str | os.PathLike, confi
         if col in matrix:
             matrix[col] = matrix[col].fillna("")
     split = read_json(split_json)
+    extra = dict(extra or {})
+    if extra.get("gradcam"):
+        cam_index = Path(extra["gradcam"])
+        extra["gradcam"] = [{**c, "file": str(cam_index.parent / c["file"])} for c in read_json(cam_index)]
     page = render_html(summary, matrix, split, config, eval_dir, extra)
     with atomic_path(out_html) as tmp:
         tmp.write_text(page, encoding="utf-8")

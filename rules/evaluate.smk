@@ -40,6 +40,7 @@ rule report:
         split=f"{R}/split.json",
         index=f"{R}/frame_index.csv",
         confidence_tables=expand(f"{R}/confidence/{{backbone}}/metrics.csv", backbone=BACKBONES),
+        gradcam=f"{R}/gradcam/index.json",
     output:
         f"{R}/report/index.html",
     params:

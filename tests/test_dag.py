@@ -17,7 +17,7 @@ def test_dry_run_lists_every_step(default_plan):
         "synth": 1, "extract_frames": 48, "verify_frame_stores": 1, "frame_index": 1, "balance_split": 1,
         "train": 8, "infer": 2, "fit_confidence": 16, "confidence_report": 2, "fit_video_model": 2,
         "build_index": 6, "build_tsne_index": 2, "query_neighbors": 8,
-        "evaluate": 1, "report": 1, "manifest": 1, "all": 1,
+        "evaluate": 1, "gradcam": 1, "report": 1, "manifest": 1, "all": 1,
     }
 
 

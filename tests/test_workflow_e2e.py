@@ -50,6 +50,10 @@ def test_report_and_matrix_exist_and_match_predictions(tiny_run):
     assert all("augrc" in r for r in summary["confidence_methods"])
     assert pd.read_csv(results / "confidence" / "scratch" / "metrics.csv").columns[2] == "augrc"
     assert html.index("The selected configuration") < html.index("All configurations")
+    cams = json.loads((results / "gradcam" / "index.json").read_text())
+    galleries = json.loads((results / "eval" / "summary.json").read_text())["galleries"]
+    assert [c["gallery"] for c in cams] == [g["file"] for g in galleries]
+    assert html.count('alt="Grad-CAM, test frame') == len(cams)
 
 
 def test_second_run_runs_nothing(tiny_run):
@@ -101,7 +105,7 @@ def test_predict_best_configuration_writes_galleries(tiny_run, tmp_path):
     results, _ = tiny_run
     _, path = _test_video(results)
     out = tmp_path / "pred"
-    run = subprocess.run([LUS, "predict", str(path), "--run", str(results), "--out", str(out)],
+    run = subprocess.run([LUS, "predict", str(path), "--run", str(results), "--out", str(out), "--gradcam"],
                          capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 0, run.stderr
     frames = pd.read_csv(out / "frames.csv")
@@ -112,7 +116,9 @@ def test_predict_best_configuration_writes_galleries(tiny_run, tmp_path):
     assert summary["configuration"]["config_id"] == selected["config_id"]  # the default is the selected one
     untrusted = (~frames.trusted).sum()
     if summary["configuration"]["row_type"] != "cnn" and untrusted:
-        assert len(list((out / "galleries").glob("*.png"))) == min(untrusted, 25)
+        galleries = {p.name for p in (out / "galleries").glob("*.png") if not p.name.endswith("_gradcam.png")}
+        cams = {p.name.replace("_gradcam", "") for p in (out / "galleries").glob("*_gradcam.png")}
+        assert len(galleries) == min(untrusted, 25) and cams == galleries  # a Grad-CAM beside each gallery
 
 
 @pytest.mark.skipif(not POCUS.exists(), reason="../shared/data not present")

@@ -14,5 +14,6 @@ with step_logging(sm):
         ],
         # the confidence steps' metrics.csv are not repeated: the report's confidence section
         # shows each (method, metric) once, computed by lus_core.confidence.metrics
+        "gradcam": sm.input.gradcam,
     }
     run_report(str(eval_dir), sm.input.split, sm.config, sm.output[0], extra=extra)

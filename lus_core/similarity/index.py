@@ -34,9 +34,18 @@ __all__ = ["METRICS", "ID_COLUMNS", "build_annoy", "exact_search", "recall_at_k"
 
 
 def build_annoy(
-    vectors: np.ndarray, metric: str = "euclidean", n_trees: int = 20, seed: int = 0, n_jobs: int = 1
+    vectors: np.ndarray,
+    metric: str = "euclidean",
+    n_trees: int = 20,
+    seed: int = 0,
+    n_jobs: int = 1,
+    on_disk: str | Path | None = None,
 ):
-    """An annoy index over the rows of ``vectors`` (item i = row i)."""
+    """An annoy index over the rows of ``vectors`` (item i = row i).
+
+    ``on_disk``: build in that file (annoy's on_disk_build) instead of in memory, for indexes
+    larger than RAM; the file is then the saved index.
+    """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -46,6 +55,8 @@ def build_annoy(
         raise ValueError("index vectors contain NaN or inf")
     index = AnnoyIndex(vectors.shape[1], metric)
     index.set_seed(int(seed))
+    if on_disk is not None:
+        index.on_disk_build(str(on_disk))
     for i, v in enumerate(vectors):
         index.add_item(i, v)
     index.build(int(n_trees), n_jobs=int(n_jobs))
@@ -58,6 +69,22 @@ def _pairwise_distances(queries: np.ndarray, items: np.ndarray, metric: str) -> 
         items = items / np.maximum(np.linalg.norm(items, axis=1, keepdims=True), 1e-12)
     sq = (queries * queries).sum(1)[:, None] + (items * items).sum(1)[None, :] - 2.0 * queries @ items.T
     return np.sqrt(np.maximum(sq, 0.0))
+
+
+def _k_smallest_stable(d: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the columns of the k smallest values, ties by column: ``argsort(kind="stable")[:, :k]``.
+
+    A full sort of every row costs O(m log m); here only the values up to each row's k-th
+    smallest (ties included) are sorted, which keeps exact search fast on archive-size indexes.
+    """
+    if k >= d.shape[1]:
+        return np.argsort(d, axis=1, kind="stable")[:, :k]
+    kth = np.partition(d, k - 1, axis=1)[:, k - 1 : k]
+    out = np.empty((len(d), k), dtype=np.int64)
+    for r, (row, limit) in enumerate(zip(d, kth[:, 0], strict=True)):
+        cand = np.flatnonzero(row <= limit)
+        out[r] = cand[np.argsort(row[cand], kind="stable")[:k]]
+    return out
 
 
 def exact_search(
@@ -89,7 +116,7 @@ def exact_search(
         if exclude:
             d[q_codes[start : start + chunk, None] == codes[None, :]] = np.inf
         kk = min(k, m)
-        order = np.argsort(d, axis=1, kind="stable")[:, :kk]
+        order = _k_smallest_stable(d, kk)
         dist = np.take_along_axis(d, order, axis=1)
         valid = np.isfinite(dist)
         out_i[start : start + chunk, :kk] = np.where(valid, order, -1)
