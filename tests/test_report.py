@@ -69,10 +69,15 @@ def test_report_headline_is_the_selected_configuration(report):
     s = json.loads(Path(args["out_summary_json"]).read_text())
     sel = s["selected"]
     h2 = re.findall(r"<h2>(.*?)</h2>", page)
-    assert h2[0] == "The selected configuration"
-    first = page[page.index("<h2>The selected configuration</h2>"):page.index("<h2>", page.index("<h2>") + 4)]
-    assert R._e(sel["config_id"]) in first and "training patients" in first
+    assert h2[:2] == ["The answer", "The selected configuration"]
+    start = page.index("<h2>The answer</h2>")
+    headline = page[start:page.index("<h2>", start + 4)]
     t = sel["test"]["qwk"]
+    assert R._e(sel["config_id"]) in headline and "training patients" in headline
+    assert R.fmt_ci(t["estimate"], t["lo"], t["hi"]) in headline  # the criterion's test score, once
+    start = page.index("<h2>The selected configuration</h2>")
+    first = page[start:page.index("<h2>", start + 4)]
+    assert R._e(sel["config_id"]) in first and "training patients" in first
     assert R.fmt_ci(t["estimate"], t["lo"], t["hi"], 3) in first
     assert "Winner" in first and R._fmt(s["winners_curse"]["gap"], 3) in first
     assert "All configurations (exploratory)" in page

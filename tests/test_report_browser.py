@@ -54,12 +54,13 @@ def test_nothing_scrolls_sideways_at_1280_px(page):
 
 def test_the_answer_is_on_the_first_screen(page):
     driver, _, summary = page
-    selected = summary.get("selected") or summary.get("best_deployable")
+    selected = summary["selected"]
     head = first_screen(driver, ".headline")
     assert head is not None and head["height"] <= HEIGHT
     assert head["bottom"] <= head["height"], head
     assert selected["config_id"] in head["text"]
-    interval = f"[{selected['accuracy_lo']:.2f}, {selected['accuracy_hi']:.2f}]"
+    acc = selected["test"]["accuracy"]
+    interval = f"[{acc['lo']:.2f}, {acc['hi']:.2f}]"
     assert interval in head["text"] and re.search(r"accuracy \d\.\d\d \[", head["text"])
     forest = first_screen(driver, ".top figure img")
     assert forest is not None and forest["width"] > 200
