@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config-name", default="best", help="'best' (from eval/summary.json) or a configuration name")
     p.add_argument("--out", type=Path, default=Path("predictions_out"))
     p.add_argument("--device", default="auto")
+    p.add_argument("--no-galleries", dest="galleries", action="store_false", help="skip the gallery PNGs")
+    p.add_argument("--max-gallery-rows", type=int, default=25, metavar="N",
+                   help="untrusted frames drawn per video gallery, least confident first (default 25)")
 
     p = sub.add_parser("summarize", help="write a finished run's results as a Markdown page")
     p.add_argument("run", type=Path, help="results folder of a finished workflow run")
@@ -76,7 +79,8 @@ def _run(args) -> int:
 def _predict(args) -> int:
     from lus_core.predict import run_predict
 
-    run_predict(args.videos, args.run, args.config_name, args.out, device=args.device)
+    run_predict(args.videos, args.run, args.config_name, args.out, device=args.device,
+                galleries=args.galleries, max_gallery_rows=args.max_gallery_rows)
     return 0
 
 
