@@ -55,7 +55,7 @@ __all__ = [
 ROW_TYPES = ("cnn", "fallback_only", "combined", "oracle_detector", "oracle_fallback")
 MAIN_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "qwk")
 DELTA_METRICS = ("accuracy", "macro_f1")
-CONFIG_COLUMNS = ("row_type", "backbone", "confidence", "space", "k", "fallback")
+CONFIG_COLUMNS = ("row_type", "backbone", "confidence", "space", "k", "fallback", "diversity")
 
 
 # --------------------------------------------------------------------------- fallback scoring
@@ -341,6 +341,9 @@ def config_id(row: Mapping) -> str:
     b = row["backbone"]
     k = row.get("k")
     k_s = f"k={int(k)}" if k is not None and not (isinstance(k, float) and math.isnan(k)) and k is not pd.NA else ""
+    div = row.get("diversity")
+    if isinstance(div, str) and div not in ("", "none") and rt in ("fallback_only", "oracle_detector", "combined"):
+        return f"{config_id({**row, 'diversity': ''})} · one per {div}"  # the fallback's diverse list
     if rt == "cnn":
         return f"{b} · CNN alone"
     if rt == "fallback_only":
@@ -384,16 +387,18 @@ def evaluate_matrix(
 
         def add(row_type, pred, trusted, cnn_samples, *, b=b, cnn=cnn, **cfg):
             r, s = _score_row(ts, pred, cnn, trusted, cnn_samples, class_names)
-            meta = {"row_type": row_type, "backbone": b, "confidence": "", "space": "", "k": pd.NA, "fallback": ""}
+            meta = {"row_type": row_type, "backbone": b, "confidence": "", "space": "", "k": pd.NA, "fallback": "",
+                    "diversity": ""}
             meta.update(cfg)
             rows.append({**meta, **r})
             return s
 
         cnn_s = add("cnn", cnn, all_true, None, confidence="always", fallback="none")
         methods = [m for (bb, m) in conf if bb == b]
-        spaces = [s for (bb, s) in neigh if bb == b]
-        for space in spaces:
-            nlab, ndist = neigh[(b, space)]
+        # key (backbone, space) = the plain list; (backbone, space, diversity) = a diverse list
+        for key in [key for key in neigh if key[0] == b]:
+            space, diversity = key[1], (key[2] if len(key) > 2 else "none")
+            nlab, ndist = neigh[key]
             kmax = nlab.shape[1]
             for k in ks:
                 if k > kmax:
@@ -401,7 +406,7 @@ def evaluate_matrix(
                 for mode in modes:
                     fb = np.asarray(fallback_fn(nlab[:, :k], ndist[:, :k], c, mode), dtype=np.int64)
                     fb = np.where(fb < 0, cnn, fb)  # no valid neighbour: nothing to fall back on
-                    sim = {"space": space, "k": int(k), "fallback": mode}
+                    sim = {"space": space, "k": int(k), "fallback": mode, "diversity": diversity}
                     add("fallback_only", fb, all_false, cnn_s, confidence="never", **sim)
                     add("oracle_detector", np.where(cnn_ok, cnn, fb), cnn_ok, cnn_s, confidence="oracle", **sim)
                     for m in methods:
@@ -640,13 +645,25 @@ def run_evaluate(
         except (OSError, ValueError) as e:
             log.warning("confidence json %s unreadable: %s", json_path, e)
             conf_json[(b, m)] = {}
-    neigh_full, neigh_pairs = {}, {}
+    from lus_core.similarity.neighbors import read_neighbors, stored_diversities
+
+    diversities = list(_cfg(config, "similarity", "fallback_diversity", default=["none"]))
+    gallery_diversity = str(_cfg(config, "similarity", "diversity", default="video"))
+    neigh_full, neigh_pairs, neigh_gallery = {}, {}, {}
     for (b, s), path in sorted(neighbors.items()):
         if b not in preds_test:
             continue
         nid, nlab, ndist = load_neighbors(path, ts.frame_id)
         neigh_full[(b, s)] = (nid, nlab, ndist)
-        neigh_pairs[(b, s)] = (nlab, ndist)
+        if "none" in diversities:
+            neigh_pairs[(b, s)] = (nlab, ndist)
+        for d in [d for d in diversities if d != "none"]:
+            lists = read_neighbors(path, ts.frame_id, diversity=d)
+            neigh_pairs[(b, s, d)] = (lists.neighbor_label, lists.distance)
+            neigh_full[(b, s, d)] = (lists.neighbor_frame_id, lists.neighbor_label, lists.distance)
+        if gallery_diversity in stored_diversities(path)[1:]:  # the report's galleries: one neighbour per video
+            g = read_neighbors(path, ts.frame_id, diversity=gallery_diversity)
+            neigh_gallery[(b, s)] = (g.neighbor_frame_id, g.neighbor_label, g.distance)
 
     matrix = evaluate_matrix(preds_test, conf_pairs, neigh_pairs, ts, ks, modes, class_names)
 
@@ -682,7 +699,8 @@ def run_evaluate(
             "rows_per_type": {t: int((matrix["row_type"] == t).sum()) for t in ROW_TYPES},
             "backbones": list(preds_test),
             "confidence_methods": sorted({m for (_, m) in conf_pairs}),
-            "spaces": sorted({s for (_, s) in neigh_pairs}),
+            "spaces": sorted({key[1] for key in neigh_pairs}),
+            "fallback_diversity": diversities,
             "k": ks,
             "fallback_modes": modes,
             "dataset": _dataset_counts(frame_index_csv, split, n_classes),
@@ -716,7 +734,7 @@ def run_evaluate(
 
         figs, gals = F.evaluation_figures(
             matrix=matrix, ts=ts, preds_test=preds_test, preds_full=preds_full, conf_full=conf_full,
-            neigh_full=neigh_full, frame_index_csv=frame_index_csv, out_dir=out_dir_figures,
+            neigh_full=neigh_full, neigh_gallery=neigh_gallery, frame_index_csv=frame_index_csv, out_dir=out_dir_figures,
             class_names=[str(c) for c in classes], config=config, gallery_renderer=gallery_renderer,
         )
         base = Path(out_summary_json).parent

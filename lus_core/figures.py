@@ -375,8 +375,12 @@ def _entry(path, title, caption, kind) -> dict:
 
 def evaluation_figures(*, matrix: pd.DataFrame, ts, preds_test, preds_full, conf_full, neigh_full,
                        frame_index_csv, out_dir, class_names: Sequence[str], config: Mapping,
-                       gallery_renderer: Callable | None = None) -> tuple[list[dict], list[dict]]:
-    """All evaluation figures; returns (figures manifest, galleries manifest)."""
+                       gallery_renderer: Callable | None = None,
+                       neigh_gallery: Mapping | None = None) -> tuple[list[dict], list[dict]]:
+    """All evaluation figures; returns (figures manifest, galleries manifest).
+
+    ``neigh_gallery[(backbone, space)]``: the neighbours the galleries show (e.g. one per
+    video); default ``neigh_full``, the lists the fallback scores come from."""
     from lus_core.evaluation import load_embedding
 
     out_dir = Path(out_dir)
@@ -460,7 +464,8 @@ def evaluation_figures(*, matrix: pd.DataFrame, ts, preds_test, preds_full, conf
     if best is not None and n_gal > 0:
         b, m, s, k = best["backbone"], best["confidence"], best["space"], int(best["k"])
         conf, trusted, _ = conf_full[(b, m)]
-        nid, nlab, ndist = neigh_full[(b, s)]
+        div = best.get("diversity")
+        nid, nlab, ndist = neigh_full[(b, s, div) if isinstance(div, str) and div not in ("", "none") else (b, s)]
         q = np.argsort(conf, kind="stable")[:n_gal]
         cnn = preds_test[b].pred
         from lus_core.evaluation import get_fallback_fn
@@ -473,7 +478,8 @@ def evaluation_figures(*, matrix: pd.DataFrame, ts, preds_test, preds_full, conf
             for j, i in enumerate(q)
         ]
         try:
-            paths = make_galleries(ts.frame_id[q], nid[q, :k], nlab[q, :k], ndist[q, :k], frame_index_csv,
+            gid, glab, gdist = (neigh_gallery or neigh_full)[(b, s)]
+            paths = make_galleries(ts.frame_id[q], gid[q, :k], glab[q, :k], gdist[q, :k], frame_index_csv,
                                    out_dir, render=gallery_renderer, captions=caps, class_names=class_names)
             gals = [_entry(pth, f"Uncertain test frame {j + 1}", cap, "gallery") | {
                 "frame_id": int(ts.frame_id[i]), "true": int(ts.y[i]), "cnn": int(cnn[i]), "fallback": int(fb[j]),
