@@ -90,7 +90,8 @@ def main():
                 predict_frames(model, frames, predictor.image_size, "cpu")
 
         def ours(galleries=True):
-            run_predict(videos, run, name, tmp / "out", device="cpu", galleries=galleries)
+            run_predict(videos, run, name, tmp / ("out" if galleries else "out_plain"), device="cpu",
+                        galleries=galleries)
 
         ours()  # warm-up (file cache, index pages)
         t_plain = best_of(args.repeats, plain)
@@ -106,7 +107,7 @@ def main():
           f"{n_galleries} galleries, {t_no_gallery / len(videos):.2f} s/video without")
     print(json.dumps({
         "bench": "predict", "configuration": name, "videos": len(videos), "frames": n_frames,
-        "untrusted_frames": n_untrusted, "galleries": n_galleries, "real_videos": folder == REAL_VIDEOS,
+        "untrusted_frames": n_untrusted, "galleries": n_galleries, "real_videos": folder != run / "synthetic" / "videos",
         "seconds_per_video": round(t_ours / len(videos), 3),
         "seconds_per_video_plain": round(t_plain / len(videos), 3),
         "seconds_per_video_no_galleries": round(t_no_gallery / len(videos), 3),
