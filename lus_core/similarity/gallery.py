@@ -202,7 +202,7 @@ def compose_gallery(rows: Sequence[GalleryRow], title: str | None = None, class_
 
 def write_png(image_rgb: np.ndarray, out_png: str | Path) -> Path:
     """Write an RGB uint8 image as PNG (atomically, OpenCV's encoder at a low compression level)."""
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image_rgb[..., ::-1]), PNG_OPTIONS)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), PNG_OPTIONS)
     if not ok:
         raise ValueError(f"{out_png}: PNG encoding failed")
     out_png = Path(out_png)
