@@ -2,8 +2,9 @@
 decoding + the CNN alone on the same videos (model loading included in both), measured in the
 same run.  Goal: ratio_with_galleries = plain / with galleries >= 0.7.
 
-The configuration is a fallback one in the t-SNE (else embedding) space, so the similarity
-search, the t-SNE placement and the galleries are all exercised.  Videos: a few real
+The configuration is a fallback one in the embedding space (--space tsne: the t-SNE space,
+which adds placing every untrusted frame on the map), so the similarity search and the
+galleries are exercised.  Videos: a few real
 COVID-BLUES videos read in place when ../shared/data/covid-blues exists (or --videos), else the
 run's own synthetic videos.  Run: the given --run, else results/synthetic when complete, else
 configs/tiny.yaml is run first into a temporary folder.
@@ -44,10 +45,11 @@ def finished_run(tmp: Path, run: Path | None) -> Path:
     return run
 
 
-def fallback_configuration(run: Path) -> str:
-    """A deployable row that falls back (combined first, else fallback only), t-SNE space first."""
+def fallback_configuration(run: Path, spaces) -> str:
+    """A deployable row that falls back (combined first, else fallback only) in the first of
+    ``spaces`` the matrix holds."""
     matrix = pd.read_csv(run / "eval" / "matrix.csv")
-    for space in ("tsne", "embedding"):
+    for space in spaces:
         for row_type in ("combined", "fallback_only"):
             hits = matrix[(matrix.row_type == row_type) & (matrix.space == space)]
             if len(hits):
@@ -70,6 +72,8 @@ def main():
     parser.add_argument("--videos", type=Path, help="folder of videos (default: COVID-BLUES if present)")
     parser.add_argument("--n-videos", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--space", choices=["embedding", "tsne"], default="embedding",
+                        help="similarity space of the configuration (tsne adds placing every untrusted frame on the map)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,7 +81,7 @@ def main():
         run = finished_run(tmp, args.run)
         folder = args.videos or (REAL_VIDEOS if REAL_VIDEOS.is_dir() else run / "synthetic" / "videos")
         videos = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".mp4", ".avi", ".gif"))[: args.n_videos]
-        name = fallback_configuration(run)
+        name = fallback_configuration(run, [args.space, "tsne", "embedding"])
         predictor = Predictor(run, choose_configuration(run, name), device="cpu")
         n_frames = sum(len(predictor.load_video(v)[0]) for v in videos)
 

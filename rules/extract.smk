@@ -14,6 +14,8 @@ rule extract_frames:
         code=code_version("extract", "video", "ingest", "frame_store"),
     log:
         f"{R}/logs/extract/{{video}}.log",
+    benchmark:
+        f"{R}/benchmarks/extract/{{video}}.tsv"
     conda:
         "../envs/lus.yaml"
     script:
