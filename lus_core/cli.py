@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("predictions_out"))
     p.add_argument("--device", default="auto")
     p.add_argument("--no-galleries", dest="galleries", action="store_false", help="skip the gallery PNGs")
-    p.add_argument("--max-gallery-rows", type=int, default=25, metavar="N",
-                   help="untrusted frames drawn per video gallery, least confident first (default 25)")
+    p.add_argument("--max-gallery-rows", type=int, default=10, metavar="N",
+                   help="untrusted frames drawn per video gallery, least confident first (default 10)")
 
     p = sub.add_parser("summarize", help="write a finished run's results as a Markdown page")
     p.add_argument("run", type=Path, help="results folder of a finished workflow run")

@@ -28,7 +28,7 @@ from lus_core.io_utils import read_json
 from lus_core.manifest import RunError, load_manifest, verified_path
 from lus_core.video import VIDEO_EXTENSIONS, VideoError, crop_resize, decode, find_sector, is_frame_folder
 
-MAX_GALLERY_ROWS = 25  # untrusted frames shown per video (least confident first)
+MAX_GALLERY_ROWS = 10  # untrusted frames shown per video (least confident first)
 
 
 @dataclass
@@ -233,32 +233,8 @@ def run_predict(videos, run_dir, config_name: str = "best", out_dir="predictions
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        rows, per_video = [], {}
-        reader = FrameReader(predictor.frame_index)
         # a bad video stops the command before anything reaches out_dir (everything is staged)
-        for path, frames, numbers in tqdm(decoded_videos(predictor, paths), total=len(paths), desc="predict",
-                                          unit="video", file=sys.stderr):
-            res = predictor.score(frames)
-            vid = path.stem
-            per_video[vid] = {"source": str(path), "n_frames": len(frames),
-                              "untrusted_frames": int((~res["trusted"]).sum()),
-                              **{f"score_{k}": predictor.classes[v] for k, v in video_level(res["final"], len(predictor.classes)).items()}}
-            for i in range(len(frames)):
-                rows.append({
-                    "video": vid, "frame": int(numbers[i]),
-                    **{f"p_{c}": float(res["softmax"][i, j]) for j, c in enumerate(predictor.classes)},
-                    "cnn_score": predictor.classes[res["cnn"][i]],
-                    "confidence": float(res["confidence"][i]), "trusted": bool(res["trusted"][i]),
-                    "fallback_score": predictor.classes[res["fallback"][i]] if res["fallback"][i] >= 0 else "",
-                    "neighbor_frame_ids": " ".join(str(int(x)) for x in res["neighbors"][i] if x >= 0),
-                    "final_score": predictor.classes[res["final"][i]],
-                })
-            if galleries:
-                png = write_video_gallery(staging / "galleries", vid, frames, numbers, res, predictor, reader,
-                                          max_gallery_rows)
-                if png is not None:
-                    per_video[vid]["gallery"] = str(png.relative_to(staging))
-        reader.reset()
+        rows, per_video = _score_videos(predictor, paths, staging, galleries, max_gallery_rows)
         pd.DataFrame(rows).to_csv(staging / "frames.csv", index=False)
         summary = {"run": str(run_dir.resolve()), "configuration": choice.__dict__, "videos": per_video,
                    "classes": predictor.classes}
@@ -269,6 +245,44 @@ def run_predict(videos, run_dir, config_name: str = "best", out_dir="predictions
             shutil.rmtree(staging)
     print(f"wrote {out_dir}/frames.csv, summary.json{' and galleries/' if galleries else ''} for {len(paths)} video(s)")
     return out_dir
+
+
+def _score_videos(predictor: Predictor, paths: list[Path], staging: Path, galleries: bool, max_rows: int):
+    """frames.csv rows and summary.json entries of every video; galleries are drawn in a
+    background thread while the next video is scored (and finished before this returns, also
+    on an error)."""
+    rows, per_video, drawn = [], {}, []
+    classes = predictor.classes
+    reader = FrameReader(predictor.frame_index)  # used by the drawing thread only
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gallery") as drawing:
+            for path, frames, numbers in tqdm(decoded_videos(predictor, paths), total=len(paths), desc="predict",
+                                              unit="video", file=sys.stderr):
+                res = predictor.score(frames)
+                vid = path.stem
+                per_video[vid] = {"source": str(path), "n_frames": len(frames),
+                                  "untrusted_frames": int((~res["trusted"]).sum()),
+                                  **{f"score_{k}": classes[v] for k, v in video_level(res["final"], len(classes)).items()}}
+                for i in range(len(frames)):
+                    rows.append({
+                        "video": vid, "frame": int(numbers[i]),
+                        **{f"p_{c}": float(res["softmax"][i, j]) for j, c in enumerate(classes)},
+                        "cnn_score": classes[res["cnn"][i]],
+                        "confidence": float(res["confidence"][i]), "trusted": bool(res["trusted"][i]),
+                        "fallback_score": classes[res["fallback"][i]] if res["fallback"][i] >= 0 else "",
+                        "neighbor_frame_ids": " ".join(str(int(x)) for x in res["neighbors"][i] if x >= 0),
+                        "final_score": classes[res["final"][i]],
+                    })
+                if galleries:
+                    drawn.append((vid, drawing.submit(write_video_gallery, staging / "galleries", vid, frames,
+                                                      numbers, res, predictor, reader, max_rows)))
+            for vid, future in drawn:
+                png = future.result()
+                if png is not None:
+                    per_video[vid]["gallery"] = str(png.relative_to(staging))
+    finally:
+        reader.reset()
+    return rows, per_video
 
 
 def gallery_frames(res: dict, max_rows: int) -> np.ndarray:
