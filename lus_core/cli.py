@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--gradcam", action="store_true",
                    help="also write where the CNN looked (Grad-CAM) for each untrusted frame: galleries/*_gradcam.png")
+    p.add_argument("--no-galleries", dest="galleries", action="store_false", help="skip the gallery PNGs")
+    p.add_argument("--max-gallery-rows", type=int, default=10, metavar="N",
+                   help="untrusted frames drawn per video gallery, least confident first (default 10)")
 
     p = sub.add_parser("summarize", help="write a finished run's results as a Markdown page or README block")
     p.add_argument("run", type=Path, help="results folder of a finished workflow run")
@@ -94,7 +97,7 @@ def _predict(args) -> int:
     from lus_core.predict import run_predict
 
     run_predict(args.videos, args.run, args.config_name, args.out, device=args.device, overwrite=args.overwrite,
-                gradcam=args.gradcam)
+                gradcam=args.gradcam, galleries=args.galleries, max_gallery_rows=args.max_gallery_rows)
     return 0
 
 

@@ -6,7 +6,7 @@ score looks at it next to the gallery of similar training frames.
 - :func:`gradcam_maps`: uint8 frames (N, H, W, C) and a model -> maps (N, H, W) in [0, 1] for
   the class the CNN chose (or given classes), same preprocessing as inference.
 - :func:`gradcam_overlay`: a frame and its map -> a uint8 RGB image (a gallery tile).
-- :func:`write_frame_gradcams`: ``lus predict --gradcam``, one png beside each untrusted frame's gallery.
+- ``lus predict --gradcam`` (lus_core.predict.gradcam_tiles): the overlay as an extra tile of each gallery row.
 - :func:`run_gradcam_step` (workflow step ``gradcam``): the maps of the report's gallery frames,
   ``gradcam/gradcam_XX.png`` plus ``gradcam/index.json`` (which gallery, frame, backbone, class).
 
@@ -27,7 +27,7 @@ from torch import nn
 
 from lus_core.models import LUSModel
 
-__all__ = ["TARGET_LAYERS", "target_layer", "gradcam_maps", "gradcam_overlay", "write_frame_gradcams",
+__all__ = ["TARGET_LAYERS", "target_layer", "gradcam_maps", "gradcam_overlay",
            "run_gradcam_step"]
 
 # module paths inside an LUSModel (see lus_core.models); each is called once per forward
@@ -117,17 +117,6 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(buf.tobytes())
     return Path(path)
-
-
-def write_frame_gradcams(folder: str | os.PathLike, vid: str, frames: np.ndarray, numbers, which, predictor) -> list[Path]:
-    """`lus predict --gradcam`: ``{vid}_frame{NNNNN}_gradcam.png`` for the frames ``which`` (gallery frames),
-    named like their galleries, for the class the CNN chose."""
-    which = np.asarray(which, dtype=np.int64)
-    if len(which) == 0:
-        return []
-    maps = gradcam_maps(predictor.model, frames[which], predictor.image_size, device=predictor.device)
-    return [write_png(Path(folder) / f"{vid}_frame{int(numbers[i]):05d}_gradcam.png", gradcam_overlay(frames[i], m))
-            for i, m in zip(which, maps, strict=True)]
 
 
 def run_gradcam_step(summary_json, models: Mapping[str, str | os.PathLike], frame_index_csv,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from lus_core.safe_output import check_output_dir, publish, staging_dir
 from lus_core.store_check import verified_stores
 from lus_core.video import VIDEO_EXTENSIONS, VideoError, crop_resize, decode, find_sector, is_frame_folder
 
-MAX_GALLERIES_PER_VIDEO = 25
+MAX_GALLERY_ROWS = 10  # untrusted frames shown per video (least confident first)
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Choice:
     space: str | None
     k: int | None
     fallback: str | None
+    diversity: str = "none"  # the fallback's neighbour list: plain, or at most one per video / patient
 
 
 def choose_configuration(run_dir: Path, name: str) -> Choice:
@@ -70,7 +73,7 @@ def choose_configuration(run_dir: Path, name: str) -> Choice:
 
     return Choice(
         row["config_id"], row["row_type"], row["backbone"], opt("confidence"), opt("space"),
-        int(row["k"]) if opt("k") is not None else None, opt("fallback"),
+        int(row["k"]) if opt("k") is not None else None, opt("fallback"), opt("diversity") or "none",
     )
 
 
@@ -96,7 +99,14 @@ class Predictor:
         if choice.row_type == "combined":
             # our own pickle, checked against the run's manifest before it is loaded
             self.confidence = joblib.load(verified_path(run_dir, manifest, f"confidence/{b}/{choice.confidence}.joblib"))
+        self.frame_index = read_frame_index(verified_path(run_dir, manifest, "frame_index.csv"))
+        stores = verified_stores(run_dir, manifest, self.frame_index["h5"].unique())  # every configuration
+        self.frame_index["h5"] = self.frame_index["h5"].astype(str).map(stores)
+        with h5py.File(self.frame_index["h5"].iloc[0], "r") as f:
+            self.channels = int(f["frames"].shape[-1])
         self.index = None
+        self.gallery_diversity = str((self.config.get("similarity") or {}).get("diversity", "video"))
+        self._groups: dict[str, np.ndarray] = {}
         if choice.row_type in ("combined", "fallback_only"):
             from lus_core.similarity.index import SimilarityIndex
 
@@ -108,11 +118,11 @@ class Predictor:
                 verified_path(run_dir, manifest, f"{base}.json"),
                 verified_path(run_dir, manifest, tsne) if tsne else None,
             )
-        self.frame_index = read_frame_index(verified_path(run_dir, manifest, "frame_index.csv"))
-        stores = verified_stores(run_dir, manifest, self.frame_index["h5"].unique())  # every configuration
-        self.frame_index["h5"] = self.frame_index["h5"].astype(str).map(stores)
-        with h5py.File(self.frame_index["h5"].iloc[0], "r") as f:
-            self.channels = int(f["frames"].shape[-1])
+            for diversity in {choice.diversity, self.gallery_diversity} - {"none"}:
+                self._groups[diversity] = self.index.groups_of_items(self.frame_index, diversity)
+        # frame id -> row of the frame index (neighbour images and patients for the galleries)
+        self.frame_pos = pd.Series(np.arange(len(self.frame_index)), index=self.frame_index["frame_id"].to_numpy())
+        self.patients = self.frame_index["patient"].astype(str).to_numpy()
 
     def load_video(self, path: Path):
         fcfg = self.config["frames"]
@@ -126,28 +136,47 @@ class Predictor:
         box = find_sector(video.frames) if fcfg["crop"] == "auto" else (0, 0, *video.original_size[::-1])
         return crop_resize(video.frames, box, fcfg["size"]), video.frame_numbers
 
+    def neighbors(self, vectors: np.ndarray, diversity: str):
+        """(frame ids, labels, distances) of the configuration's k neighbours of each vector."""
+        if diversity == "none":
+            return self.index.query(vectors, None, self.choice.k)  # a new patient: no exclusion
+        return self.index.query_diverse(vectors, None, self.choice.k, self._groups[diversity])
+
     def score(self, frames: np.ndarray) -> dict:
+        """Scores of one video's frames; similarity work only for the untrusted frames, batched
+        (one feature call, e.g. one t-SNE transform, then the annoy queries)."""
         from lus_core.inference import predict_frames
         from lus_core.similarity.fallback import fallback_scores
 
         logits, softmax, embedding = predict_frames(self.model, frames, self.image_size, self.device)
         cnn = softmax.argmax(1)
-        n = len(frames)
+        n, k = len(frames), self.choice.k or 0
         out = {"softmax": softmax, "cnn": cnn, "confidence": np.ones(n), "trusted": np.ones(n, bool),
-               "fallback": np.full(n, -1), "neighbors": np.full((n, 0), -1), "distances": np.zeros((n, 0))}
+               "fallback": np.full(n, -1), "neighbors": np.full((n, k), -1), "neighbor_labels": np.full((n, k), -1),
+               "distances": np.full((n, k), np.nan), "asked": np.zeros(0, int), "vectors": None}
         if self.confidence is not None:
             out["confidence"] = self.confidence.score(softmax, logits, embedding)
             out["trusted"] = self.confidence.trust(softmax, logits, embedding)
         elif self.choice.row_type == "fallback_only":
             out["confidence"], out["trusted"] = np.zeros(n), np.zeros(n, bool)
-        if self.index is not None:
-            vectors = self.index.features_for(frames=frames, softmax=softmax, embedding=embedding)
-            ids, labels, dist = self.index.query(vectors, None, self.choice.k)  # a new patient: no exclusion
-            out["fallback"] = fallback_scores(labels, dist, len(self.classes), self.choice.fallback)
-            out["neighbors"], out["distances"], out["neighbor_labels"] = ids, dist, labels
+        asked = np.flatnonzero(~out["trusted"])
+        if self.index is not None and len(asked):
+            vectors = self.index.features_for(frames=frames[asked], softmax=softmax[asked], embedding=embedding[asked])
+            ids, labels, dist = self.neighbors(vectors, self.choice.diversity)
+            out["fallback"][asked] = fallback_scores(labels, dist, len(self.classes), self.choice.fallback)
+            out["neighbors"][asked], out["neighbor_labels"][asked], out["distances"][asked] = ids, labels, dist
+            out["asked"], out["vectors"] = asked, vectors
         use_fallback = ~out["trusted"] & (out["fallback"] >= 0)
         out["final"] = np.where(use_fallback, out["fallback"], cnn)
         return out
+
+    def gallery_neighbors(self, res: dict, rows: np.ndarray):
+        """Neighbours shown for frames ``rows`` (untrusted ones): the gallery's diversity, which
+        may differ from the fallback's list."""
+        where = np.searchsorted(res["asked"], rows)
+        if self.gallery_diversity == self.choice.diversity:
+            return res["neighbors"][rows], res["neighbor_labels"][rows], res["distances"][rows]
+        return self.neighbors(res["vectors"][where], self.gallery_diversity)
 
 
 def collect_videos(paths: list[Path]) -> list[Path]:
@@ -170,42 +199,40 @@ def video_level(final: np.ndarray, n_classes: int) -> dict:
     return {"max": int(final.max()), "mean": int(np.floor(final.mean() + 0.5)), "majority": int(counts.argmax())}
 
 
+def decoded_videos(predictor: Predictor, paths: list[Path]) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
+    """(path, frames, frame numbers) per video; the next video decodes in a background thread
+    while the caller scores the current one (decoding and cropping release the GIL)."""
+    if not paths:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
+        pending = pool.submit(predictor.load_video, paths[0])
+        for i, path in enumerate(paths):
+            frames, numbers = pending.result()
+            if i + 1 < len(paths):
+                pending = pool.submit(predictor.load_video, paths[i + 1])
+            yield path, frames, numbers
+
+
 def run_predict(videos, run_dir, config_name: str = "selected", out_dir="predictions_out", device: str = "auto",
-                overwrite: bool = False, gradcam: bool = False) -> Path:
+                overwrite: bool = False, gradcam: bool = False, galleries: bool = True,
+                max_gallery_rows: int = MAX_GALLERY_ROWS) -> Path:
+    """Score ``videos`` with a finished run; ``galleries=False`` skips the pictures, and
+    ``max_gallery_rows`` caps the untrusted frames drawn per video; ``gradcam`` adds where the
+    CNN looked beside each gallery row. ``out_dir`` must be new or empty, or hold only an earlier
+    ``lus predict``'s files with ``overwrite`` (lus_core.safe_output)."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: run folder not found")
+    if max_gallery_rows < 0:
+        raise ValueError(f"max_gallery_rows must be >= 0, got {max_gallery_rows}")
     check_output_dir(out_dir, [Path(v) for v in videos], overwrite)  # before any work
     choice = choose_configuration(run_dir, config_name)
     predictor = Predictor(run_dir, choice, device)
     paths = collect_videos([Path(v) for v in videos])
-    decoded = [(p, *predictor.load_video(p)) for p in paths]  # every input checked before any output
     staging = staging_dir(out_dir)
     try:
-        rows, per_video = [], {}
-        reader = FrameReader(predictor.frame_index)
-        for path, frames, numbers in tqdm(decoded, desc="predict", unit="video", file=sys.stderr):
-            res = predictor.score(frames)
-            vid = path.stem
-            per_video[vid] = {"source": str(path), "n_frames": len(frames),
-                              "untrusted_frames": int((~res["trusted"]).sum()),
-                              **{f"score_{k}": predictor.classes[v] for k, v in video_level(res["final"], len(predictor.classes)).items()}}
-            for i in range(len(frames)):
-                rows.append({
-                    "video": vid, "frame": int(numbers[i]),
-                    **{f"p_{c}": float(res["softmax"][i, j]) for j, c in enumerate(predictor.classes)},
-                    "cnn_score": predictor.classes[res["cnn"][i]],
-                    "confidence": float(res["confidence"][i]), "trusted": bool(res["trusted"][i]),
-                    "fallback_score": predictor.classes[res["fallback"][i]] if res["fallback"][i] >= 0 else "",
-                    "neighbor_frame_ids": " ".join(str(int(x)) for x in res["neighbors"][i] if x >= 0),
-                    "final_score": predictor.classes[res["final"][i]],
-                })
-            _write_galleries(staging / "galleries", vid, frames, numbers, res, predictor, reader)
-            if gradcam:
-                from lus_core.gradcam import write_frame_gradcams
-
-                write_frame_gradcams(staging / "galleries", vid, frames, numbers, _gallery_frames(res), predictor)
-        reader.reset()
+        # a bad video stops the command before anything reaches out_dir (everything is staged)
+        rows, per_video = _score_videos(predictor, paths, staging, galleries, max_gallery_rows, gradcam)
         pd.DataFrame(rows).to_csv(staging / "frames.csv", index=False)
         summary = {"run": str(run_dir.resolve()), "configuration": choice.__dict__, "videos": per_video,
                    "classes": predictor.classes}
@@ -214,31 +241,98 @@ def run_predict(videos, run_dir, config_name: str = "selected", out_dir="predict
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    print(f"wrote {out_dir}/frames.csv, summary.json and galleries/ for {len(paths)} video(s)")
+    print(f"wrote {out_dir}/frames.csv, summary.json{' and galleries/' if galleries else ''} for {len(paths)} video(s)")
     return out_dir
 
 
-def _write_galleries(folder: Path, vid, frames, numbers, res, predictor: Predictor, reader: FrameReader) -> None:
+def _score_videos(predictor: Predictor, paths: list[Path], staging: Path, galleries: bool, max_rows: int,
+                  gradcam: bool = False):
+    """frames.csv rows and summary.json entries of every video; galleries are drawn in a
+    background thread while the next video is scored (and finished before this returns, also
+    on an error)."""
+    rows, per_video, drawn = [], {}, []
+    classes = predictor.classes
+    reader = FrameReader(predictor.frame_index)  # used by the drawing thread only
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gallery") as drawing:
+            for path, frames, numbers in tqdm(decoded_videos(predictor, paths), total=len(paths), desc="predict",
+                                              unit="video", file=sys.stderr):
+                res = predictor.score(frames)
+                vid = path.stem
+                per_video[vid] = {"source": str(path), "n_frames": len(frames),
+                                  "untrusted_frames": int((~res["trusted"]).sum()),
+                                  **{f"score_{k}": classes[v] for k, v in video_level(res["final"], len(classes)).items()}}
+                for i in range(len(frames)):
+                    rows.append({
+                        "video": vid, "frame": int(numbers[i]),
+                        **{f"p_{c}": float(res["softmax"][i, j]) for j, c in enumerate(classes)},
+                        "cnn_score": classes[res["cnn"][i]],
+                        "confidence": float(res["confidence"][i]), "trusted": bool(res["trusted"][i]),
+                        "fallback_score": classes[res["fallback"][i]] if res["fallback"][i] >= 0 else "",
+                        "neighbor_frame_ids": " ".join(str(int(x)) for x in res["neighbors"][i] if x >= 0),
+                        "final_score": classes[res["final"][i]],
+                    })
+                if galleries:
+                    # Grad-CAM needs the model (this thread); the drawing thread only places its tiles
+                    extras = gradcam_tiles(predictor, frames, gallery_frames(res, max_rows)) if gradcam else None
+                    drawn.append((vid, drawing.submit(write_video_gallery, staging / "galleries", vid, frames,
+                                                      numbers, res, predictor, reader, max_rows, extras)))
+            for vid, future in drawn:
+                png = future.result()
+                if png is not None:
+                    per_video[vid]["gallery"] = str(png.relative_to(staging))
+    finally:
+        reader.reset()
+    return rows, per_video
+
+
+def gallery_frames(res: dict, max_rows: int) -> np.ndarray:
+    """Positions of the frames a video's gallery shows: untrusted frames with a fallback, the
+    least confident first, at most ``max_rows``."""
+    shown = np.flatnonzero(~res["trusted"] & (res["fallback"] >= 0))
+    return shown[np.argsort(res["confidence"][shown], kind="stable")][:max_rows]
+
+
+def write_video_gallery(folder: Path, vid, frames, numbers, res, predictor: Predictor, reader: FrameReader,
+                        max_rows: int = MAX_GALLERY_ROWS, extras: dict | None = None) -> Path | None:
+    """One PNG per video, ``{folder}/{vid}.png``: a row per shown untrusted frame (query, an
+    optional extra tile such as a Grad-CAM overlay from ``extras[frame position]``, then its
+    neighbours).  None when the video has nothing to show."""
     if predictor.index is None:
-        return
-    from lus_core.similarity.gallery import render_gallery
+        return None
+    from lus_core.similarity.gallery import GalleryRow, render_rows
 
-    pos = pd.Series(np.arange(len(predictor.frame_index)), index=predictor.frame_index["frame_id"].to_numpy())
-    patients = predictor.frame_index["patient"].to_numpy()
-    for i in _gallery_frames(res):
-        ids = [int(x) for x in res["neighbors"][i] if x >= 0]
-        rows = pos[ids].to_numpy()
-        render_gallery(
-            frames[i], [reader.frame(r) for r in rows], res["neighbor_labels"][i][: len(ids)],
-            patients[rows], res["distances"][i][: len(ids)], folder / f"{vid}_frame{int(numbers[i]):05d}.png",
-            title=f"{vid} frame {int(numbers[i])}: CNN {predictor.classes[res['cnn'][i]]}, "
-                  f"confidence {res['confidence'][i]:.2f} -> fallback {predictor.classes[res['final'][i]]}",
-            class_names=predictor.classes,
-        )
+    shown = gallery_frames(res, max_rows)
+    if not len(shown):
+        return None
+    ids, labels, dist = predictor.gallery_neighbors(res, shown)
+    names, extras = predictor.classes, extras or {}
+    rows = []
+    for j, i in enumerate(shown):
+        valid = ids[j] >= 0
+        pos = predictor.frame_pos[ids[j][valid]].to_numpy()
+        rows.append(GalleryRow(
+            frames[i], [reader.frame(r) for r in pos], labels[j][valid], predictor.patients[pos], dist[j][valid],
+            caption=[f"frame {int(numbers[i])}", f"CNN {names[res['cnn'][i]]}", f"confidence {res['confidence'][i]:.2f}"],
+            title=f"frame {int(numbers[i])}: CNN {names[res['cnn'][i]]}, confidence {res['confidence'][i]:.2f} "
+                  f"-> fallback {names[res['final'][i]]}",
+            extra=extras.get(int(i)),
+        ))
+    c = predictor.choice
+    n_untrusted = int((~res["trusted"]).sum())
+    shown_as = "the nearest frames" if predictor.gallery_diversity == "none" else f"one frame per {predictor.gallery_diversity}"
+    title = (f"{vid}: {len(shown)} of {n_untrusted} untrusted frame(s), least confident first; "
+             f"{c.space} space, fallback {c.fallback} of k={c.k}; neighbours shown: {shown_as}")
+    return render_rows(rows, folder / f"{vid}.png", title=title, class_names=names)
 
 
-def _gallery_frames(res) -> np.ndarray:
-    """The frames shown with a gallery: untrusted, the least confident first, a bounded number per video."""
-    untrusted = np.flatnonzero(~res["trusted"])
-    return untrusted[np.argsort(res["confidence"][untrusted], kind="stable")][:MAX_GALLERIES_PER_VIDEO]
+def gradcam_tiles(predictor: Predictor, frames: np.ndarray, positions: np.ndarray) -> dict[int, np.ndarray]:
+    """Grad-CAM overlays (where the CNN looked, for the class it chose) of the frames at
+    ``positions``, keyed by position: the extra tile of their gallery rows."""
+    from lus_core.gradcam import gradcam_maps, gradcam_overlay
 
+    positions = np.asarray(positions, dtype=np.int64)
+    if not len(positions):
+        return {}
+    maps = gradcam_maps(predictor.model, frames[positions], predictor.image_size, device=predictor.device)
+    return {int(i): gradcam_overlay(frames[i], m) for i, m in zip(positions, maps, strict=True)}

@@ -16,6 +16,8 @@ rule extract_frames:
         code=script_code("extract_frames"),
     log:
         f"{R}/logs/extract/{{video}}.log",
+    benchmark:
+        f"{R}/benchmarks/extract/{{video}}.tsv"
     conda:
         "../envs/lus.yaml"
     script:

@@ -133,17 +133,18 @@ def test_workflow_step_draws_every_gallery_frame(tmp_path):
                          tmp_path / "g2" / "index.json")
 
 
-def test_predict_writes_one_map_per_gallery_frame(tmp_path):
+def test_predict_draws_one_map_per_gallery_row(tmp_path):
     from types import SimpleNamespace
 
-    from lus_core.gradcam import write_frame_gradcams
+    from lus_core.gradcam import gradcam_maps, gradcam_overlay
+    from lus_core.predict import gradcam_tiles
 
     predictor = SimpleNamespace(model=_scratch_checkpoint(tmp_path / "m.pt"), image_size=SIZE, device="cpu")
     rng = np.random.default_rng(0)
     frames = np.stack([_frame(rng, [10 + 5 * i]) for i in range(4)])
-    paths = write_frame_gradcams(tmp_path, "vidA", frames, [0, 3, 6, 9], [2, 0], predictor)
-    assert [p.name for p in paths] == ["vidA_frame00006_gradcam.png", "vidA_frame00000_gradcam.png"]
-    import cv2
-
-    assert cv2.imread(str(paths[0])).shape == (SIZE, SIZE, 3)
-    assert write_frame_gradcams(tmp_path, "vidB", frames, [0, 3, 6, 9], [], predictor) == []
+    tiles = gradcam_tiles(predictor, frames, np.array([2, 0]))
+    assert sorted(tiles) == [0, 2]
+    assert all(t.shape == (SIZE, SIZE, 3) and t.dtype == np.uint8 for t in tiles.values())
+    cam = gradcam_maps(predictor.model, frames[[2]], SIZE, device="cpu")[0]
+    np.testing.assert_array_equal(tiles[2], gradcam_overlay(frames[2], cam))  # the frame's own map
+    assert gradcam_tiles(predictor, frames, np.array([], dtype=int)) == {}

@@ -12,7 +12,7 @@ import pytest
 
 from lus_core.frame_store import build_frame_index, read_frame_index, write_frame_index, write_video_store
 from lus_core.io_utils import read_json
-from lus_core.similarity.fallback import blend, fallback_scores, neighbor_distribution
+from lus_core.similarity.fallback import blend, fallback_from_lists, fallback_scores, neighbor_distribution
 from lus_core.similarity.features import (
     fit_tsne,
     raw_features,
@@ -21,8 +21,9 @@ from lus_core.similarity.features import (
     select_index_rows,
     tsne_transform,
 )
-from lus_core.similarity.gallery import render_frame_gallery, render_gallery
+from lus_core.similarity.gallery import GalleryRow, compose_gallery, render_frame_gallery, render_gallery
 from lus_core.similarity.index import SimilarityIndex, exact_search, recall_at_k
+from lus_core.similarity.neighbors import read_neighbors, stored_diversities
 from lus_core.similarity.step import run_build_index, run_query_neighbors
 
 N_CLASSES = 4
@@ -450,3 +451,130 @@ def test_build_is_deterministic_for_a_seed():
     b = make_index(x, patients).query(x[:20], patients[:20], 5)
     for u, v in zip(a, b, strict=True):
         np.testing.assert_array_equal(u, v)
+
+
+# --------------------------------------------------------------------------- diverse neighbours
+
+
+def _videos_of(frame_index, frame_ids):
+    video_of = frame_index.set_index("frame_id")["video"]
+    flat = np.asarray(frame_ids).ravel()
+    out = np.where(flat >= 0, video_of.reindex(flat).to_numpy(), "")
+    return out.reshape(np.shape(frame_ids))
+
+
+def _one_per_group(groups_rows, ids_rows) -> bool:
+    return all(len(set(g[i >= 0])) == int((i >= 0).sum()) for g, i in zip(groups_rows, ids_rows, strict=True))
+
+
+def test_diverse_query_takes_the_nearest_frame_of_each_nearest_video(tiny_run):
+    root, config = tiny_run
+    (ann, ids_csv, meta_json, _), _, _ = _build_and_query(root, config, "embedding")
+    index = SimilarityIndex.load(ann, ids_csv, meta_json)
+    frame_index = read_frame_index(root / "frame_index.csv")
+    preds = read_predictions(root / "predictions.h5")
+    vectors = preds.space_embedding
+    groups = index.groups_of_items(frame_index, "video")
+    plain_ids, _, plain_d = index.query(vectors, preds.patient, 8)
+    ids, labels, dist = index.query_diverse(vectors, preds.patient, 4, groups)
+    plain_videos, videos = _videos_of(frame_index, plain_ids), _videos_of(frame_index, ids)
+    assert not _one_per_group(plain_videos, plain_ids)  # the plain list repeats videos here
+    assert _one_per_group(videos, ids) and (ids >= 0).all()
+    patient_of = frame_index.set_index("frame_id")["patient"]
+    assert (patient_of.loc[ids.ravel()].to_numpy().reshape(ids.shape) != preds.patient[:, None]).all()
+    assert (np.diff(dist, axis=1) >= -1e-5).all()
+    # against exact search: the nearest frame of each video, videos ordered by that distance
+    items = index.item_vectors()
+    own = index.ids["patient"].to_numpy()[None, :] == preds.patient[:, None]
+    d = np.sqrt(((vectors[:, None, :] - items[None]) ** 2).sum(-1))
+    d[own] = np.inf
+    best = pd.DataFrame(d.T).groupby(groups).min().to_numpy().T  # (frames, videos)
+    expected = np.sort(best, axis=1)[:, :4]
+    assert np.mean(np.abs(dist - expected) < 1e-3) >= 0.95  # annoy is approximate
+    by_patient = index.query_diverse(vectors, preds.patient, 3, index.groups_of_items(frame_index, "patient"))[0]
+    assert _one_per_group(patient_of.reindex(by_patient.ravel()).to_numpy().reshape(by_patient.shape), by_patient)
+
+
+def test_diverse_query_pads_when_videos_run_out():
+    x = clustered(60, 4, 2, seed=1)
+    patients = np.array(["a", "b", "c"] * 20)
+    index = make_index(x, patients)
+    videos = np.array([f"{p}_v{i % 2}" for i, p in enumerate(patients)])  # 6 videos, 2 per patient
+    ids, dist = index.query_items_diverse(x[:5], ["a"] * 5, 6, videos)
+    assert ((ids >= 0).sum(1) == 4).all() and np.isnan(dist[:, 4:]).all()  # 4 videos of b and c
+
+
+def test_neighbors_file_holds_plain_and_diverse_lists(tiny_run, tmp_path):
+    root, config = tiny_run
+    cfg = json.loads(json.dumps(config))
+    cfg["similarity"].update(diversity="patient", fallback_diversity=["none", "video"])
+    out = root / "index" / "tiny"
+    files = (out / "softmax.ann", out / "softmax.ids.csv", out / "softmax.json", None)
+    run_build_index("softmax", root / "predictions.h5", root / "frame_index.csv", *files, cfg)
+    nb = tmp_path / "softmax.h5"
+    run_query_neighbors("softmax", root / "predictions.h5", root / "frame_index.csv", *files, nb, cfg)
+    assert stored_diversities(nb) == ["none", "patient", "video"]
+    frame_index = read_frame_index(root / "frame_index.csv")
+    wanted = frame_index["frame_id"].to_numpy()[::-1][:30]
+    plain = read_neighbors(nb, wanted)
+    diverse = read_neighbors(nb, wanted, diversity="video")
+    assert plain.frame_id.tolist() == diverse.frame_id.tolist() == wanted.tolist()
+    assert diverse.neighbor_frame_id.shape == plain.neighbor_frame_id.shape == (30, 5)
+    videos = _videos_of(frame_index, diverse.neighbor_frame_id)
+    assert _one_per_group(videos, diverse.neighbor_frame_id)
+    assert not _one_per_group(_videos_of(frame_index, plain.neighbor_frame_id), plain.neighbor_frame_id)
+    label_of = frame_index.set_index("frame_id")["label"]
+    np.testing.assert_array_equal(
+        label_of.loc[diverse.neighbor_frame_id.ravel()].to_numpy().reshape(30, 5), diverse.neighbor_label
+    )
+    # the fallback from either list: its own neighbours' labels
+    for lists in (plain, diverse):
+        np.testing.assert_array_equal(
+            fallback_from_lists(lists, 3, N_CLASSES, "vote"),
+            fallback_scores(lists.neighbor_label[:, :3], lists.distance[:, :3], N_CLASSES, "vote"),
+        )
+    with pytest.raises(ValueError, match="k=6"):
+        fallback_from_lists(diverse, 6, N_CLASSES)
+    with pytest.raises(ValueError, match="frame"):
+        read_neighbors(nb, [10**9])
+    cfg["similarity"].update(diversity="none", fallback_diversity=["none"])
+    run_query_neighbors("softmax", root / "predictions.h5", root / "frame_index.csv", *files, nb, cfg)
+    with pytest.raises(ValueError, match="diversity 'video'"):
+        read_neighbors(nb, diversity="video")
+
+
+# --------------------------------------------------------------------------- galleries
+
+
+def test_gallery_tiles_the_frames_with_upscaled_pixels_and_room_for_an_extra_tile():
+    rng = np.random.default_rng(3)
+    query = rng.integers(0, 255, (64, 64, 1), dtype=np.uint8)
+    neighbours = [rng.integers(0, 255, (64, 64), dtype=np.uint8) for _ in range(4)]
+    row = GalleryRow(query, neighbours + [neighbours[0]], [0, 1, 2, 3, -1], ["p1", "p2", "p3", "p4", ""],
+                     [0.1, 0.2, 0.3, 0.4, np.nan])
+    one = compose_gallery([row])
+    assert one.dtype == np.uint8 and one.ndim == 3 and one.shape[2] == 3
+    # 64 px frames are upscaled 2x by pixel repetition: the query's pixels are in the picture
+    big = np.kron(query[..., 0], np.ones((2, 2), np.uint8))
+    hits = [(y, x) for y in range(one.shape[0] - 127) for x in range(0, 40) if np.array_equal(one[y : y + 128, x : x + 128, 0], big)]
+    assert hits
+    y0, x0 = hits[0]
+    assert np.array_equal(one[y0 : y0 + 128, x0 + 136 : x0 + 264, 1], np.kron(neighbours[0], np.ones((2, 2), np.uint8)))
+    with_extra = compose_gallery([GalleryRow(**{**row.__dict__, "extra": np.zeros((64, 64, 3), np.uint8)})])
+    assert with_extra.shape[1] == one.shape[1] + 136  # one more tile per row; the padding is not drawn
+    two = compose_gallery([row, row], title="video x")
+    assert two.shape[0] > 2 * one.shape[0] - 20 and two.shape[1] == one.shape[1]
+    with pytest.raises(ValueError):
+        compose_gallery([GalleryRow(query.astype(np.float32), [], [], [], [])])
+
+
+def test_gallery_png_reads_back_as_the_composed_image(tmp_path):
+    import cv2
+
+    rng = np.random.default_rng(4)
+    imgs = [rng.integers(0, 255, (112, 112, 3), dtype=np.uint8) for _ in range(3)]
+    out = render_gallery(imgs[0], imgs[1:], [1, 2], ["7", "8"], [0.5, 0.7], tmp_path / "g.png", title="t",
+                         query_caption="frame 3\nCNN 2", extra_img=imgs[2])
+    back = cv2.imread(str(out), cv2.IMREAD_COLOR)[..., ::-1]
+    row = GalleryRow(imgs[0], imgs[1:], [1, 2], ["7", "8"], [0.5, 0.7], caption=["frame 3", "CNN 2"], extra=imgs[2])
+    np.testing.assert_array_equal(back, compose_gallery([row], title="t"))

@@ -57,7 +57,7 @@ def outcome(fn, *args, **kw):
 
 
 @SETTINGS
-@given(problems(), st.sampled_from([("auto", 1), ("auto", 2), ("exhaustive", 1), ("exhaustive", 2)]))
+@given(problems(), st.sampled_from([("branch_and_bound", 1), ("branch_and_bound", 2), ("exhaustive", 1), ("exhaustive", 2)]))
 def test_fast_equals_reference(problem, how):
     counts, k, objective, force_test, force_train, min_test = problem
     method, n_jobs = how
@@ -100,6 +100,14 @@ def test_ties_go_to_the_lexicographically_first_combination():
     counts = cohort(np.array([[3, 1], [3, 1], [1, 3], [2, 2], [2, 2]]))
     assert balanced_split(counts, 2).test_patients == ["P1", "P3"]
     assert balanced_split(counts, 2, force_train=["P1"]).test_patients == ["P2", "P3"]
+
+
+def test_small_searches_skip_the_compiled_kernels():
+    counts = cohort(np.random.default_rng(1).integers(0, 30, size=(16, 4)))
+    small = balanced_split(counts, 4)  # C(16, 4) = 1820: the plain search
+    assert small.method == "itertools" and small.n_evaluated == math.comb(16, 4)
+    full = balanced_split(counts, 4, method="branch_and_bound")
+    assert (small.test_patients, small.objective_int) == (full.test_patients, full.objective_int)
 
 
 def test_medium_cohort_matches_reference_and_is_deterministic():

@@ -115,10 +115,51 @@ def test_predict_best_configuration_writes_galleries(tiny_run, tmp_path):
     selected = json.loads((results / "eval" / "summary.json").read_text())["selected"]
     assert summary["configuration"]["config_id"] == selected["config_id"]  # the default is the selected one
     untrusted = (~frames.trusted).sum()
-    if summary["configuration"]["row_type"] != "cnn" and untrusted:
-        galleries = {p.name for p in (out / "galleries").glob("*.png") if not p.name.endswith("_gradcam.png")}
-        cams = {p.name.replace("_gradcam", "") for p in (out / "galleries").glob("*_gradcam.png")}
-        assert len(galleries) == min(untrusted, 25) and cams == galleries  # a Grad-CAM beside each gallery
+    if summary["configuration"]["row_type"] != "cnn" and untrusted:  # one gallery per video
+        assert [p.name for p in (out / "galleries").glob("*.png")] == [f"{path.stem}.png"]
+        assert summary["videos"][path.stem]["gallery"] == f"galleries/{path.stem}.png"
+
+
+def test_predict_galleries_can_be_capped_or_switched_off_and_show_one_neighbour_per_video(tiny_run, tmp_path):
+    import cv2
+
+    from lus_core.predict import Predictor, choose_configuration, gallery_frames
+
+    results, _ = tiny_run
+    _, path = _test_video(results)
+    name = "scratch · fallback only · embedding · k=3 · mean"  # every frame untrusted: a row each
+    heights = {}
+    for rows in (2, 4):
+        out = tmp_path / f"rows{rows}"
+        run = subprocess.run([LUS, "predict", str(path), "--run", str(results), "--out", str(out),
+                              "--config-name", name, "--max-gallery-rows", str(rows)],
+                             capture_output=True, text=True, cwd=REPO)
+        assert run.returncode == 0, run.stderr
+        heights[rows] = cv2.imread(str(out / "galleries" / f"{path.stem}.png")).shape[0]
+    assert heights[4] > heights[2] + 100
+    out = tmp_path / "cam"  # --gradcam: the same rows, one tile wider (where the CNN looked)
+    run = subprocess.run([LUS, "predict", str(path), "--run", str(results), "--out", str(out), "--config-name", name,
+                          "--max-gallery-rows", "4", "--gradcam"], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    cam = cv2.imread(str(out / "galleries" / f"{path.stem}.png"))
+    plain = cv2.imread(str(tmp_path / "rows4" / "galleries" / f"{path.stem}.png"))
+    assert cam.shape[0] == plain.shape[0] and cam.shape[1] > plain.shape[1]
+    out = tmp_path / "none"
+    run = subprocess.run([LUS, "predict", str(path), "--run", str(results), "--out", str(out),
+                          "--config-name", name, "--no-galleries"], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    assert (out / "frames.csv").exists() and not (out / "galleries").exists()
+
+    predictor = Predictor(results, choose_configuration(results, name), "cpu")
+    assert predictor.gallery_diversity == "video" and predictor.choice.diversity == "none"
+    res = predictor.score(predictor.load_video(path)[0])
+    shown = gallery_frames(res, 8)
+    ids, _, _ = predictor.gallery_neighbors(res, shown)
+    video_of = predictor.frame_index.set_index("frame_id")["video"]
+    def videos(rows):
+        return [video_of.loc[r[r >= 0]].tolist() for r in rows]
+    assert len(shown) == 8 and all(len(v) == 3 and len(set(v)) == 3 for v in videos(ids))
+    assert any(len(set(v)) < len(v) for v in videos(res["neighbors"][shown]))  # the plain list repeats videos
 
 
 @pytest.mark.skipif(not POCUS.exists(), reason="../shared/data not present")

@@ -209,7 +209,7 @@ def _entry(path, title, caption, kind) -> dict:
 
 
 def evaluation_figures(*, matrix: pd.DataFrame, ts, cnn_test: Mapping[str, np.ndarray], preds_full, conf_full,
-                       neigh_full, frame_index_csv, out_dir, class_names: Sequence[str], selected: Mapping,
+                       neigh_full, frame_index_csv, out_dir, neigh_gallery: Mapping | None = None, class_names: Sequence[str], selected: Mapping,
                        gallery_config: Mapping | None, seed: int, n_gallery: int, tsne_max_points: int,
                        raw_size: int) -> tuple[list[dict], list[dict]]:
     """All evaluation figures; returns (figures manifest, galleries manifest).
@@ -289,7 +289,9 @@ def evaluation_figures(*, matrix: pd.DataFrame, ts, cnn_test: Mapping[str, np.nd
     if g is not None and n_gallery > 0 and g["row_type"] == "combined":
         b, m, s, k = g["backbone"], g["confidence"], g["space"], int(g["k"])
         conf, trusted, _ = conf_full[(b, m)]
-        nid, nlab, ndist = neigh_full[(b, s)]
+        nid, nlab, ndist = neigh_full[(b, s, g.get("diversity") or "none")]  # the lists the fallback used
+        # the pictures: the gallery's list (e.g. one neighbour per video), else the fallback's
+        gid, glab, gdist = (neigh_gallery or {}).get((b, s), (nid, nlab, ndist))
         q = np.argsort(conf, kind="stable")[:n_gallery]
         cnn = cnn_test[b]
         fb = fallback_scores(nlab[q, :k], ndist[q, :k], len(class_names), g["fallback"])
@@ -303,7 +305,7 @@ def evaluation_figures(*, matrix: pd.DataFrame, ts, cnn_test: Mapping[str, np.nd
         try:
             index = read_frame_index(frame_index_csv)
             for j, i in enumerate(q):
-                pth = render_frame_gallery(index, int(ts.frame_id[i]), nid[i, :k], nlab[i, :k], ndist[i, :k],
+                pth = render_frame_gallery(index, int(ts.frame_id[i]), gid[i, :k], glab[i, :k], gdist[i, :k],
                                            out_dir / f"gallery_{j:02d}.png", title=caps[j],
                                            class_names=list(class_names))
                 gals.append(_entry(pth, f"Uncertain test frame {j + 1}", caps[j], "gallery") | {

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-__all__ = ["align", "load_confidence", "load_neighbors", "check_neighbours_are_training_frames"]
+__all__ = ["align", "load_confidence", "check_neighbours_are_training_frames"]
 
 
 def align(source_ids, wanted, what: str) -> np.ndarray:
@@ -48,20 +48,6 @@ def load_confidence(csv_path, frame_ids: np.ndarray) -> tuple[np.ndarray, np.nda
     if "set_size" in df.columns and df["set_size"].notna().any():
         set_size = df["set_size"].to_numpy(np.float64)[rows]
     return conf, trusted, set_size
-
-
-def load_neighbors(path, frame_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(neighbor_frame_id, neighbor_label, distance), each (n, k_max), aligned to ``frame_ids``
-    and sorted by distance (nearest first)."""
-    with h5py.File(path, "r") as f:
-        fid = f["frame_id"][()].astype(np.int64)
-        rows = align(fid, frame_ids, f"neighbors {path}")
-        nid = f["neighbor_frame_id"][()].astype(np.int64)[rows]
-        lab = f["neighbor_label"][()].astype(np.int64)[rows]
-        dist = f["distance"][()].astype(np.float64)[rows]
-    order = np.argsort(dist, axis=1, kind="stable")
-    take = np.take_along_axis
-    return take(nid, order, 1), take(lab, order, 1), take(dist, order, 1)
 
 
 def check_neighbours_are_training_frames(path, query_patient, neighbor_ids, train_ids, train_patient) -> None:

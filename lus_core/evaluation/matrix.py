@@ -46,7 +46,7 @@ ROW_TYPES = ("cnn", "fallback_only", "combined", "oracle_detector", "oracle_fall
 DEPLOYABLE = ("cnn", "fallback_only", "combined")
 MAIN_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "qwk")
 DELTA_METRICS = MAIN_METRICS
-CONFIG_COLUMNS = ("row_type", "backbone", "confidence", "space", "k", "fallback")
+CONFIG_COLUMNS = ("row_type", "backbone", "confidence", "space", "k", "fallback", "diversity")
 
 
 @dataclass
@@ -177,6 +177,9 @@ def config_id(row: Mapping) -> str:
     b = row["backbone"]
     k = row.get("k")
     k_s = f"k={int(k)}" if k is not None and not (isinstance(k, float) and math.isnan(k)) and k is not pd.NA else ""
+    div = row.get("diversity")
+    if isinstance(div, str) and div not in ("", "none") and rt in ("fallback_only", "oracle_detector", "combined"):
+        return f"{config_id({**row, 'diversity': ''})} · one per {div}"  # the fallback's diverse neighbour list
     if rt == "cnn":
         return f"{b} · CNN alone"
     if rt == "fallback_only":
@@ -189,24 +192,25 @@ def config_id(row: Mapping) -> str:
 
 
 def deployable_scores(cnn: np.ndarray, trusted_by_method: Mapping[str, np.ndarray],
-                      neighbours_by_space: Mapping[str, tuple[np.ndarray, np.ndarray]], ks, modes,
+                      neighbours_by_space: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]], ks, modes,
                       n_classes: int) -> Iterator[tuple[dict, np.ndarray, np.ndarray]]:
     """(configuration, final score, trusted) of every deployable configuration of one backbone.
 
-    ``trusted_by_method[m]``: the trust decision per frame; ``neighbours_by_space[s]`` =
-    (neighbour labels, distances), nearest first.  A frame without any valid neighbour keeps
-    the CNN's score (there is nothing to fall back on).
+    ``trusted_by_method[m]``: the trust decision per frame; ``neighbours_by_space[(space,
+    diversity)]`` = (neighbour labels, distances), nearest first (diversity ``none``: the plain
+    list; ``video`` / ``patient``: at most one neighbour per video / patient).  A frame without any
+    valid neighbour keeps the CNN's score (there is nothing to fall back on).
     """
     n = len(cnn)
     yield {"row_type": "cnn", "confidence": "always", "fallback": "none"}, cnn, np.ones(n, dtype=bool)
-    for space, (nlab, ndist) in neighbours_by_space.items():
+    for (space, diversity), (nlab, ndist) in neighbours_by_space.items():
         for k in ks:
             if k > nlab.shape[1]:
                 raise ValueError(f"neighbours of space {space} hold {nlab.shape[1]} per frame, config asks k={k}")
             for mode in modes:
                 fb = np.asarray(fallback_scores(nlab[:, :k], ndist[:, :k], n_classes, mode), dtype=np.int64)
                 fb = np.where(fb < 0, cnn, fb)
-                sim = {"space": space, "k": int(k), "fallback": mode}
+                sim = {"space": space, "k": int(k), "fallback": mode, "diversity": diversity}
                 yield {"row_type": "fallback_only", "confidence": "never", **sim}, fb, np.zeros(n, dtype=bool)
                 for m, trusted in trusted_by_method.items():
                     yield {"row_type": "combined", "confidence": m, **sim}, np.where(trusted, cnn, fb), trusted
@@ -215,7 +219,7 @@ def deployable_scores(cnn: np.ndarray, trusted_by_method: Mapping[str, np.ndarra
 def evaluate_matrix(
     cnn_pred: Mapping[str, np.ndarray],
     conf: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]],
-    neigh: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]],
+    neigh: Mapping[tuple[str, str, str], tuple[np.ndarray, np.ndarray]],
     ts: TestSet,
     ks: list[int],
     modes: list[str],
@@ -224,8 +228,8 @@ def evaluate_matrix(
     """The matrix from arrays already aligned to ``ts.frame_id``, sorted by test accuracy.
 
     ``cnn_pred[backbone]``: the CNN's score of each test frame; ``conf[(backbone, method)] =
-    (confidence, trusted)``; ``neigh[(backbone, space)] = (neighbor_label, distance)`` sorted
-    nearest first.
+    (confidence, trusted)``; ``neigh[(backbone, space, diversity)] = (neighbor_label, distance)``
+    sorted nearest first.
     """
     c = ts.n_classes
     rows: list[dict] = []
@@ -234,13 +238,14 @@ def evaluate_matrix(
 
         def add(cfg, pred, trusted, cnn_samples, *, b=b, cnn=cnn):
             r, s = _score_row(ts, pred, cnn, trusted, cnn_samples, class_names)
-            meta = {"row_type": "", "backbone": b, "confidence": "", "space": "", "k": pd.NA, "fallback": ""}
+            meta = {"row_type": "", "backbone": b, "confidence": "", "space": "", "k": pd.NA, "fallback": "",
+                    "diversity": ""}
             meta.update(cfg)
             rows.append({**meta, **r})
             return s
 
         trusted_by = {m: conf[(bb, m)][1] for (bb, m) in conf if bb == b}
-        neigh_by = {s: neigh[(bb, s)] for (bb, s) in neigh if bb == b}
+        neigh_by = {(s, d): nb for (bb, s, d), nb in neigh.items() if bb == b}
         cnn_s = None
         for cfg, pred, trusted in deployable_scores(cnn, trusted_by, neigh_by, ks, modes, c):
             s = add(cfg, pred, trusted, cnn_s)

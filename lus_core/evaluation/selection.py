@@ -61,7 +61,7 @@ def validation_table(
     patient: np.ndarray,
     cnn_pred: Mapping[str, np.ndarray],
     trusted: Mapping[tuple[str, str], np.ndarray],
-    neigh: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]],
+    neigh: Mapping[tuple[str, str, str], tuple[np.ndarray, np.ndarray]],
     ks, modes, n_classes: int,
     learned_embedding: Mapping[str, bool] | None = None,
 ) -> pd.DataFrame:
@@ -73,10 +73,11 @@ def validation_table(
     n_pat = len(np.unique(patient))
     for b, cnn in cnn_pred.items():
         trusted_by = {m: t for (bb, m), t in trusted.items() if bb == b}
-        neigh_by = {s: nb for (bb, s), nb in neigh.items() if bb == b}
+        neigh_by = {(s, d): nb for (bb, s, d), nb in neigh.items() if bb == b}
         for cfg, pred, trust in deployable_scores(cnn, trusted_by, neigh_by, ks, modes, n_classes):
             cm = M.confusion_matrix(y, pred, n_classes)
-            meta = {"row_type": "", "backbone": b, "confidence": "", "space": "", "k": None, "fallback": ""}
+            meta = {"row_type": "", "backbone": b, "confidence": "", "space": "", "k": None, "fallback": "",
+                    "diversity": ""}
             meta.update(cfg)
             row = {"config_id": config_id(meta), "row_type": meta["row_type"]}
             row.update({f"val_{m}": float(M.CM_METRICS[m](cm)) for m in MAIN_METRICS})

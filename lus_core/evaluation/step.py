@@ -19,10 +19,11 @@ from lus_core.config import validate_config
 from lus_core.io_utils import atomic_path, read_json, write_json
 from lus_core.models import embedding_is_learned
 from lus_core.predictions import Predictions, read_predictions
+from lus_core.similarity.neighbors import read_neighbors, stored_diversities
 from lus_core.skipped import skipped_summary
 from lus_core.video_model import read_video_table, video_metrics
 
-from .inputs import check_neighbours_are_training_frames, load_confidence, load_neighbors
+from .inputs import check_neighbours_are_training_frames, load_confidence
 from .matrix import ROW_TYPES, TestSet, evaluate_matrix
 from .selection import VAL_COLUMNS, select_configuration, validation_table
 from .summary import (
@@ -169,17 +170,30 @@ def run_evaluate(
         except (OSError, ValueError) as e:
             log.warning("confidence json %s unreadable: %s", json_path, e)
             conf_json[(b, m)] = {}
-    neigh_full, neigh_test, neigh_train = {}, {}, {}
+    # one neighbour list per (backbone, space, diversity): the fallback's lists are a matrix dimension
+    # (similarity.fallback_diversity); the galleries show the similarity.diversity list when stored
+    diversities = list(cfg["similarity"]["fallback_diversity"])
+    gallery_diversity = str(cfg["similarity"]["diversity"])
+    neigh_full, neigh_test, neigh_train, neigh_gallery = {}, {}, {}, {}
     for (b, s), path in sorted(neighbors.items()):
         if b not in test:
             raise ValueError(f"neighbors {path}: backbone {b!r} has no predictions")
-        nid, nlab, ndist = load_neighbors(path, ts.frame_id)
-        check_neighbours_are_training_frames(path, ts.patient, nid, ref_train.frame_id, ref_train.patient)
-        neigh_full[(b, s)] = (nid, nlab, ndist)
-        neigh_test[(b, s)] = (nlab, ndist)
-        tid, tlab, tdist = load_neighbors(path, ref_train.frame_id)
-        check_neighbours_are_training_frames(path, ref_train.patient, tid, ref_train.frame_id, ref_train.patient)
-        neigh_train[(b, s)] = (tlab, tdist)
+        stored = stored_diversities(path)
+        for d in dict.fromkeys([*diversities, gallery_diversity if gallery_diversity in stored else "none"]):
+            t = read_neighbors(path, ts.frame_id, diversity=d)
+            check_neighbours_are_training_frames(path, ts.patient, t.neighbor_frame_id, ref_train.frame_id,
+                                                 ref_train.patient)
+            lists = (t.neighbor_frame_id, t.neighbor_label, t.distance)
+            if d == gallery_diversity or (d == "none" and gallery_diversity not in stored):
+                neigh_gallery[(b, s)] = lists
+            if d not in diversities:
+                continue
+            neigh_full[(b, s, d)] = lists
+            neigh_test[(b, s, d)] = (t.neighbor_label, t.distance)
+            v = read_neighbors(path, ref_train.frame_id, diversity=d)
+            check_neighbours_are_training_frames(path, ref_train.patient, v.neighbor_frame_id, ref_train.frame_id,
+                                                 ref_train.patient)
+            neigh_train[(b, s, d)] = (v.neighbor_label, v.distance)
 
     cnn_test = {b: p.pred for b, p in test.items()}
     matrix = evaluate_matrix(cnn_test, conf_test, neigh_test, ts, ks, modes, class_names)
@@ -228,7 +242,8 @@ def run_evaluate(
             "rows_per_type": {t: int((matrix["row_type"] == t).sum()) for t in ROW_TYPES},
             "backbones": list(test),
             "confidence_methods": sorted({m for (_, m) in conf_test}),
-            "spaces": sorted({s for (_, s) in neigh_test}),
+            "spaces": sorted({key[1] for key in neigh_test}),
+            "fallback_diversity": diversities,
             "k": ks,
             "fallback_modes": modes,
             "dataset": dataset_counts(frame_index_csv, split, n_classes),
@@ -277,7 +292,8 @@ def run_evaluate(
             gal = max(combined, key=lambda r: (r[key] if r[key] == r[key] else -np.inf))
         figs, gals = F.evaluation_figures(
             matrix=matrix, ts=ts, cnn_test=cnn_test, preds_full=preds_full, conf_full=conf_full,
-            neigh_full=neigh_full, frame_index_csv=frame_index_csv, out_dir=out_dir_figures,
+            neigh_full=neigh_full, neigh_gallery=neigh_gallery, frame_index_csv=frame_index_csv,
+            out_dir=out_dir_figures,
             class_names=[str(c) for c in classes], selected=sel_row, gallery_config=gal, seed=seed,
             n_gallery=int(ev["n_gallery"]), tsne_max_points=int(ev["tsne_max_points"]),
             raw_size=int(cfg["similarity"]["raw_size"]),

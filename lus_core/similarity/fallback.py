@@ -22,7 +22,7 @@ from lus_core.metrics import round_half_up
 FALLBACK_MODES = ("mean", "vote", "weighted")
 EPS = 1e-6
 
-__all__ = ["FALLBACK_MODES", "fallback_scores", "neighbor_distribution", "blend"]
+__all__ = ["FALLBACK_MODES", "fallback_scores", "fallback_from_lists", "neighbor_distribution", "blend"]
 
 
 def _prepare(neighbor_labels, distances, n_classes: int):
@@ -104,3 +104,12 @@ def blend(softmax, distribution, weight: float) -> np.ndarray:
     if softmax.shape != distribution.shape:
         raise ValueError(f"softmax {softmax.shape} and distribution {distribution.shape} differ in shape")
     return (1.0 - weight) * softmax + weight * distribution
+
+
+def fallback_from_lists(lists, k: int, n_classes: int, mode: str = "mean") -> np.ndarray:
+    """:func:`fallback_scores` from the first ``k`` neighbours of a neighbour list, plain or
+    diverse (``lus_core.similarity.neighbors.NeighborLists``, e.g. ``read_neighbors(path,
+    diversity="video")``: at most one neighbour per video)."""
+    if k > lists.neighbor_label.shape[1]:
+        raise ValueError(f"the {lists.diversity} neighbour list holds {lists.neighbor_label.shape[1]} neighbours, k={k} asked")
+    return fallback_scores(lists.neighbor_label[:, :k], lists.distance[:, :k], n_classes, mode)

@@ -10,6 +10,10 @@ the index)`` guarantees k others whenever the index holds them (annoy returns di
 if annoy returns fewer (a small ``search_k``), the request doubles until k are found or the
 index is exhausted.  Missing neighbours are padded with frame id -1, label -1, distance NaN.
 
+A *diverse* query (:meth:`SimilarityIndex.query_diverse`) keeps at most one neighbour per group
+(``video`` or ``patient`` of the indexed frame, ``DIVERSITY``): a clinician sees several cases,
+not ten consecutive frames of one video.
+
 Distances are annoy's: euclidean, or for ``angular`` sqrt(2 - 2 cos), i.e. the euclidean
 distance between unit vectors.  :func:`exact_search` gives the same quantity in numpy.
 """
@@ -28,9 +32,11 @@ from lus_core.io_utils import atomic_path, config_json, read_json, write_json
 from lus_core.similarity.features import space_features
 
 METRICS = ("euclidean", "angular")
+DIVERSITY = ("none", "video", "patient")
+DIVERSE_FACTOR = 4  # first request of a diverse query: k * this many candidates
 ID_COLUMNS = ["item", "frame_id", "patient", "label"]
 
-__all__ = ["METRICS", "ID_COLUMNS", "build_annoy", "exact_search", "recall_at_k", "SimilarityIndex"]
+__all__ = ["METRICS", "DIVERSITY", "ID_COLUMNS", "build_annoy", "exact_search", "recall_at_k", "SimilarityIndex"]
 
 
 def build_annoy(
@@ -320,6 +326,78 @@ class SimilarityIndex:
             out_i[q, :m] = items[:m]
             out_d[q, :m] = dists[:m]
         return out_i, out_d
+
+    def query_items_diverse(
+        self,
+        vectors: np.ndarray,
+        patients: Sequence[str] | None,
+        k: int,
+        item_groups: np.ndarray,
+        search_k: int | None = None,
+        factor: int = DIVERSE_FACTOR,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`query_items`, but at most one item per group (``item_groups[item]``, e.g.
+        the video of each indexed frame): the nearest item of each of the k nearest groups.
+
+        Annoy is asked for ``k * factor`` candidates (plus the query patient's own frames);
+        the request doubles until k distinct groups are found or the index is exhausted.
+        """
+        vectors, patients = self._check(vectors, patients)
+        item_groups = np.asarray(item_groups)
+        if item_groups.shape != (self.annoy.get_n_items(),):
+            raise ValueError(f"need one group per indexed item, got {item_groups.shape}")
+        item_groups = pd.factorize(item_groups)[0]  # integer codes: np.unique per query stays cheap
+        search_k = self.search_k if search_k is None else int(search_k)
+        n_items = self.annoy.get_n_items()
+        n_trees = max(int(self.meta.get("n_trees", 1)), 1)
+        out_i = np.full((len(vectors), k), -1, dtype=np.int64)
+        out_d = np.full((len(vectors), k), np.nan, dtype=np.float64)
+        for q, v in enumerate(vectors):
+            own = None if patients is None else patients[q]
+            n = min(n_items, k * max(int(factor), 1) + (self._patient_counts.get(own, 0) if own is not None else 0))
+            while True:
+                sk = -1 if search_k <= 0 else max(search_k, n * n_trees)
+                items, dists = self.annoy.get_nns_by_vector(v, n, search_k=sk, include_distances=True)
+                items = np.asarray(items, dtype=np.int64)
+                dists = np.asarray(dists, dtype=np.float64)
+                if own is not None:
+                    keep = self._patients[items] != own
+                    items, dists = items[keep], dists[keep]
+                # annoy returns nearest first: the first item of a group is its nearest
+                _, first = np.unique(item_groups[items], return_index=True)
+                first = np.sort(first)
+                if len(first) >= k or n >= n_items:
+                    break
+                n = min(n_items, 2 * n)
+            m = min(k, len(first))
+            out_i[q, :m] = items[first[:m]]
+            out_d[q, :m] = dists[first[:m]]
+        return out_i, out_d
+
+    def query_diverse(
+        self,
+        vectors: np.ndarray,
+        patients: Sequence[str] | None,
+        k: int,
+        item_groups: np.ndarray,
+        search_k: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As :meth:`query`, with at most one neighbour per group (see :meth:`query_items_diverse`)."""
+        return self._to_frames(*self.query_items_diverse(vectors, patients, k, item_groups, search_k))
+
+    def groups_of_items(self, frame_index: pd.DataFrame, diversity: str) -> np.ndarray:
+        """Per indexed item its group for ``diversity`` ``video`` or ``patient`` (frame index columns)."""
+        if diversity not in ("video", "patient"):
+            raise ValueError(f"diversity must be 'video' or 'patient' here, got {diversity!r}")
+        if diversity == "patient":
+            return self._patients
+        lookup = pd.Series(frame_index["video"].astype(str).to_numpy(), index=frame_index["frame_id"].to_numpy())
+        missing = ~np.isin(self._frame_ids, lookup.index.to_numpy())
+        if missing.any():
+            raise ValueError(
+                f"{int(missing.sum())} indexed frame(s) are not in the frame index, e.g. frame {self._frame_ids[missing][0]}"
+            )
+        return lookup.loc[self._frame_ids].to_numpy()
 
     def _to_frames(self, items: np.ndarray, dists: np.ndarray):
         valid = items >= 0

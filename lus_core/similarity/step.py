@@ -5,7 +5,9 @@ predictions store, optionally the study's per-patient-per-class subsample) in on
 ``run_query_neighbors`` finds, for every frame of the run, its ``k_max`` nearest indexed frames
 of other patients and stores them with per-space metrics on the test patients (kNN accuracy and
 quadratic-weighted kappa for every k and fallback mode, and annoy's recall against exact search)
-in the HDF5 attribute ``metrics`` (a JSON string).
+in the HDF5 attribute ``metrics`` (a JSON string), plus the diverse lists (at most one neighbour
+per video / patient) that ``similarity.diversity`` and ``similarity.fallback_diversity`` need
+(file layout: ``lus_core.similarity.neighbors``).
 
 The embedding and tsne spaces use the predictions store's ``embedding_all`` (every frame
 embedded by the ``all`` model, one feature space; recorded as ``params.embedding_source``).
@@ -18,11 +20,10 @@ import json
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from lus_core.frame_store import read_frame_index
-from lus_core.io_utils import atomic_path, config_json
+from lus_core.io_utils import config_json
 from lus_core.metrics import accuracy, quadratic_weighted_kappa
 from lus_core.similarity.fallback import FALLBACK_MODES, fallback_scores
 from lus_core.similarity.features import (
@@ -35,6 +36,7 @@ from lus_core.similarity.features import (
     tsne_transform,
 )
 from lus_core.similarity.index import SimilarityIndex, exact_search, recall_at_k
+from lus_core.similarity.neighbors import write_neighbors
 
 __all__ = ["similarity_settings", "run_build_index", "run_query_neighbors", "knn_metrics"]
 
@@ -48,7 +50,15 @@ DEFAULTS = {
     "tsne_perplexity": 30,
     "search_k": 1000,
     "recall_queries": 2000,
+    "diversity": "video",
+    "fallback_diversity": ["none"],
 }
+
+
+def stored_list_diversities(settings: dict) -> list[str]:
+    """Diverse neighbour lists a neighbours file holds: the gallery's and the fallback's."""
+    wanted = {settings["diversity"], *settings["fallback_diversity"]} - {"none"}
+    return sorted(wanted)
 
 
 def similarity_settings(config: dict) -> dict:
@@ -252,15 +262,23 @@ def run_query_neighbors(
         **{f"recall@{k}": recall_at_k(nb_dist[rows, :k], exact_d[:, :k]) for k in ks},
     }
 
-    with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("frame_id", data=preds.frame_id.astype(np.int64))
-        f.create_dataset("neighbor_frame_id", data=nb_frame.astype(np.int64))
-        f.create_dataset("neighbor_label", data=nb_label.astype(np.int16))
-        f.create_dataset("distance", data=nb_dist.astype(np.float32))
-        f.attrs["space"] = space
-        f.attrs["k_max"] = k_max
-        f.attrs["metric"] = index.metric
-        f.attrs["backbone"] = str(index.meta.get("backbone", preds.attrs.get("backbone", "")))
-        f.attrs["metrics"] = json.dumps(metrics, sort_keys=True, default=float)
-        f.attrs["config"] = config_json(config)
+    lists = {"none": (nb_frame, nb_label, nb_dist)}
+    if stored_list_diversities(s):
+        frame_index = read_frame_index(frame_index_csv)
+        for diversity in stored_list_diversities(s):
+            groups = index.groups_of_items(frame_index, diversity)
+            lists[diversity] = index.query_diverse(vectors, preds.patient, k_max, groups)
+    write_neighbors(
+        out_h5,
+        preds.frame_id,
+        lists,
+        {
+            "space": space,
+            "k_max": k_max,
+            "metric": index.metric,
+            "backbone": str(index.meta.get("backbone", preds.attrs.get("backbone", ""))),
+            "metrics": json.dumps(metrics, sort_keys=True, default=float),
+            "config": config_json(config),
+        },
+    )
     return metrics

@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 OBJECTIVES = {"std": K.OBJ_STD, "range": K.OBJ_RANGE}
 METHODS = ("auto", "branch_and_bound", "exhaustive")
+SMALL_SEARCH = 20_000  # "auto" scores up to this many combinations with the plain search
 _PROGRESS_MIN_COMBINATIONS = 5e7
 
 
@@ -426,7 +427,8 @@ def balanced_split(counts: pd.DataFrame, k: int, objective: str = "std", force_t
     min_test_per_class: every class must have at least this many test frames.
     max_combinations: refuse (ValueError) when C(n_free, k - len(force_test)) exceeds it.
     method: "auto" / "branch_and_bound" (pruned, exact) or "exhaustive" (every combination,
-        numba); both return the same combination as `balanced_split_reference`.
+        numba); both return the same combination as `balanced_split_reference`, which "auto"
+        uses itself for searches of at most SMALL_SEARCH combinations.
     n_jobs: threads (default: the CPUs this process may use). progress: tqdm bar (default: on
         for searches of >= 5e7 combinations).
 
@@ -446,6 +448,10 @@ def balanced_split(counts: pd.DataFrame, k: int, objective: str = "std", force_t
             "(split.force_test / split.force_train), or raising split.max_combinations (the exact "
             "branch-and-bound search usually scores only a small fraction of them, but its time is "
             "not guaranteed)")
+    if method == "auto" and pb.n_combinations <= SMALL_SEARCH:
+        # a few thousand combinations: numpy in milliseconds, where compiling the numba kernels
+        # costs ~15 s of CPU on a fresh install (the same combination, see the reference)
+        return balanced_split_reference(counts, k, objective, force_test, force_train, min_test_per_class)
     # threads pay off only for larger searches; an explicit n_jobs is always honoured
     jobs = _n_jobs(n_jobs) if n_jobs is not None or pb.n_combinations >= 200_000 else 1
     prune = method != "exhaustive"
