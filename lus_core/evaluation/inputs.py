@@ -4,7 +4,6 @@ The predictions store is read through :mod:`lus_core.predictions`."""
 
 from __future__ import annotations
 
-import h5py
 import numpy as np
 import pandas as pd
 
