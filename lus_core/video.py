@@ -280,9 +280,12 @@ def _is_gray_frame(bgr: np.ndarray, tolerance: int = 12, max_fraction: float = 0
     """True when the frame has no colour beyond codec noise (chroma subsampling): the chroma of
     a sparse grid of pixels stays within `tolerance` of neutral (128)."""
     # a sparse grid is enough for colour overlays (Doppler boxes, coloured markers); a few
-    # OpenCV calls without numpy temporaries, since this runs on every kept frame
+    # OpenCV calls without numpy temporaries, since this runs on every kept frame. The grid keeps
+    # about 100 x 100 samples whatever the frame size, so that one coloured logo pixel of a small
+    # frame (0.2% of a coarse grid) does not make a grayscale video colour
     h, w = bgr.shape[:2]
-    grid = cv2.resize(bgr, (max(1, w // 8), max(1, h // 8)), interpolation=cv2.INTER_NEAREST)
+    step = max(1, min(h, w) // 96)
+    grid = cv2.resize(bgr, (max(1, w // step), max(1, h // step)), interpolation=cv2.INTER_NEAREST)
     ycc = cv2.cvtColor(grid, cv2.COLOR_BGR2YCrCb)
     neutral = cv2.inRange(ycc, (0, 128 - tolerance, 128 - tolerance), (255, 128 + tolerance, 128 + tolerance))
     n = neutral.size
