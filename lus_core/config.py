@@ -106,6 +106,15 @@ def validate_config(config: dict, source: str | ConfigSources = "config") -> dic
     return config
 
 
+def with_defaults(config: dict) -> dict:
+    """A config read back from a run's files, with today's schema defaults filled in for the keys
+    it predates (no other check: it was validated when the run was made)."""
+    config = copy.deepcopy(config)
+    for _ in _Validator(load_schema()).iter_errors(config):
+        pass
+    return config
+
+
 def _resolve_data_paths(config: dict) -> None:
     root = Path(config["data_root"])
     ds = config["dataset"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -36,18 +37,16 @@ def extract_video(entry: VideoEntry, out_h5: str | Path, config: dict) -> int:
     try:
         if not entry.ranges:
             raise DatasetError(f"{entry.path}: no label for this video")
-        video = decode(entry.path, stride=fcfg["stride"], max_frames=fcfg["max_frames_per_video"],
-                       min_decoded_fraction=dcfg["min_decoded_fraction"])
+        video = decode_video(entry.path, config)
         labels = frame_labels(entry.ranges, video.frame_numbers)
         keep = np.array([lab is not None for lab in labels])
         if not keep.any():
             raise DatasetError(f"{entry.path}: no decoded frame falls inside a labelled range {entry.ranges}")
         if keep.sum() < len(keep):
             log.info("%s: %d frames outside labelled ranges dropped", entry.path, int((~keep).sum()))
-        box = video.sector_box() if fcfg["crop"] == "auto" else (0, 0, *video.original_size[::-1])
-        frames = crop_resize(video.frames if keep.all() else video.frames[keep], box, fcfg["size"])
-        labels, numbers = [lab for lab in labels if lab is not None], video.frame_numbers[keep]
-        frames, labels, numbers, n_blank = _drop_blank(entry, frames, box, labels, numbers, fcfg)
+        kept = stored_frames(entry.path, video, config, keep)
+        frames, numbers, box, n_blank = kept.frames, kept.numbers, kept.box, kept.n_blank
+        labels = [labels[i] for i in kept.positions]
     except (VideoError, DatasetError) as exc:
         if dcfg["on_bad_video"] != "skip":
             raise
@@ -73,22 +72,46 @@ def extract_video(entry: VideoEntry, out_h5: str | Path, config: dict) -> int:
     return len(frames)
 
 
-def _drop_blank(entry: VideoEntry, frames, box, labels, numbers, fcfg: dict):
-    """Frames black or nearly constant inside the sector (probe off the patient, a frozen or
-    blanked screen) carry no evidence for any score: drop them, and say how many."""
-    if not fcfg["drop_blank"]:
-        return frames, labels, numbers, 0
-    blank = sector_std(frames, box) < fcfg["blank_std"]
-    n_blank = int(blank.sum())
-    if n_blank == len(frames):
-        raise VideoError(f"{entry.path}: all {n_blank} kept frames are blank (std inside the sector below "
-                         f"frames.blank_std = {fcfg['blank_std']})")
-    if n_blank:
-        log.info("%s: %d blank frames dropped (std inside the sector below frames.blank_std = %s)",
-                 entry.path, n_blank, fcfg["blank_std"])
-        frames, numbers = frames[~blank], numbers[~blank]
-        labels = [lab for lab, b in zip(labels, blank, strict=True) if not b]
-    return frames, labels, numbers, n_blank
+@dataclass
+class StoredFrames:
+    """What the frame store keeps of a decoded video (and what `lus predict` scores)."""
+
+    frames: np.ndarray  # uint8 (N, size, size, C): sector crop, resized, blank frames dropped
+    numbers: np.ndarray  # frame numbers in the source video
+    positions: np.ndarray  # indices into the decoded frames
+    box: tuple  # sector crop box (x0, y0, x1, y1) in source pixels
+    n_blank: int  # blank frames dropped
+
+
+def decode_video(path, config: dict):
+    """Decode `path` with the run's frame settings (stride, frame cap, decodable fraction)."""
+    fcfg, dcfg = config["frames"], config["dataset"]
+    return decode(path, stride=fcfg["stride"], max_frames=fcfg["max_frames_per_video"],
+                  min_decoded_fraction=dcfg["min_decoded_fraction"])
+
+
+def stored_frames(path, video, config: dict, keep: np.ndarray | None = None) -> StoredFrames:
+    """The sector crop, resized, of the decoded frames `keep` (default all), blank frames dropped:
+    the one preparation of frames shared by extraction and `lus predict`."""
+    fcfg = config["frames"]
+    positions = np.arange(len(video.frames)) if keep is None else np.flatnonzero(keep)
+    box = video.sector_box() if fcfg["crop"] == "auto" else (0, 0, *video.original_size[::-1])
+    frames = crop_resize(video.frames if len(positions) == len(video.frames) else video.frames[positions], box,
+                         fcfg["size"])
+    n_blank = 0
+    if fcfg["drop_blank"]:
+        # black or nearly constant inside the sector (probe off the patient, a frozen or blanked
+        # screen): no evidence for any score
+        blank = sector_std(frames, box) < fcfg["blank_std"]
+        n_blank = int(blank.sum())
+        if n_blank == len(frames):
+            raise VideoError(f"{path}: all {n_blank} kept frames are blank (std inside the sector below "
+                             f"frames.blank_std = {fcfg['blank_std']})")
+        if n_blank:
+            log.info("%s: %d blank frames dropped (std inside the sector below frames.blank_std = %s)",
+                     path, n_blank, fcfg["blank_std"])
+            frames, positions = frames[~blank], positions[~blank]
+    return StoredFrames(frames, video.frame_numbers[positions], positions, box, n_blank)
 
 
 def _write_skipped(entry: VideoEntry, out_h5, reason: str, config: dict) -> None:

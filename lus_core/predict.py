@@ -22,12 +22,14 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from lus_core.config import with_defaults
+from lus_core.extract import decode_video, stored_frames
 from lus_core.frame_store import FrameReader, read_frame_index
 from lus_core.io_utils import read_json
 from lus_core.manifest import RunError, load_manifest, verified_path
 from lus_core.safe_output import check_output_dir, publish, staging_dir
 from lus_core.store_check import verified_stores
-from lus_core.video import VIDEO_EXTENSIONS, VideoError, crop_resize, decode, find_sector, is_frame_folder
+from lus_core.video import VIDEO_EXTENSIONS, VideoError, is_frame_folder
 
 MAX_GALLERY_ROWS = 10  # untrusted frames shown per video (least confident first)
 
@@ -87,7 +89,8 @@ class Predictor:
 
         self.run_dir, self.choice = run_dir, choice
         manifest = load_manifest(run_dir)
-        self.config = manifest["config"]
+        # the run's config with today's defaults for keys it predates (e.g. frames.drop_blank)
+        self.config = with_defaults(manifest["config"])
         self.classes = list(self.config["classes"])
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -125,16 +128,15 @@ class Predictor:
         self.patients = self.frame_index["patient"].astype(str).to_numpy()
 
     def load_video(self, path: Path):
-        fcfg = self.config["frames"]
-        video = decode(path, stride=fcfg["stride"], max_frames=fcfg["max_frames_per_video"])
+        video = decode_video(path, self.config)
         if video.frames.shape[-1] != self.channels:
             kind = {1: "grayscale", 3: "colour"}
             raise VideoError(
                 f"{path}: {kind[video.frames.shape[-1]]} video, but the run was trained on "
                 f"{kind[self.channels]} frames ({self.channels} channel(s))"
             )
-        box = find_sector(video.frames) if fcfg["crop"] == "auto" else (0, 0, *video.original_size[::-1])
-        return crop_resize(video.frames, box, fcfg["size"]), video.frame_numbers
+        kept = stored_frames(path, video, self.config)  # exactly as the workflow stored its frames
+        return kept.frames, kept.numbers
 
     def neighbors(self, vectors: np.ndarray, diversity: str):
         """(frame ids, labels, distances) of the configuration's k neighbours of each vector."""

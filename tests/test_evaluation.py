@@ -346,7 +346,7 @@ def test_missing_neighbours_keep_the_cnn_score():
     nlab = np.full((n, 2), -1)
     nlab[3] = 3  # only frame 3 has neighbours, and they fix it
     dist = np.where(nlab >= 0, 1.0, np.inf)
-    df = E.evaluate_matrix(preds, conf, {("b", "s"): (nlab, dist)}, ts, [2], ["vote"], ["0", "1", "2", "3"])
+    df = E.evaluate_matrix(preds, conf, {("b", "s", "none"): (nlab, dist)}, ts, [2], ["vote"], ["0", "1", "2", "3"])
     comb = df[df["row_type"] == "combined"].iloc[0]
     assert comb["frames_fixed"] == 1 and comb["frames_broken"] == 0
     assert comb["accuracy"] == pytest.approx(7 / 8)

@@ -145,6 +145,7 @@ def test_predict_draws_one_map_per_gallery_row(tmp_path):
     tiles = gradcam_tiles(predictor, frames, np.array([2, 0]))
     assert sorted(tiles) == [0, 2]
     assert all(t.shape == (SIZE, SIZE, 3) and t.dtype == np.uint8 for t in tiles.values())
-    cam = gradcam_maps(predictor.model, frames[[2]], SIZE, device="cpu")[0]
-    np.testing.assert_array_equal(tiles[2], gradcam_overlay(frames[2], cam))  # the frame's own map
+    cams = gradcam_maps(predictor.model, frames[[2, 0]], SIZE, device="cpu")
+    np.testing.assert_array_equal(tiles[2], gradcam_overlay(frames[2], cams[0]))  # each frame's own map
+    np.testing.assert_array_equal(tiles[0], gradcam_overlay(frames[0], cams[1]))
     assert gradcam_tiles(predictor, frames, np.array([], dtype=int)) == {}

@@ -473,7 +473,7 @@ def test_diverse_query_takes_the_nearest_frame_of_each_nearest_video(tiny_run):
     index = SimilarityIndex.load(ann, ids_csv, meta_json)
     frame_index = read_frame_index(root / "frame_index.csv")
     preds = read_predictions(root / "predictions.h5")
-    vectors = preds.space_embedding
+    vectors = preds.embedding_all
     groups = index.groups_of_items(frame_index, "video")
     plain_ids, _, plain_d = index.query(vectors, preds.patient, 8)
     ids, labels, dist = index.query_diverse(vectors, preds.patient, 4, groups)
