@@ -250,7 +250,7 @@ def _section_selected(summary: Mapping) -> str:
     out = [
         "<h2>The selected configuration</h2>",
         f'<div class="answer"><b>{_e(sel["config_id"])}</b>: the best validation {_e(METRIC_LABEL[crit])} '
-        f'({_fmt(sel.get("validation_score"), 3)}) of {sel.get("n_candidates", "-")} deployable configurations, '
+        f'({_fmt(sel.get("validation_score"), 3)}) of {sel.get("n_candidates", "-")} deployable configurations validated out of fold, '
         f"chosen on {_e(sel['chosen_on'])}. Ties: {_e(sel.get('tie_break', '-'))}. Its score on the test "
         f"patients below is reported once; `lus predict` uses this configuration by default.</div>",
         _table(["metric", "validation (training patients, out of fold)", f"test patients ({ci} CI)",

@@ -150,7 +150,7 @@ def selected_lines(summary: dict) -> list[str]:
     ci = f"{round(100 * summary['ci'])}%"
     lines = [
         f"**Selected configuration** (the default of `lus predict`): **{sel['config_id']}**, the best validation "
-        f"{METRIC_LABEL[crit]} of {sel['n_candidates']} deployable configurations on {v['n_patients']} training "
+        f"{METRIC_LABEL[crit]} of {sel['n_candidates']} deployable configurations validated out of fold on {v['n_patients']} training "
         f"patients ({v['n_frames']} frames, out of fold; ties: {sel['tie_break']}). Its test score is "
         f"reported once ({ci} bootstrap intervals over test patients; difference paired on the same resamples):",
         "",

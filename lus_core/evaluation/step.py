@@ -216,7 +216,7 @@ def run_evaluate(
     chosen_on = CHOSEN_ON.format(n_frames=len(ref_train.frame_id), n_patients=len(set(ref_train.patient)),
                                  criterion=criterion, n_candidates=int(val["val_out_of_fold"].sum()))
     summary: dict = {
-        "selected": selected_entry(sel_row, criterion, len(val), chosen_on),
+        "selected": selected_entry(sel_row, criterion, int(val["val_out_of_fold"].sum()), chosen_on),
         "winners_curse": winners_curse(matrix, sel_row["config_id"], criterion),
         "best": row_summary(best) if best else None,
         "cnn_alone": {r["backbone"]: row_summary(r) for r in records if r["row_type"] == "cnn"},
