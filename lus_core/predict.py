@@ -123,6 +123,13 @@ class Predictor:
             )
             for diversity in {choice.diversity, self.gallery_diversity} - {"none"}:
                 self._groups[diversity] = self.index.groups_of_items(self.frame_index, diversity)
+        # the learned video-level score of this backbone (lus_core.video_model), when the run made one
+        self.video_model = None
+        if f"video/{b}.pt" in manifest["files"]:
+            from lus_core.video_model import VideoModel
+
+            self.video_model, meta = VideoModel.load(verified_path(run_dir, manifest, f"video/{b}.pt"))
+            self.video_input = str(meta.get("input", "softmax"))
         # frame id -> row of the frame index (neighbour images and patients for the galleries)
         self.frame_pos = pd.Series(np.arange(len(self.frame_index)), index=self.frame_index["frame_id"].to_numpy())
         self.patients = self.frame_index["patient"].astype(str).to_numpy()
@@ -153,7 +160,7 @@ class Predictor:
         logits, softmax, embedding = predict_frames(self.model, frames, self.image_size, self.device)
         cnn = softmax.argmax(1)
         n, k = len(frames), self.choice.k or 0
-        out = {"softmax": softmax, "cnn": cnn, "confidence": np.ones(n), "trusted": np.ones(n, bool),
+        out = {"softmax": softmax, "embedding": embedding, "cnn": cnn, "confidence": np.ones(n), "trusted": np.ones(n, bool),
                "fallback": np.full(n, -1), "neighbors": np.full((n, k), -1), "neighbor_labels": np.full((n, k), -1),
                "distances": np.full((n, k), np.nan), "asked": np.zeros(0, int), "vectors": None}
         if self.confidence is not None:
@@ -199,6 +206,23 @@ def collect_videos(paths: list[Path]) -> list[Path]:
 def video_level(final: np.ndarray, n_classes: int) -> dict:
     counts = np.bincount(final, minlength=n_classes)
     return {"max": int(final.max()), "mean": int(np.floor(final.mean() + 0.5)), "majority": int(counts.argmax())}
+
+
+def learned_video_scores(predictor: Predictor, res: dict) -> dict:
+    """The video-level scores beside max / mean / majority: the mean of the CNN's most confident
+    frames (Khan et al. 2023) and, when the run fitted one, the attention model's score with its
+    class probabilities (lus_core.video_model)."""
+    from lus_core.video_model import confident_mean
+
+    classes = predictor.classes
+    fraction = float(predictor.config["video_model"]["confident_fraction"])
+    out = {"score_confident_mean": classes[confident_mean(res["cnn"], res["softmax"].max(axis=1), fraction)]}
+    if predictor.video_model is not None:
+        features = res["softmax"] if predictor.video_input == "softmax" else res["embedding"]
+        proba = predictor.video_model.predict_proba([features])[0]
+        out["score_attention"] = classes[int(proba.argmax())]
+        out["p_attention"] = {str(c): round(float(p), 4) for c, p in zip(classes, proba, strict=True)}
+    return out
 
 
 def decoded_videos(predictor: Predictor, paths: list[Path]) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
@@ -263,7 +287,8 @@ def _score_videos(predictor: Predictor, paths: list[Path], staging: Path, galler
                 vid = path.stem
                 per_video[vid] = {"source": str(path), "n_frames": len(frames),
                                   "untrusted_frames": int((~res["trusted"]).sum()),
-                                  **{f"score_{k}": classes[v] for k, v in video_level(res["final"], len(classes)).items()}}
+                                  **{f"score_{k}": classes[v] for k, v in video_level(res["final"], len(classes)).items()},
+                                  **learned_video_scores(predictor, res)}
                 for i in range(len(frames)):
                     rows.append({
                         "video": vid, "frame": int(numbers[i]),

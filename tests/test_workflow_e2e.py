@@ -87,6 +87,24 @@ def _test_video(results: Path) -> tuple[str, Path]:
     return video, results / "synthetic" / "videos" / f"{video}.mp4"
 
 
+def test_predict_writes_the_video_scores_the_run_evaluated(tiny_run, tmp_path):
+    """A test video's learned (attention) and confident-mean scores from `lus predict` equal the
+    ones the workflow's video table holds for it (the same frames, model and softmax)."""
+    results, _ = tiny_run
+    video, path = _test_video(results)
+    out = tmp_path / "video"
+    run = subprocess.run([LUS, "predict", str(path), "--run", str(results), "--out", str(out),
+                          "--config-name", "scratch · CNN alone", "--no-galleries"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    got = json.loads((out / "summary.json").read_text())["videos"][path.stem]
+    row = pd.read_csv(results / "video" / "scratch.csv", dtype={"video": str}).set_index("video").loc[video]
+    assert row["split"] == "test"
+    np.testing.assert_allclose([got["p_attention"][str(c)] for c in range(4)], [row[f"p_{c}"] for c in range(4)],
+                               atol=2e-3)
+    assert got["score_attention"] == int(row["attention"]) and got["score_confident_mean"] == int(row["confident_mean"])
+
+
 def test_predict_reproduces_stored_predictions(tiny_run, tmp_path):
     results, _ = tiny_run
     video, path = _test_video(results)
