@@ -303,6 +303,12 @@ class SimilarityIndex:
         annoy's default alone.  Larger = higher recall, slower.
         """
         vectors, patients = self._check(vectors, patients)
+        return self._nearest_kept(vectors, patients, k, search_k, k, lambda items: np.arange(len(items)))
+
+    def _nearest_kept(self, vectors, patients, k: int, search_k: int | None, n_first: int, select):
+        """The search loop of both queries: ask annoy for ``n_first`` neighbours (plus the query
+        patient's own frames, which are dropped), keep the positions ``select(items)`` returns, and
+        double the request until k are kept or the index is exhausted."""
         search_k = self.search_k if search_k is None else int(search_k)
         n_items = self.annoy.get_n_items()
         n_trees = max(int(self.meta.get("n_trees", 1)), 1)
@@ -310,7 +316,7 @@ class SimilarityIndex:
         out_d = np.full((len(vectors), k), np.nan, dtype=np.float64)
         for q, v in enumerate(vectors):
             own = None if patients is None else patients[q]
-            n = min(n_items, k + (self._patient_counts.get(own, 0) if own is not None else 0))
+            n = min(n_items, n_first + (self._patient_counts.get(own, 0) if own is not None else 0))
             while True:
                 sk = -1 if search_k <= 0 else max(search_k, n * n_trees)
                 items, dists = self.annoy.get_nns_by_vector(v, n, search_k=sk, include_distances=True)
@@ -319,12 +325,13 @@ class SimilarityIndex:
                 if own is not None:
                     keep = self._patients[items] != own
                     items, dists = items[keep], dists[keep]
-                if len(items) >= k or n >= n_items:
+                chosen = select(items)
+                if len(chosen) >= k or n >= n_items:
                     break
                 n = min(n_items, 2 * n)
-            m = min(k, len(items))
-            out_i[q, :m] = items[:m]
-            out_d[q, :m] = dists[:m]
+            m = min(k, len(chosen))
+            out_i[q, :m] = items[chosen[:m]]
+            out_d[q, :m] = dists[chosen[:m]]
         return out_i, out_d
 
     def query_items_diverse(
@@ -347,32 +354,11 @@ class SimilarityIndex:
         if item_groups.shape != (self.annoy.get_n_items(),):
             raise ValueError(f"need one group per indexed item, got {item_groups.shape}")
         item_groups = pd.factorize(item_groups)[0]  # integer codes: np.unique per query stays cheap
-        search_k = self.search_k if search_k is None else int(search_k)
-        n_items = self.annoy.get_n_items()
-        n_trees = max(int(self.meta.get("n_trees", 1)), 1)
-        out_i = np.full((len(vectors), k), -1, dtype=np.int64)
-        out_d = np.full((len(vectors), k), np.nan, dtype=np.float64)
-        for q, v in enumerate(vectors):
-            own = None if patients is None else patients[q]
-            n = min(n_items, k * max(int(factor), 1) + (self._patient_counts.get(own, 0) if own is not None else 0))
-            while True:
-                sk = -1 if search_k <= 0 else max(search_k, n * n_trees)
-                items, dists = self.annoy.get_nns_by_vector(v, n, search_k=sk, include_distances=True)
-                items = np.asarray(items, dtype=np.int64)
-                dists = np.asarray(dists, dtype=np.float64)
-                if own is not None:
-                    keep = self._patients[items] != own
-                    items, dists = items[keep], dists[keep]
-                # annoy returns nearest first: the first item of a group is its nearest
-                _, first = np.unique(item_groups[items], return_index=True)
-                first = np.sort(first)
-                if len(first) >= k or n >= n_items:
-                    break
-                n = min(n_items, 2 * n)
-            m = min(k, len(first))
-            out_i[q, :m] = items[first[:m]]
-            out_d[q, :m] = dists[first[:m]]
-        return out_i, out_d
+
+        def first_of_each_group(items):  # annoy returns nearest first: a group's first item is its nearest
+            return np.sort(np.unique(item_groups[items], return_index=True)[1])
+
+        return self._nearest_kept(vectors, patients, k, search_k, k * max(int(factor), 1), first_of_each_group)
 
     def query_diverse(
         self,
