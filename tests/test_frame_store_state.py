@@ -34,10 +34,13 @@ def run(tmp_path_factory):
     table = pd.read_csv(labels)
     extra = pd.DataFrame({"video": ["patient_X_corrupt.mp4", "patient_X_empty.mp4", "patient_X_text.mp4"], "score": 1})
     pd.concat([table[["video", "score"]], extra]).to_csv(labels, index=False)
+    # three patients cannot show every score: the config lists the scores the labels have (a class
+    # no labelled video has is a config error, checked before any job)
+    classes = sorted({*table["score"].astype(int), 1})
     results = root / "results"
     config = root / "config.yaml"
     config.write_text(
-        f"results: {results}\n"
+        f"results: {results}\nclasses: {classes}\n"
         "dataset:\n  synthetic: {enabled: false}\n"
         f"  video_dirs: [{videos}]\n  labels: {labels}\n  on_bad_video: skip\n"
         "frames: {size: 32}\nsplit: {k_test: 1, n_folds: 2}\n"
