@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/tiny.yaml"
 PROFILE = os.environ.get("LUS_SLURM_PROFILE", "profiles/slurm-ci")
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-# the SLURM run, the local run and the checks must fit in 10 minutes on 2 cores
+# the SLURM run, the local run and the checks: limits that a loaded 2-core machine still meets
 SLURM_TIMEOUT = 900
 LOCAL_TIMEOUT = 420
 
