@@ -47,7 +47,10 @@ def test_covid_blues_handful_of_patients(tmp_path):
     assert len(split["test_patients"]) == 2
     index = pd.read_csv(results / "frame_index.csv", dtype={"patient": str})
     assert set(index.patient) == set(patients)
-    assert (matrix.row_type == "cnn").sum() == 1 and (matrix.row_type == "combined").sum() == 3 * 2
+    # 3 methods x 2 spaces, each with the plain and the one-per-video neighbour list (the shipped config)
+    assert (matrix.row_type == "cnn").sum() == 1 and (matrix.row_type == "combined").sum() == 3 * 2 * 2
+    assert matrix.config_id.str.endswith("one per video").sum() == matrix.row_type.isin(
+        ["combined", "fallback_only", "oracle_detector"]).sum() / 2
     assert (results / "report" / "index.html").stat().st_size > 10_000
 
 
