@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--command", dest="run_command", default="snakemake --cores all", help="the command that produced the run")
     p.add_argument("--preamble", type=Path, help="Markdown file placed before the results")
     p.add_argument("--epilogue", type=Path, help="Markdown file placed after the results")
+    p.add_argument("--recipes", type=Path, nargs="+", metavar="RUN",
+                   help="with --out: compare the recipes (backbones) of this run and of these finished runs on the same split")
+    p.add_argument("--reference-recipe", help="the recipe ('backbone @ run-folder-name') the others are paired against; "
+                   "default the run's first backbone")
 
     args = parser.parse_args(argv)
     try:
@@ -108,7 +112,8 @@ def _summarize(args) -> int:
         raise ValueError("give --out (a Markdown page) and/or --readme (the README's default-run block)")
     if args.out:
         text = {k: getattr(args, k).read_text() if getattr(args, k) else "" for k in ("preamble", "epilogue")}
-        print(f"wrote {write_results_markdown(args.run, args.out, args.title, args.run_command, **text)}")
+        recipes = {"recipes": args.recipes, "reference_recipe": args.reference_recipe} if args.recipes else {}
+        print(f"wrote {write_results_markdown(args.run, args.out, args.title, args.run_command, **text, **recipes)}")
     if args.readme:
         print(f"rewrote the default-run block of {write_readme_block(args.run, args.readme)}")
         for f in copy_figures(args.run, args.images) if args.images else []:

@@ -75,3 +75,24 @@ def video_table(config: dict, synth_dir: str) -> dict[str, dict]:
         e.video: {"path": e.path, "patient": e.patient, "ranges": e.ranges}
         for e in build_video_table(ds, config["classes"])
     }
+
+
+# Relative cost of training a backbone end to end (forward GFLOPs of one 224-px image): the
+# scheduler starts the longest trainings first, so that short jobs fill the gaps instead of one
+# long training running alone at the end (on 2 cores that idle tail was 45 s of the default run).
+TRAIN_COST = {"vgg16": 15.5, "resnet18": 1.8, "efficientnet_lite0": 0.4, "squeezenet1_1": 0.35, "scratch": 0.1}
+# What consumes a finished model (inference, confidence, indexes) runs before further trainings,
+# so that a backbone's chain to the report overlaps the trainings of the next one.
+AFTER_TRAIN_PRIORITY = 100
+
+
+def train_priority(config: dict, backbone: str, fold: str) -> int:
+    """Scheduling priority of a `train` job (below AFTER_TRAIN_PRIORITY): its relative cost, the
+    `all` model (more patients, and every test prediction waits for it) a little higher; output
+    layers trained on cached embeddings cost next to nothing."""
+    from lus_core.backbone_settings import cache_enabled
+
+    if cache_enabled(config, backbone):
+        return 0
+    cost = TRAIN_COST.get(backbone, 1.0) * (1.5 if fold == "all" else 1.0)
+    return min(AFTER_TRAIN_PRIORITY - 1, max(1, round(4 * cost)))

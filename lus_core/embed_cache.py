@@ -37,39 +37,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from lus_core.augment import Augment
+from lus_core.backbone_settings import CACHEABLE, cache_enabled, encoder_settings  # noqa: F401 (re-exported)
 from lus_core.dataset import FrameDataset, prepare_batch
 from lus_core.frame_store import build_frame_index
 from lus_core.io_utils import atomic_path, config_json, sha256_file
-from lus_core.models import build_model, effective_finetune, per_backbone
+from lus_core.models import build_model
 
 FORMAT = 1
-CACHEABLE = ("resnet18", "vgg16", "efficientnet_lite0")
-
-
-def cache_enabled(config: dict, backbone: str) -> bool:
-    """True when `backbone` trains only its output layer on a frozen pretrained encoder."""
-    tc = config["train"]
-    if not tc.get("embedding_cache", True) or backbone not in CACHEABLE:
-        return False
-    weights = str(per_backbone(tc.get("weights", "none"), backbone, "none"))
-    finetune = str(per_backbone(tc.get("finetune", "head"), backbone, "head"))
-    return effective_finetune(backbone, weights, finetune) == "head"
-
-
-def encoder_settings(config: dict, backbone: str) -> dict:
-    """Everything that determines the cached features (a cache made with others is refused)."""
-    tc = config["train"]
-    weights = str(per_backbone(tc.get("weights", "none"), backbone, "none"))
-    n_views = int(tc.get("cache_views", 0))
-    return {
-        "backbone": backbone,
-        "weights": weights,
-        "weights_sha256": sha256_file(weights) if weights not in ("none", "imagenet") else None,
-        "image_size": int(tc["image_size"]),
-        "n_views": n_views,
-        "augment": dict(tc.get("augment", {})) if n_views else None,
-        "seed": int(config.get("seed", 0)),
-    }
 
 
 @dataclass

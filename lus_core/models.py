@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from lus_core.backbone_settings import effective_finetune, embedding_is_learned, per_backbone  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -205,28 +206,6 @@ _CLASSES: dict[str, type[LUSModel]] = {
     "scratch": ScratchCNN,
 }
 _TV_WEIGHTS = {"resnet18": "ResNet18_Weights", "vgg16": "VGG16_Weights", "squeezenet1_1": "SqueezeNet1_1_Weights"}
-
-
-def per_backbone(value, backbone: str, default=None):
-    """A config value that is either one value for all backbones or a mapping backbone -> value
-    (with an optional `default` entry)."""
-    if isinstance(value, Mapping):
-        return value.get(backbone, value.get("default", default))
-    return default if value is None else value
-
-
-def effective_finetune(backbone: str, weights: str, finetune: str) -> str:
-    """`head` only makes sense on top of pretrained features."""
-    if backbone == "scratch" or str(weights) == "none":
-        return "all"
-    return finetune
-
-
-def embedding_is_learned(config: Mapping, backbone: str) -> bool:
-    """Whether `backbone`'s embedding trains on the labels (False for a frozen pretrained encoder)."""
-    tc = config["train"]
-    weights = str(per_backbone(tc.get("weights", "none"), backbone, "none"))
-    return effective_finetune(backbone, weights, str(per_backbone(tc.get("finetune", "head"), backbone, "head"))) != "head"
 
 
 def build_model(backbone: str, n_classes: int, weights: str = "none", finetune: str = "head") -> LUSModel:

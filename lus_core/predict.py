@@ -212,7 +212,7 @@ def learned_video_scores(predictor: Predictor, res: dict) -> dict:
     """The video-level scores beside max / mean / majority: the mean of the CNN's most confident
     frames (Khan et al. 2023) and, when the run fitted one, the attention model's score with its
     class probabilities (lus_core.video_model)."""
-    from lus_core.video_model import confident_mean
+    from lus_core.video_table import confident_mean
 
     classes = predictor.classes
     fraction = float(predictor.config["video_model"]["confident_fraction"])

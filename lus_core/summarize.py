@@ -18,9 +18,11 @@ from pathlib import Path
 import pandas as pd
 
 from lus_core.io_utils import atomic_path
+from lus_core.run_record import run_time_line
 
 FIGURES = ("forest_accuracy.png", "confusion_selected.png", "gallery_00.png")
 BLOCK = "default-run"
+RUN_TIME_BLOCK = "run-time"
 METRIC_LABEL = {"qwk": "QWK", "accuracy": "accuracy", "macro_f1": "macro-F1", "balanced_accuracy": "balanced accuracy"}
 
 
@@ -34,16 +36,14 @@ def _matrix_head(matrix: pd.DataFrame, n: int) -> pd.DataFrame:
 
 
 def results_markdown(run_dir: str | Path, title: str, command: str, n_rows: int = 8,
-                     figures_dir: str | Path | None = None, preamble: str = "", epilogue: str = "") -> str:
+                     figures_dir: str | Path | None = None, preamble: str = "", epilogue: str = "",
+                     recipes: list[Path] | None = None, reference_recipe: str | None = None) -> str:
     run = Path(run_dir)
     summary, split, matrix = _load(run)
     counts = summary["counts"]["dataset"]
     classes = summary.get("classes", list(range(len(counts["test_frames_per_class"]))))
     lines = [f"# {title}", "", preamble, "", "## How it was made", "", "```bash", command, "```", ""]
-    bench = sorted((run / "benchmarks").rglob("*.tsv"))
-    if bench:
-        total = sum(float(pd.read_csv(b, sep="\t")["s"].iloc[0]) for b in bench)
-        lines += [f"Sum of the benchmarked steps' wall time: {total / 60:.0f} min ({len(bench)} jobs).", ""]
+    lines += [run_time_block(run), ""]
     # the manifest is written last, with the config of the final outputs (split.json may be
     # older: it is kept when only training settings change)
     manifest = run / "manifest.json"
@@ -86,6 +86,13 @@ def results_markdown(run_dir: str | Path, title: str, command: str, n_rows: int 
               sig["statement"], "",
               f"Configurations significantly better than the CNN alone: {sig['n_significantly_better']}; "
               f"significantly worse: {sig['n_significantly_worse']} (of {sig['n_configurations']}).", ""]
+    if recipes:
+        from lus_core.recipes import compare_recipes, recipes_markdown
+
+        table, notes = compare_recipes([run, *recipes], reference_recipe, summary["n_bootstrap"], summary["ci"],
+                                       summary["seed"])
+        lines += ["## Recipes (which training recipe to deploy, chosen on the training patients)", "",
+                  recipes_markdown(table, notes)]
     lines += ["## Confidence methods (failure detection on test patients)", "", *confidence_lines(summary)]
     if figures_dir is not None:
         figures_dir = Path(figures_dir)
@@ -100,10 +107,12 @@ def results_markdown(run_dir: str | Path, title: str, command: str, n_rows: int 
     return "\n".join(lines)
 
 
-def write_results_markdown(run_dir, out_md, title: str, command: str, preamble: str = "", epilogue: str = "") -> Path:
+def write_results_markdown(run_dir, out_md, title: str, command: str, preamble: str = "", epilogue: str = "",
+                           **recipes) -> Path:
     out_md = Path(out_md)
     figures = out_md.parent / (out_md.stem + "-figures")
-    text = results_markdown(run_dir, title, command, figures_dir=figures, preamble=preamble, epilogue=epilogue)
+    text = results_markdown(run_dir, title, command, figures_dir=figures, preamble=preamble, epilogue=epilogue,
+                            **recipes)
     with atomic_path(out_md) as tmp:
         tmp.write_text(text)
     return out_md
@@ -251,12 +260,26 @@ def readme_block(readme_text: str, name: str = BLOCK, where: str = "README") -> 
     return readme_text[a:b]
 
 
+def run_time_block(run_dir: str | Path) -> str:
+    """The README's run-time block: the wall time of the run's last full run, from its record."""
+    return run_time_line(run_dir) + "\n"
+
+
 def write_readme_block(run_dir: str | Path, readme: str | Path, name: str = BLOCK, **kw) -> Path:
-    """Rewrite only the block between the markers in ``readme`` (atomically)."""
+    """Rewrite only the blocks between the markers in ``readme`` (atomically): the default-run
+    block, and the run-time block where the README has one (kept apart: a rerun changes the
+    time, not the results)."""
     readme = Path(readme)
     text = readme.read_text(encoding="utf-8")
     a, b = _markers(text, name, str(readme))
     new = text[:a] + default_run_block(run_dir, **kw) + text[b:]
+    if RUN_TIME_BLOCK in _block_names(new):
+        a, b = _markers(new, RUN_TIME_BLOCK, str(readme))
+        new = new[:a] + run_time_block(run_dir) + new[b:]
     with atomic_path(readme) as tmp:
         tmp.write_text(new, encoding="utf-8")
     return readme
+
+
+def _block_names(text: str) -> set[str]:
+    return set(re.findall(r"^<!-- BEGIN ([\w-]+)\b", text, re.M))

@@ -46,7 +46,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import f1_score
 from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm.auto import tqdm
@@ -65,6 +64,7 @@ from lus_core.embed_cache import (
 from lus_core.frame_store import read_frame_index
 from lus_core.io_utils import atomic_path, config_json, read_json, sha256_file
 from lus_core.losses import make_criterion
+from lus_core.metrics import macro_f1
 from lus_core.models import build_model, effective_finetune, per_backbone
 
 CLASS_BALANCE = ("weighted_loss", "sampler", "none")
@@ -345,7 +345,7 @@ def evaluate(
     return {
         "loss": loss_sum / len(y),
         "acc": float((p == y).mean()),
-        "macro_f1": float(f1_score(y, p, average="macro", zero_division=0)),
+        "macro_f1": float(macro_f1(y, p)),
         "n": len(y),
     }
 

@@ -36,9 +36,18 @@ from torch import nn
 
 from lus_core.io_utils import atomic_path, config_json, read_json
 from lus_core.losses import make_criterion
-from lus_core.metrics import aggregate_by_group, round_half_up
+from lus_core.metrics import aggregate_by_group
 
-FIXED_AGGREGATIONS = ("max", "mean", "majority", "confident_mean")
+# the video table's contract (reader, writer, fixed aggregations, metrics) lives without torch
+from lus_core.video_table import (  # noqa: F401 (re-exported)
+    FIXED_AGGREGATIONS,
+    VIDEO_SCORES,
+    confident_mean,
+    fixed_aggregations,
+    read_video_table,
+    video_metrics,
+    write_video_table,
+)
 
 
 class AttentionMIL(nn.Module):
@@ -137,24 +146,6 @@ def fit_video_model(bags: list[np.ndarray], labels: np.ndarray, n_classes: int, 
     return VideoModel(net.eval(), mean, std)
 
 
-def confident_mean(classes: np.ndarray, confidence: np.ndarray, fraction: float) -> int:
-    """Khan et al. 2023: the mean class of the most confident `fraction` of a video's frames
-    (at least one frame; ties in confidence keep the earlier frame), rounded half up."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"video_model.confident_fraction must be in (0, 1], got {fraction}")
-    keep = max(1, int(np.ceil(fraction * len(classes))))
-    order = np.argsort(-np.asarray(confidence, dtype=np.float64), kind="stable")[:keep]
-    return int(round_half_up(np.mean(np.asarray(classes)[order])))
-
-
-def fixed_aggregations(frame_pred: np.ndarray, confidence: np.ndarray, n_classes: int, fraction: float) -> dict:
-    """The CNN's frame scores of one video aggregated every fixed way."""
-    zeros = np.zeros(len(frame_pred), np.int64)
-    out = {how: int(aggregate_by_group(frame_pred, zeros, 1, how, n_classes)[0]) for how in ("max", "mean", "majority")}
-    out["confident_mean"] = confident_mean(frame_pred, confidence, fraction)
-    return out
-
-
 @dataclass
 class VideoBags:
     """Per video: frame features, CNN frame scores and softmax confidence, label, patient, split."""
@@ -242,46 +233,6 @@ def run_video_model(predictions_h5: str | Path, split_json: str | Path, out_csv,
     features = p.softmax if cfg["input"] == "softmax" else p.embedding_oof
     bags = VideoBags.from_frames(p.video, p.patient, p.split, p.label, features, p.softmax)
     table, final = score_videos(bags, read_json(split_json), n_classes, cfg, int(config.get("seed", 0)))
-    with atomic_path(out_csv) as tmp:
-        table.to_csv(tmp, index=False)
+    write_video_table(table, out_csv)
     final.save(out_model, {"input": cfg["input"], "classes": json.dumps(list(config["classes"])), "config": config_json(config)})
-    return table
-
-
-VIDEO_SCORES = (*FIXED_AGGREGATIONS, "attention")
-
-
-def video_metrics(table: pd.DataFrame, n_classes: int, n_boot: int, ci: float, seed: int) -> pd.DataFrame:
-    """One row per video score: accuracy and QWK on test videos with patient-bootstrap intervals,
-    and the same on training videos out-of-fold (`val_*`: what a choice may look at)."""
-    from lus_core.metrics import bootstrap_ci
-
-    rows = []
-    for how in VIDEO_SCORES:
-        row = {"video_score": how}
-        for part, prefix in (("test", ""), ("train", "val_")):
-            sub = table[table["split"] == part]
-            for metric in ("accuracy", "qwk"):
-                if len(sub) == 0:
-                    row[f"{prefix}{metric}"] = float("nan")
-                    continue
-                res = bootstrap_ci(metric, sub["label"], sub[how], sub["patient"], n_boot, ci, seed, n_classes)
-                row[f"{prefix}{metric}"] = res.estimate
-                if part == "test":
-                    row[f"{metric}_lo"], row[f"{metric}_hi"] = res.lo, res.hi
-        row["n_test_videos"] = int((table["split"] == "test").sum())
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def read_video_table(path: str | Path, test_patients: list[str] | None = None) -> pd.DataFrame:
-    """Read `video/{backbone}.csv`; with `test_patients`, check its split agrees with split.json."""
-    table = pd.read_csv(path, dtype={"video": str, "patient": str, "split": str})
-    missing = {"video", "patient", "split", "label", "attention", *FIXED_AGGREGATIONS} - set(table.columns)
-    if missing:
-        raise ValueError(f"{path}: not a video table of lus_core.video_model (missing {sorted(missing)})")
-    if test_patients is not None:
-        got = sorted(set(table.loc[table["split"] == "test", "patient"]))
-        if got != sorted(map(str, test_patients)):
-            raise ValueError(f"{path}: test patients {got} differ from split.json {sorted(test_patients)}")
     return table

@@ -1,10 +1,12 @@
 # Config validation, the video table, input functions and the code versions of each step.
 import json
 import sys
+import time
 
 from lus_core.config import ConfigSources, validate_config
-from lus_core.embed_cache import cache_enabled, encoder_settings
-from lus_core.dag import check_split_feasible, video_table
+from lus_core.backbone_settings import cache_enabled, encoder_settings
+from lus_core.dag import AFTER_TRAIN_PRIORITY, check_split_feasible, train_priority, video_table
+from lus_core.run_record import record_run
 from lus_core.skipped import format_skipped, read_skipped
 from lus_core.workflow import code_version_for
 
@@ -15,6 +17,7 @@ CONFIG_SOURCES = ConfigSources.from_snakemake(
 validate_config(config, source=CONFIG_SOURCES)
 
 R = config["results"]
+RUN_STARTED = time.time()  # the jobs of this invocation are the benchmark files written after it
 CLASSES = config["classes"]
 BACKBONES = config["train"]["backbones"]
 FOLDS = [str(i) for i in range(config["split"]["n_folds"])]
@@ -123,6 +126,8 @@ def script_code(name):
 
 
 onsuccess:
+    # how long this invocation took, from the run's own files (logs/last_run.json, full_run.json)
+    record_run(R, RUN_STARTED, workflow.cores)
     # skipped videos are in no result: say so at the end of every run, not only in a CSV
     if message := format_skipped(read_skipped(R), R):
         print(message, file=sys.stderr)

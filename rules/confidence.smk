@@ -2,6 +2,7 @@
 
 
 rule fit_confidence:
+    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.dag)
     input:
         f"{R}/predictions/{{backbone}}.h5",
     output:
@@ -22,6 +23,7 @@ rule fit_confidence:
 
 
 rule confidence_report:
+    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.dag)
     input:
         predictions=f"{R}/predictions/{{backbone}}.h5",
         summaries=expand(f"{R}/confidence/{{{{backbone}}}}/{{method}}.json", method=METHODS),

@@ -3,6 +3,7 @@
 
 
 rule evaluate:
+    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.dag)
     input:
         unpack(evaluate_inputs),
         confidence_tables=expand(f"{R}/confidence/{{backbone}}/metrics.csv", backbone=BACKBONES),
@@ -32,6 +33,7 @@ rule evaluate:
 
 
 rule report:
+    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.dag)
     input:
         unpack(report_curve_inputs),
         matrix=f"{R}/eval/matrix.csv",
@@ -54,6 +56,7 @@ rule report:
 
 
 rule manifest:
+    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.dag)
     input:
         models=expand(f"{R}/models/{{backbone}}/all.pt", backbone=BACKBONES),
         confidence=expand(f"{R}/confidence/{{backbone}}/{{method}}.joblib", backbone=BACKBONES, method=METHODS),

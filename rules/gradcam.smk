@@ -2,6 +2,7 @@
 
 
 rule gradcam:
+    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.dag)
     input:
         summary=f"{R}/eval/summary.json",
         models=expand(f"{R}/models/{{backbone}}/all.pt", backbone=BACKBONES),

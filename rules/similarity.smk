@@ -3,6 +3,7 @@
 
 
 rule build_index:
+    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.dag)
     input:
         predictions=f"{R}/predictions/{{backbone}}.h5",
         index=f"{R}/frame_index.csv",
@@ -15,7 +16,8 @@ rule build_index:
     params:
         similarity=config["similarity"],
         code=script_code("build_index"),
-    threads: 2
+    # one thread: a two-thread job waits for both cores, i.e. for every training to finish
+    threads: 1
     log:
         f"{R}/logs/index/{{backbone}}/{{space}}.log",
     benchmark:
@@ -37,6 +39,7 @@ use rule build_index as build_tsne_index with:
 
 
 rule query_neighbors:
+    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.dag)
     input:
         unpack(index_files),
         predictions=f"{R}/predictions/{{backbone}}.h5",

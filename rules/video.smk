@@ -3,6 +3,7 @@
 
 
 rule fit_video_model:
+    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.dag)
     input:
         predictions=f"{R}/predictions/{{backbone}}.h5",
         split=f"{R}/split.json",

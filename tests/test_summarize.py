@@ -73,10 +73,13 @@ def test_readme_default_run_block_equals_a_fresh_default_run(tmp_path):
            timeout=3600, workdir=tmp_path)
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert S.readme_block(readme, where=str(REPO / "README.md")) == S.default_run_block(results)
+    assert S.run_time_block(results).startswith("The last full run of this results folder took")
 
 
 def test_readme_has_the_block_markers():
     text = (REPO / "README.md").read_text(encoding="utf-8")
     assert BEGIN in text and END in text
     S.readme_block(text)  # exactly one block, well formed
+    # the run time is the workflow's own record (logs/full_run.json), not typed in
+    assert S.readme_block(text, S.RUN_TIME_BLOCK).startswith("The last full run of this results folder took **")
     assert Path(REPO / "README.md").exists()

@@ -61,6 +61,15 @@ def test_second_run_runs_nothing(tiny_run):
     assert planned_jobs(*args) == {}
 
 
+def test_a_full_run_records_its_wall_time(tiny_run):
+    results, _ = tiny_run
+    record = json.loads((results / "logs" / "full_run.json").read_text())
+    n_benchmarks = len(list((results / "benchmarks").rglob("*.tsv")))
+    assert record["full"] and record["jobs_run"] == n_benchmarks and record["cores"] == 2
+    assert 0 < record["job_seconds"] and 0 < record["wall_seconds"]
+    assert sum(r["jobs"] for r in record["per_rule"].values()) == n_benchmarks
+
+
 def test_changing_epochs_reruns_training_not_extraction(tiny_run, tmp_path):
     results, _ = tiny_run
     more_epochs = tmp_path / "epochs.yaml"

@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 
 from lus_core import metrics as M
+from lus_core.backbone_settings import embedding_is_learned
 from lus_core.config import validate_config
 from lus_core.io_utils import atomic_path, read_json, write_json
-from lus_core.models import embedding_is_learned
 from lus_core.predictions import Predictions, read_predictions
 from lus_core.similarity.neighbors import read_neighbors, stored_diversities
 from lus_core.skipped import skipped_summary
-from lus_core.video_model import read_video_table, video_metrics
+from lus_core.video_table import read_video_table, video_metrics
 
 from .inputs import check_neighbours_are_training_frames, load_confidence
 from .matrix import ROW_TYPES, TestSet, evaluate_matrix
