@@ -94,8 +94,9 @@ def main():
                 predict_frames(model, frames, predictor.image_size, "cpu")
 
         def ours(galleries=True):
+            # repeats replace what the previous call wrote (lus_core.safe_output refuses otherwise)
             run_predict(videos, run, name, tmp / ("out" if galleries else "out_plain"), device="cpu",
-                        galleries=galleries)
+                        galleries=galleries, overwrite=True)
 
         ours()  # warm-up (file cache, index pages)
         t_plain = best_of(args.repeats, plain)
@@ -116,7 +117,8 @@ def main():
         "seconds_per_video_plain": round(t_plain / len(videos), 3),
         "seconds_per_video_no_galleries": round(t_no_gallery / len(videos), 3),
         "ratio_with_galleries": round(ratio, 3), "ratio_without_galleries": round(t_plain / t_no_gallery, 3),
-        "goal_ratio": GOAL, "met": bool(ratio >= GOAL),
+        # with no untrusted frame no gallery is drawn: the ratio would not measure what a user waits for
+        "goal_ratio": GOAL, "met": bool(ratio >= GOAL and n_galleries > 0),
     }))
 
 

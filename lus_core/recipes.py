@@ -91,7 +91,11 @@ def _video_table(recipe: Recipe) -> pd.DataFrame:
 def chosen_video_score(recipe: Recipe) -> tuple[str, float]:
     """The video score with the best out-of-fold validation QWK (ties: the listed order of
     eval/summary.json, i.e. fixed aggregations before the learned one)."""
-    rows = read_json(recipe.run / "eval" / "summary.json")["video_level"][recipe.backbone]
+    level = read_json(recipe.run / "eval" / "summary.json").get("video_level") or {}
+    if recipe.backbone not in level:
+        raise ValueError(f"{recipe.run}/eval/summary.json: no video-level scores of {recipe.backbone} "
+                         "(the run had video_model.enabled: false); recipes are compared on video scores")
+    rows = level[recipe.backbone]
     best = max(rows, key=lambda r: (np.nan_to_num(r["val_qwk"], nan=-np.inf), -rows.index(r)))
     return best["video_score"], float(best["val_qwk"])
 

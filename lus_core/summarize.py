@@ -103,8 +103,21 @@ def results_markdown(run_dir: str | Path, title: str, command: str, n_rows: int 
             if src.exists():
                 shutil.copy(src, figures_dir / name)
                 lines += [f"![{name}]({figures_dir.name}/{name})", ""]
+            if name.startswith("gallery_"):
+                lines += _gradcam_lines(run, f"figures/{name}", figures_dir)
     lines += [epilogue, ""]
     return "\n".join(lines)
+
+
+def _gradcam_lines(run: Path, gallery: str, figures_dir: Path) -> list[str]:
+    """The Grad-CAM of a gallery's query frame (step gradcam), copied beside it, with its caption."""
+    index = run / "gradcam" / "index.json"
+    entries = [e for e in (json.loads(index.read_text()) if index.exists() else []) if e["gallery"] == gallery]
+    lines = []
+    for e in entries:
+        shutil.copy(run / "gradcam" / e["file"], figures_dir / e["file"])
+        lines += [f"![{e['title']}]({figures_dir.name}/{e['file']}) {e['title']}: {e['caption']}", ""]
+    return lines
 
 
 def write_results_markdown(run_dir, out_md, title: str, command: str, preamble: str = "", epilogue: str = "",

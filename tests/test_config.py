@@ -69,3 +69,19 @@ def test_load_config_names_the_file(tmp_path):
 @pytest.mark.parametrize("path", ["configs/covid-blues.yaml", "configs/pocus.yaml", "configs/full.yaml", "configs/tiny.yaml"])
 def test_shipped_configs_are_valid(path):
     load_config(path)
+
+
+def test_the_second_covid_blues_recipe_is_valid_laid_over_the_first():
+    """configs/covid-blues-lite0-sord.yaml is an overlay (`--configfile covid-blues.yaml it.yaml`)."""
+    import yaml
+
+    from lus_core.config import deep_merge, validate_config
+
+    layers = [yaml.safe_load(open(p)) for p in ("config.yaml", "configs/covid-blues.yaml", "configs/covid-blues-lite0-sord.yaml")]
+    merged = layers[0]
+    for layer in layers[1:]:
+        merged = deep_merge(merged, layer)
+    cfg = validate_config(merged)
+    assert cfg["train"]["backbones"] == ["efficientnet_lite0"] and cfg["train"]["loss"] == "sord"
+    assert cfg["results"] != validate_config(deep_merge(layers[0], layers[1]))["results"]  # never the same folder
+

@@ -247,13 +247,17 @@ def test_snakemake_report_has_the_figures(tiny_run, tmp_path):
 def test_summarize_writes_markdown_results(tiny_run, tmp_path):
     results, _ = tiny_run
     out = tmp_path / "results.md"
-    proc = subprocess.run([LUS, "summarize", str(results), "--out", str(out), "--title", "Tiny"],
+    # --recipes with the run itself: the section is built from the run's files (same split by construction)
+    proc = subprocess.run([LUS, "summarize", str(results), "--out", str(out), "--title", "Tiny", "--recipes", str(results)],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
     assert "# Tiny" in text and "scratch · CNN alone" in text and "Video level" in text
     assert (tmp_path / "results-figures" / "forest_accuracy.png").exists()
     assert "## The selected configuration" in text and "| method | AUGRC |" in text
+    assert "## Recipes" in text and f"scratch @ {results.name} (chosen)" in text
+    assert "The last full run of this results folder took" in text
+    assert "Grad-CAM, test frame" in text and any((tmp_path / "results-figures").glob("gradcam_*.png"))
 
 
 def test_summarize_rewrites_the_readme_block_from_the_run(tiny_run, tmp_path):
