@@ -98,6 +98,7 @@ def run_time_line(results_dir: str | Path) -> str:
     minutes, seconds = divmod(round(record["wall_seconds"]), 60)
     top = sorted(record["per_rule"].items(), key=lambda kv: -kv[1]["s"])[:3]
     where = ", ".join(f"{rule} {v['s']:.0f} s ({v['jobs']} jobs)" for rule, v in top)
-    return (f"The last full run of this results folder took **{minutes} min {seconds:02d} s** of wall time on "
-            f"{record['cores']} cores ({record['jobs_run']} benchmarked jobs, {record['job_seconds']:.0f} "
+    where_run = f"on {record['cores']} cores" if record.get("cores") else "through a cluster executor"
+    return (f"The last full run of this results folder took **{minutes} min {seconds:02d} s** of wall time {where_run} "
+            f"({record['jobs_run']} benchmarked jobs, {record['job_seconds']:.0f} "
             f"job-seconds; most in {where}), finished {record['finished_utc']} (`logs/full_run.json`).")

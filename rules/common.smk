@@ -9,6 +9,7 @@ from lus_core.dag import AFTER_TRAIN_PRIORITY, check_split_feasible, train_prior
 from lus_core.run_record import record_run
 from lus_core.skipped import format_skipped, read_skipped
 from lus_core.workflow import code_version_for
+from snakemake.exceptions import WorkflowError
 
 # errors name the YAML file (or --config) that set the key
 CONFIG_SOURCES = ConfigSources.from_snakemake(
@@ -120,14 +121,26 @@ def final_targets():
     return [f"{R}/report/index.html", f"{R}/manifest.json", f"{R}/frames/verified.json", *all_frame_stores()]
 
 
+def local_cores():
+    """--cores of a local run; None for a cluster run (its executor has no core count)."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return None
+
+
 def script_code(name):
     """Code version of a step: a hash of the lus_core modules its script imports (transitively)."""
     return code_version_for(f"{workflow.basedir}/workflow_scripts/{name}.py")
 
 
 onsuccess:
-    # how long this invocation took, from the run's own files (logs/last_run.json, full_run.json)
-    record_run(R, RUN_STARTED, workflow.cores)
+    # how long this invocation took, from the run's own files (logs/last_run.json, full_run.json);
+    # a finished run stays finished when its time cannot be recorded
+    try:
+        record_run(R, RUN_STARTED, local_cores())
+    except Exception as exc:  # noqa: BLE001 (nothing about the time may fail a finished run)
+        print(f"warning: the run's time was not recorded in {R}/logs: {exc}", file=sys.stderr)
     # skipped videos are in no result: say so at the end of every run, not only in a CSV
     if message := format_skipped(read_skipped(R), R):
         print(message, file=sys.stderr)

@@ -234,6 +234,9 @@ def test_tiny_workflow_runs_through_sbatch_and_matches_local(tmp_path):
     )
     slurm_ids = {sid for sid, _ in submitted.values()}
     assert len(slurm_ids) == len(submitted), "two Snakemake jobs share one SLURM job"
+    # the run's time is recorded through the cluster executor too (it has no --cores)
+    record = json.loads((slurm_res / "logs" / "full_run.json").read_text())
+    assert record["full"] and record["cores"] is None and record["jobs_run"] >= 10
 
     # 2. SLURM's view: the controller (or its completion log, or sacct) ran exactly these jobs
     records = squeue_records(run_id)
