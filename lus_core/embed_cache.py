@@ -37,7 +37,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lus_core.augment import Augment
-from lus_core.backbone_settings import CACHEABLE, cache_enabled, encoder_settings  # noqa: F401 (re-exported)
+from lus_core.backbone_settings import cache_enabled, encoder_settings
 from lus_core.dataset import FrameDataset, prepare_batch
 from lus_core.frame_store import build_frame_index
 from lus_core.io_utils import atomic_path, config_json, sha256_file

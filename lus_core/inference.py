@@ -24,8 +24,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from lus_core.backbone_settings import cache_enabled, encoder_settings
 from lus_core.dataset import FrameDataset, frames_to_tensor, prepare_batch
-from lus_core.embed_cache import cache_enabled, encoder_settings, load_features
+from lus_core.embed_cache import load_features
 from lus_core.frame_store import read_frame_index
 from lus_core.io_utils import config_json, read_json
 from lus_core.models import LUSModel, build_model

@@ -6,6 +6,7 @@ whose checksum matches the manifest the workflow wrote for this run.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from lus_core.io_utils import read_json, sha256_file, write_json
@@ -32,6 +33,12 @@ def load_manifest(run_dir: str | Path) -> dict:
     if not path.exists():
         raise RunError(f"{run_dir}: no {MANIFEST}; is this the results folder of a finished workflow run?")
     return read_json(path)
+
+
+def run_config(run_dir: str | Path) -> dict:
+    """The config of a finished run's final outputs (the manifest is written last)."""
+    cfg = load_manifest(run_dir).get("config", {})
+    return json.loads(cfg) if isinstance(cfg, str) else cfg
 
 
 def verified_path(run_dir: str | Path, manifest: dict, relative: str) -> Path:

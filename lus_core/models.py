@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lus_core.backbone_settings import effective_finetune, embedding_is_learned, per_backbone  # noqa: F401 (re-exported)
+from lus_core.backbone_settings import effective_finetune
 
 log = logging.getLogger(__name__)
 

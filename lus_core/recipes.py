@@ -13,14 +13,15 @@ and nothing of the test patients is read to choose it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from lus_core.backbone_settings import embedding_is_learned, per_backbone
 from lus_core.io_utils import read_json
+from lus_core.manifest import run_config
 from lus_core.metrics import bootstrap_ci, paired_bootstrap_diff
 from lus_core.run_record import benchmark_table, read_full_run
 from lus_core.video_table import read_video_table
@@ -41,9 +42,8 @@ class Recipe:
     def describe(self) -> str:
         """What was trained, in words, from the run's recorded config."""
         tc = self.config["train"]
-        weights = _per_backbone(tc.get("weights", "none"), self.backbone)
-        finetune = _per_backbone(tc.get("finetune", "head"), self.backbone)
-        frozen = weights != "none" and finetune == "head"
+        weights = str(per_backbone(tc.get("weights", "none"), self.backbone, "none"))
+        frozen = not embedding_is_learned(self.config, self.backbone)
         parts = [f"{self.backbone}, {'ImageNet' if weights == 'imagenet' else weights} weights"
                  if weights != "none" else f"{self.backbone} from random weights"]
         parts.append("frozen encoder + new output layer (cached embeddings)" if frozen else "trained end to end")
@@ -53,18 +53,6 @@ class Recipe:
             parts.append(f"{tc['cache_views']} augmented views per frame")
         parts.append(f"{tc['image_size']} px, {tc['epochs']} epochs")
         return "; ".join(parts)
-
-
-def _per_backbone(value, backbone: str):
-    if isinstance(value, dict):
-        return value.get(backbone, value.get("default"))
-    return value
-
-
-def run_config(run: Path) -> dict:
-    """The config of a finished run's final outputs (the manifest is written last)."""
-    cfg = read_json(run / "manifest.json").get("config", {})
-    return json.loads(cfg) if isinstance(cfg, str) else cfg
 
 
 def recipes_of(runs: list[Path]) -> list[Recipe]:
@@ -100,13 +88,11 @@ def chosen_video_score(recipe: Recipe) -> tuple[str, float]:
     return best["video_score"], float(best["val_qwk"])
 
 
-def _minutes(recipe: Recipe) -> tuple[float | None, float]:
+def _minutes(recipe: Recipe, jobs: pd.DataFrame) -> tuple[float | None, float]:
     """(wall minutes of the run's last full run or None, job-minutes of this backbone's jobs
-    plus the jobs every backbone shares)."""
+    plus the jobs every backbone shares); `jobs`: the run's benchmark table."""
     full = read_full_run(recipe.run)
-    jobs = benchmark_table(recipe.run)
-    backbones = set(recipe.config["train"]["backbones"])
-    other = backbones - {recipe.backbone}
+    other = set(recipe.config["train"]["backbones"]) - {recipe.backbone}
     # benchmarks/{rule}/{backbone}/... or benchmarks/{rule}/{backbone}.tsv: another backbone's job
     others = other | {f"{b}.tsv" for b in other}
     mine = jobs["file"].map(lambda f: not others.intersection(f.split("/")[1:]))
@@ -122,9 +108,10 @@ def compare_recipes(runs: list[Path], reference: str | None = None, n_boot: int 
     if len({tuple(sorted(v)) for v in splits.values()}) != 1:
         raise ValueError(f"the runs have different test patients: {splits}")
     names = [r.name for r in recipes]
-    ref = recipes[names.index(reference)] if reference else recipes[0]
     if reference and reference not in names:
         raise ValueError(f"reference {reference!r} is none of {names}")
+    ref = recipes[names.index(reference)] if reference else recipes[0]
+    jobs = {run: benchmark_table(run) for run in dict.fromkeys(r.run for r in recipes)}  # read once per run
     ref_how, _ = chosen_video_score(ref)
     ref_table = _video_table(ref)
     ref_test = ref_table[ref_table.split == "test"].set_index("video")
@@ -142,7 +129,7 @@ def compare_recipes(runs: list[Path], reference: str | None = None, n_boot: int 
         qwk = bootstrap_ci("qwk", test["label"], test[how], test["patient"], n_boot, ci, seed, n_classes)
         diff = paired_bootstrap_diff("qwk", test["label"], test[how], ref_test[ref_how], test["patient"],
                                      n_boot, ci, seed, n_classes)
-        wall, job_minutes = _minutes(r)
+        wall, job_minutes = _minutes(r, jobs[r.run])
         rows.append({
             "recipe": r.name, "description": r.describe(),
             "frame_val_qwk": float(frame["val_qwk"]),

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from lus_core.io_utils import atomic_path
+from lus_core.manifest import MANIFEST, run_config
 from lus_core.run_record import run_time_line
 
 FIGURES = ("forest_accuracy.png", "confusion_selected.png", "gallery_00.png")
@@ -46,8 +47,7 @@ def results_markdown(run_dir: str | Path, title: str, command: str, n_rows: int 
     lines += [run_time_block(run), ""]
     # the manifest is written last, with the config of the final outputs (split.json may be
     # older: it is kept when only training settings change)
-    manifest = run / "manifest.json"
-    cfg = json.loads(manifest.read_text()).get("config", {}) if manifest.exists() else split.get("config", {})
+    cfg = run_config(run) if (run / MANIFEST).exists() else split.get("config", {})
     cfg = json.loads(cfg) if isinstance(cfg, str) else cfg
     if cfg:
         lines += ["Settings (from the run's own records):", ""]

@@ -52,20 +52,14 @@ from tqdm.auto import tqdm
 
 import lus_core
 from lus_core.augment import Augment
+from lus_core.backbone_settings import cache_enabled, effective_finetune, encoder_settings, per_backbone
 from lus_core.dataset import FrameDataset, prepare_batch
-from lus_core.embed_cache import (
-    FeatureDataset,
-    cache_enabled,
-    clean_view,
-    encoder_settings,
-    load_features,
-    view_picker,
-)
+from lus_core.embed_cache import FeatureDataset, clean_view, load_features, view_picker
 from lus_core.frame_store import read_frame_index
 from lus_core.io_utils import atomic_path, config_json, read_json, sha256_file
 from lus_core.losses import make_criterion
 from lus_core.metrics import macro_f1
-from lus_core.models import build_model, effective_finetune, per_backbone
+from lus_core.models import build_model
 
 CLASS_BALANCE = ("weighted_loss", "sampler", "none")
 METRIC_COLUMNS = [

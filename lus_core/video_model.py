@@ -39,15 +39,7 @@ from lus_core.losses import make_criterion
 from lus_core.metrics import aggregate_by_group
 
 # the video table's contract (reader, writer, fixed aggregations, metrics) lives without torch
-from lus_core.video_table import (  # noqa: F401 (re-exported)
-    FIXED_AGGREGATIONS,
-    VIDEO_SCORES,
-    confident_mean,
-    fixed_aggregations,
-    read_video_table,
-    video_metrics,
-    write_video_table,
-)
+from lus_core.video_table import FIXED_AGGREGATIONS, fixed_aggregations, write_video_table
 
 
 class AttentionMIL(nn.Module):

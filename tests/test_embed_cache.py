@@ -9,13 +9,8 @@ import pytest
 import torch
 from fixtures_frames import make_frame_store, make_split, small_config
 
-from lus_core.embed_cache import (
-    cache_enabled,
-    encode_video,
-    encoder_settings,
-    load_features,
-    read_cache,
-)
+from lus_core.backbone_settings import cache_enabled, encoder_settings
+from lus_core.embed_cache import encode_video, load_features, read_cache
 from lus_core.frame_store import read_frame_index
 from lus_core.inference import load_model, predict_index, run_infer
 from lus_core.training import run_train
