@@ -2,7 +2,8 @@
 
 With a frozen pretrained encoder (`train.finetune: head`, the study's recipe) every epoch of
 end-to-end training recomputes the same features; only the new output layer learns. The cache
-computes them once per video (step `embed`, one job per video, so it scales out on SLURM) and the
+computes them once per video (step `embed`, one file per video, the videos spread over
+`train.embedding_jobs` jobs, so it scales out on SLURM) and the
 head then trains on the cached features in seconds (`lus_core.training`), with the same batches,
 optimiser, loss and early stopping as end-to-end training, so the trained head is the same up
 to float rounding (`bench/heads.py`).
@@ -26,6 +27,7 @@ and pooling after it (the ReLU does not commute with the pooling) and trains end
 from __future__ import annotations
 
 import json
+import logging
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,7 @@ from lus_core.io_utils import atomic_path, config_json, sha256_file
 from lus_core.models import build_model
 
 FORMAT = 1
+log = logging.getLogger("lus.embed")
 
 
 @dataclass
@@ -94,39 +97,50 @@ def view_seed(seed: int, video: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(video.encode())) % (2**63)
 
 
+def encode_video(store_h5: str | Path, out_h5: str | Path, backbone: str, config: dict, **kwargs) -> EmbeddingCache:
+    """Embed every frame of one frame store with the frozen encoder (+ V augmented views)."""
+    return encode_videos([store_h5], [out_h5], backbone, config, **kwargs)[0]
+
+
 @torch.inference_mode()
-def encode_video(
-    store_h5: str | Path,
-    out_h5: str | Path,
+def encode_videos(
+    stores: list[str | Path],
+    outs: list[str | Path],
     backbone: str,
     config: dict,
     *,
     device: str | torch.device = "cpu",
     batch_size: int = 64,
-) -> EmbeddingCache:
-    """Embed every frame of one frame store with the frozen encoder (+ V augmented views)."""
+) -> list[EmbeddingCache]:
+    """Embed the frame stores `stores` into the cache files `outs` (one per video, each written
+    atomically as soon as it is done), building the encoder once."""
     if not cache_enabled(config, backbone):
         raise ValueError(f"{backbone}: the embedding cache needs a frozen pretrained encoder (finetune: head)")
+    if len(stores) != len(outs):
+        raise ValueError(f"{len(stores)} frame stores for {len(outs)} cache files")
     settings = encoder_settings(config, backbone)
     device = torch.device(device)
-    n_classes = len(config["classes"])
-    model = build_model(backbone, n_classes, settings["weights"], "head").to(device).eval()
-    index = build_frame_index([store_h5])
-    video = str(index["video"].iloc[0]) if len(index) else Path(store_h5).stem
-    ds = FrameDataset(index, settings["image_size"])
+    model = build_model(backbone, len(config["classes"]), settings["weights"], "head").to(device).eval()
     augment = Augment(settings["augment"]) if settings["n_views"] else None
-    gen = torch.Generator().manual_seed(view_seed(settings["seed"], video))
-    views: list[list[torch.Tensor]] = [[] for _ in range(1 + settings["n_views"])]
-    for xb, _, _ in DataLoader(ds, batch_size, shuffle=False):
-        for v in range(len(views)):
-            x = prepare_batch(xb, device, augment if v else None, gen if v else None)
-            views[v].append(model.embed(x)[1].float().cpu())
-    ds.close()
-    dim = model.embedding_dim
-    emb = np.stack([torch.cat(v).numpy() if v else np.zeros((0, dim), np.float32) for v in views], axis=1)
-    cache = EmbeddingCache(video, index["row"].to_numpy(), emb.astype(np.float32), settings, sha256_file(store_h5))
-    write_cache(out_h5, cache, config)
-    return cache
+    caches = []
+    for i, (store_h5, out_h5) in enumerate(zip(stores, outs, strict=True)):
+        index = build_frame_index([store_h5])
+        video = str(index["video"].iloc[0]) if len(index) else Path(store_h5).stem
+        ds = FrameDataset(index, settings["image_size"])
+        gen = torch.Generator().manual_seed(view_seed(settings["seed"], video))
+        views: list[list[torch.Tensor]] = [[] for _ in range(1 + settings["n_views"])]
+        for xb, _, _ in DataLoader(ds, batch_size, shuffle=False):
+            for v in range(len(views)):
+                x = prepare_batch(xb, device, augment if v else None, gen if v else None)
+                views[v].append(model.embed(x)[1].float().cpu())
+        ds.close()
+        dim = model.embedding_dim
+        emb = np.stack([torch.cat(v).numpy() if v else np.zeros((0, dim), np.float32) for v in views], axis=1)
+        cache = EmbeddingCache(video, index["row"].to_numpy(), emb.astype(np.float32), settings, sha256_file(store_h5))
+        write_cache(out_h5, cache, config)
+        caches.append(cache)
+        log.info("embedded %s (%d frames, %d/%d videos)", video, len(index), i + 1, len(stores))
+    return caches
 
 
 def load_features(index: pd.DataFrame, cache_paths: dict[str, str | Path], expected_encoder: dict) -> np.ndarray:

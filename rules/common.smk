@@ -5,7 +5,7 @@ import time
 
 from lus_core.config import ConfigSources, validate_config
 from lus_core.backbone_settings import cache_enabled, encoder_settings
-from lus_core.dag import AFTER_TRAIN_PRIORITY, check_split_feasible, train_priority, video_table
+from lus_core.dag import AFTER_TRAIN_PRIORITY, check_split_feasible, embedding_shards, train_priority, video_table
 from lus_core.run_record import record_run
 from lus_core.skipped import format_skipped, read_skipped
 from lus_core.workflow import code_version_for

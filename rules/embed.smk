@@ -1,26 +1,34 @@
-# Frozen-encoder embeddings, one job per video and backbone (lus_core.embed_cache): the output
+# Frozen-encoder embeddings (lus_core.embed_cache), one file per video and backbone: the output
 # layer of a `finetune: head` backbone then trains on them in seconds instead of running the
 # encoder every epoch. Backbones that train end to end need none and get no embed jobs.
+# The videos are embedded in train.embedding_jobs jobs per backbone (one rule per job, each
+# with a fixed, hash-chosen share of the videos, lus_core.dag.embedding_shards): one job per
+# video spent most of its time starting Python and torch.
 
+EMBED_SHARDS = embedding_shards(VIDEOS, config["train"]["embedding_jobs"])
 
-rule embed:
-    input:
-        store=f"{R}/frames/{{video}}.h5",
-    output:
-        f"{R}/embeddings/{{backbone}}/{{video}}.h5",
-    params:
-        encoder=lambda w: encoder_settings(config, w.backbone),
-        code=script_code("embed"),
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=30,
-        gpu=0,
-    log:
-        f"{R}/logs/embed/{{backbone}}/{{video}}.log",
-    benchmark:
-        f"{R}/benchmarks/embed/{{backbone}}/{{video}}.tsv"
-    conda:
-        "../envs/lus.yaml"
-    script:
-        "../workflow_scripts/embed.py"
+for shard, shard_videos in EMBED_SHARDS.items():
+
+    rule:
+        name:
+            f"embed_{shard}"
+        input:
+            stores=[f"{R}/frames/{v}.h5" for v in shard_videos],
+        output:
+            [f"{R}/embeddings/{{backbone}}/{v}.h5" for v in shard_videos],
+        params:
+            encoder=lambda w: encoder_settings(config, w.backbone),
+            code=script_code("embed"),
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=lambda w, input: 10 + len(input.stores),
+            gpu=0,
+        log:
+            f"{R}/logs/embed/{{backbone}}/{shard}.log",
+        benchmark:
+            f"{R}/benchmarks/embed/{{backbone}}/{shard}.tsv"
+        conda:
+            "../envs/lus.yaml"
+        script:
+            "../workflow_scripts/embed.py"

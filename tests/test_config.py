@@ -71,17 +71,18 @@ def test_shipped_configs_are_valid(path):
     load_config(path)
 
 
-def test_the_second_covid_blues_recipe_is_valid_laid_over_the_first():
-    """configs/covid-blues-lite0-sord.yaml is an overlay (`--configfile covid-blues.yaml it.yaml`)."""
+def test_the_earlier_covid_blues_recipes_are_valid_laid_over_the_default():
+    """configs/covid-blues-e2e.yaml is an overlay (`--configfile covid-blues.yaml it.yaml`)."""
     import yaml
 
     from lus_core.config import deep_merge, validate_config
 
-    layers = [yaml.safe_load(open(p)) for p in ("config.yaml", "configs/covid-blues.yaml", "configs/covid-blues-lite0-sord.yaml")]
+    layers = [yaml.safe_load(open(p)) for p in ("config.yaml", "configs/covid-blues.yaml", "configs/covid-blues-e2e.yaml")]
     merged = layers[0]
     for layer in layers[1:]:
         merged = deep_merge(merged, layer)
     cfg = validate_config(merged)
-    assert cfg["train"]["backbones"] == ["efficientnet_lite0"] and cfg["train"]["loss"] == "sord"
+    assert cfg["train"]["backbones"] == ["resnet18", "efficientnet_lite0"] and cfg["train"]["loss"] == "ce"
+    assert cfg["train"]["cache_views"] == 0 and cfg["train"]["image_size"] == 64
     assert cfg["results"] != validate_config(deep_merge(layers[0], layers[1]))["results"]  # never the same folder
 

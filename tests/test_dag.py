@@ -24,3 +24,16 @@ def test_dry_run_lists_every_step(default_plan):
 def test_snakemake_lint_is_clean():
     proc = run_ok("--lint", timeout=300)
     assert "Congratulations" in proc.stdout + proc.stderr
+
+
+def test_embedding_jobs_share_the_videos_and_a_new_video_changes_one_job_only():
+    from lus_core.dag import embedding_shards
+
+    videos = [f"patient_{p:02d}_video_{v}" for p in range(40) for v in range(6)]
+    shards = embedding_shards(videos, 8)
+    assert len(shards) == 8 and sorted(sum(shards.values(), [])) == sorted(videos)
+    assert max(map(len, shards.values())) < 2 * len(videos) / 8  # no job holds most of the work
+    grown = embedding_shards([*videos, "patient_99_video_0"], 8)
+    assert sum(grown[s] != shards.get(s) for s in grown) == 1
+    assert embedding_shards(videos, 1) == {0: sorted(videos)}
+    assert embedding_shards(["a", "b"], 50).keys() <= set(range(50)) and len(embedding_shards(["a", "b"], 50)) == 2

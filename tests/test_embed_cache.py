@@ -10,7 +10,7 @@ import torch
 from fixtures_frames import make_frame_store, make_split, small_config
 
 from lus_core.backbone_settings import cache_enabled, encoder_settings
-from lus_core.embed_cache import encode_video, load_features, read_cache
+from lus_core.embed_cache import encode_video, encode_videos, load_features, read_cache
 from lus_core.frame_store import read_frame_index
 from lus_core.inference import load_model, predict_index, run_infer
 from lus_core.training import run_train
@@ -86,6 +86,22 @@ def test_augmented_views_are_stored_deterministically(store, tmp_path):
     assert not np.allclose(a.embedding[:, 1], a.embedding[:, 2])
 
 
+def test_a_video_embedded_in_a_batch_equals_it_embedded_alone(store, tmp_path):
+    """The embed step's jobs hold several videos; a video's views depend on its own seed only,
+    so how the videos are grouped into jobs never changes a cache."""
+    _, csv = store
+    stores = list(read_frame_index(csv).groupby("video")["h5"].first())[:3]
+    config = frozen_config(cache_views=1)
+    config["train"]["augment"] = {**config["train"]["augment"], "p_affine": 1.0}
+    batch = encode_videos(stores, [tmp_path / f"batch{i}.h5" for i in range(3)], "efficientnet_lite0", config)
+    for i in (2, 0):  # alone, and in another order
+        alone = encode_video(stores[i], tmp_path / f"alone{i}.h5", "efficientnet_lite0", config)
+        np.testing.assert_array_equal(alone.embedding, batch[i].embedding)
+        np.testing.assert_array_equal(read_cache(tmp_path / f"batch{i}.h5").embedding, alone.embedding)
+    with pytest.raises(ValueError, match="3 frame stores for 2 cache files"):
+        encode_videos(stores, [tmp_path / "x.h5", tmp_path / "y.h5"], "efficientnet_lite0", config)
+
+
 def test_a_cache_made_with_other_settings_is_refused(store, caches):
     _, csv = store
     index = read_frame_index(csv)
@@ -141,21 +157,23 @@ def test_inference_from_cache_equals_inference_through_the_model(store, caches, 
 
 @pytest.mark.slow
 def test_workflow_embeds_once_per_video_and_trains_heads_from_the_cache(tmp_path):
-    """The tiny config with a frozen efficientnet_lite0: one embed job per video, nothing for
-    backbones that train end to end, and the whole workflow runs on the cached features."""
+    """The tiny config with a frozen efficientnet_lite0: every video embedded once (one file per
+    video, train.embedding_jobs jobs), nothing for backbones that train end to end, and the whole
+    workflow runs on the cached features."""
     import yaml
 
     from tests.workflow_helpers import REPO, planned_jobs, run_ok
 
     config = yaml.safe_load((REPO / "configs/tiny.yaml").read_text())
-    config["train"].update({"backbones": ["scratch", "efficientnet_lite0"], "weights": {"efficientnet_lite0": "imagenet", "default": "none"}, "finetune": "head", "loss": "sord"})
+    config["train"].update({"embedding_jobs": 3, "backbones": ["scratch", "efficientnet_lite0"], "weights": {"efficientnet_lite0": "imagenet", "default": "none"}, "finetune": "head", "loss": "sord"})
     path = tmp_path / "frozen.yaml"
     path.write_text(yaml.safe_dump(config))
     results = tmp_path / "run"
     args = ("--configfile", str(path), "--config", f"results={results}")
     plan = planned_jobs(*args)
     n_videos = plan["extract_frames"]
-    assert plan["embed"] == n_videos  # efficientnet_lite0 only: scratch trains end to end
+    embed_jobs = {rule: n for rule, n in plan.items() if rule.startswith("embed_")}
+    assert sum(embed_jobs.values()) == len(embed_jobs) == 3  # efficientnet_lite0 only: scratch trains end to end
     run_ok("--cores", "2", *args, workdir=tmp_path)
     assert len(list((results / "embeddings" / "efficientnet_lite0").glob("*.h5"))) == n_videos
     assert not (results / "embeddings" / "scratch").exists()
