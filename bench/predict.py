@@ -2,9 +2,10 @@
 decoding + the CNN alone on the same videos (model loading included in both), measured in the
 same run.  Goal: ratio_with_galleries = plain / with galleries >= 0.7.
 
-The configuration is a fallback one in the embedding space (--space tsne: the t-SNE space,
-which adds placing every untrusted frame on the map), so the similarity search and the
-galleries are exercised.  Videos: a few real
+The configuration is the run's selected one (the default of `lus predict`) when it falls back
+on similar frames, else the first fallback configuration in --space (embedding, or tsne, which
+adds placing the untrusted frames on the map), so the similarity search and the galleries are
+exercised.  Videos: a few real
 COVID-BLUES videos read in place when ../shared/data/covid-blues exists (or --videos), else the
 run's own synthetic videos.  Run: the given --run, else results/synthetic when complete, else
 configs/tiny.yaml is run first into a temporary folder.
@@ -45,9 +46,13 @@ def finished_run(tmp: Path, run: Path | None) -> Path:
     return run
 
 
-def fallback_configuration(run: Path, spaces) -> str:
-    """A deployable row that falls back (combined first, else fallback only) in the first of
-    ``spaces`` the matrix holds."""
+def fallback_configuration(run: Path, spaces, prefer_selected: bool = True) -> str:
+    """The selected configuration when it falls back (and ``prefer_selected``); else a deployable
+    row that falls back (combined first, else fallback only) in the first of ``spaces`` the
+    matrix holds."""
+    selected = json.loads((run / "eval" / "summary.json").read_text()).get("selected") or {}
+    if prefer_selected and selected.get("row_type") in ("combined", "fallback_only"):
+        return str(selected["config_id"])
     matrix = pd.read_csv(run / "eval" / "matrix.csv")
     for space in spaces:
         for row_type in ("combined", "fallback_only"):
@@ -55,6 +60,10 @@ def fallback_configuration(run: Path, spaces) -> str:
             if len(hits):
                 return str(hits.config_id.iloc[0])
     raise SystemExit(f"{run}: no fallback configuration in the t-SNE or embedding space")
+
+
+def selected_name(run: Path) -> str | None:
+    return (json.loads((run / "eval" / "summary.json").read_text()).get("selected") or {}).get("config_id")
 
 
 def best_of(n, fn):
@@ -73,7 +82,10 @@ def main():
     parser.add_argument("--n-videos", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--space", choices=["embedding", "tsne"], default="embedding",
-                        help="similarity space of the configuration (tsne adds placing every untrusted frame on the map)")
+                        help="similarity space of the configuration when the selected one does not fall back "
+                             "(tsne adds placing the untrusted frames on the map)")
+    parser.add_argument("--not-selected", action="store_true",
+                        help="measure the --space configuration even when the selected one falls back")
     args = parser.parse_args()
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,7 +93,7 @@ def main():
         run = finished_run(tmp, args.run)
         folder = args.videos or (REAL_VIDEOS if REAL_VIDEOS.is_dir() else run / "synthetic" / "videos")
         videos = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".mp4", ".avi", ".gif"))[: args.n_videos]
-        name = fallback_configuration(run, [args.space, "tsne", "embedding"])
+        name = fallback_configuration(run, [args.space, "tsne", "embedding"], not args.not_selected)
         predictor = Predictor(run, choose_configuration(run, name), device="cpu")
         n_frames = sum(len(predictor.load_video(v)[0]) for v in videos)
 
@@ -111,7 +123,7 @@ def main():
           f"decode + CNN {t_plain / len(videos):.2f} s/video, lus predict {t_ours / len(videos):.2f} s/video with "
           f"{n_galleries} galleries, {t_no_gallery / len(videos):.2f} s/video without")
     print(json.dumps({
-        "bench": "predict", "configuration": name, "videos": len(videos), "frames": n_frames,
+        "bench": "predict", "configuration": name, "selected": name == selected_name(run), "videos": len(videos), "frames": n_frames,
         "untrusted_frames": n_untrusted, "galleries": n_galleries, "real_videos": folder != run / "synthetic" / "videos",
         "seconds_per_video": round(t_ours / len(videos), 3),
         "seconds_per_video_plain": round(t_plain / len(videos), 3),

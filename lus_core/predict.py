@@ -32,6 +32,9 @@ from lus_core.store_check import verified_stores
 from lus_core.video import VIDEO_EXTENSIONS, VideoError, is_frame_folder
 
 MAX_GALLERY_ROWS = 10  # untrusted frames shown per video (least confident first)
+# videos scored together: their untrusted frames share one similarity search (a t-SNE placement
+# costs about 0.5 s per call whatever its size); bounds the decoded frames held at once
+BATCH_FRAMES = 2048
 
 
 @dataclass
@@ -152,31 +155,56 @@ class Predictor:
         return self.index.query_diverse(vectors, None, self.choice.k, self._groups[diversity])
 
     def score(self, frames: np.ndarray) -> dict:
-        """Scores of one video's frames; similarity work only for the untrusted frames, batched
-        (one feature call, e.g. one t-SNE transform, then the annoy queries)."""
-        from lus_core.inference import predict_frames
+        """Scores of one video's frames (see score_videos)."""
+        return self.score_videos([frames])[0]
+
+    def score_videos(self, videos: list[np.ndarray]) -> list[dict]:
+        """Scores of the frames of each video (see add_fallbacks)."""
+        return self.add_fallbacks(videos, [self.score_cnn(frames) for frames in videos])
+
+    def add_fallbacks(self, videos: list[np.ndarray], results: list[dict]) -> list[dict]:
+        """Complete ``score_cnn``'s results of ``videos`` with the fallback of their untrusted
+        frames and the final scores. The similarity work for all of them is one batch: one feature
+        call (e.g. one t-SNE placement, whose fixed cost of about 0.5 s is then paid once instead
+        of per video) and one set of annoy queries."""
         from lus_core.similarity.fallback import fallback_scores
 
+        asked = [np.flatnonzero(~res["trusted"]) for res in results]
+        n_asked = np.array([len(a) for a in asked])
+        if self.index is not None and n_asked.sum():
+            vectors = self.index.features_for(
+                frames=np.concatenate([f[a] for f, a in zip(videos, asked, strict=True)]),
+                softmax=np.concatenate([r["softmax"][a] for r, a in zip(results, asked, strict=True)]),
+                embedding=np.concatenate([r["embedding"][a] for r, a in zip(results, asked, strict=True)]),
+            )
+            ids, labels, dist = self.neighbors(vectors, self.choice.diversity)
+            fallback = fallback_scores(labels, dist, len(self.classes), self.choice.fallback)
+            for res, a, lo, hi in zip(results, asked, np.cumsum(n_asked) - n_asked, np.cumsum(n_asked), strict=True):
+                if not len(a):
+                    continue
+                res["fallback"][a] = fallback[lo:hi]
+                res["neighbors"][a], res["neighbor_labels"][a], res["distances"][a] = ids[lo:hi], labels[lo:hi], dist[lo:hi]
+                res["asked"], res["vectors"] = a, vectors[lo:hi]
+        for res in results:
+            use_fallback = ~res["trusted"] & (res["fallback"] >= 0)
+            res["final"] = np.where(use_fallback, res["fallback"], res["cnn"])
+        return results
+
+    def score_cnn(self, frames: np.ndarray) -> dict:
+        """The CNN's softmax and the confidence model's trust of one video's frames."""
+        from lus_core.inference import predict_frames
+
         logits, softmax, embedding = predict_frames(self.model, frames, self.image_size, self.device)
-        cnn = softmax.argmax(1)
         n, k = len(frames), self.choice.k or 0
-        out = {"softmax": softmax, "embedding": embedding, "cnn": cnn, "confidence": np.ones(n), "trusted": np.ones(n, bool),
-               "fallback": np.full(n, -1), "neighbors": np.full((n, k), -1), "neighbor_labels": np.full((n, k), -1),
-               "distances": np.full((n, k), np.nan), "asked": np.zeros(0, int), "vectors": None}
+        out = {"softmax": softmax, "embedding": embedding, "cnn": softmax.argmax(1), "confidence": np.ones(n),
+               "trusted": np.ones(n, bool), "fallback": np.full(n, -1), "neighbors": np.full((n, k), -1),
+               "neighbor_labels": np.full((n, k), -1), "distances": np.full((n, k), np.nan),
+               "asked": np.zeros(0, int), "vectors": None}
         if self.confidence is not None:
             out["confidence"] = self.confidence.score(softmax, logits, embedding)
             out["trusted"] = self.confidence.trust(softmax, logits, embedding)
         elif self.choice.row_type == "fallback_only":
             out["confidence"], out["trusted"] = np.zeros(n), np.zeros(n, bool)
-        asked = np.flatnonzero(~out["trusted"])
-        if self.index is not None and len(asked):
-            vectors = self.index.features_for(frames=frames[asked], softmax=softmax[asked], embedding=embedding[asked])
-            ids, labels, dist = self.neighbors(vectors, self.choice.diversity)
-            out["fallback"][asked] = fallback_scores(labels, dist, len(self.classes), self.choice.fallback)
-            out["neighbors"][asked], out["neighbor_labels"][asked], out["distances"][asked] = ids, labels, dist
-            out["asked"], out["vectors"] = asked, vectors
-        use_fallback = ~out["trusted"] & (out["fallback"] >= 0)
-        out["final"] = np.where(use_fallback, out["fallback"], cnn)
         return out
 
     def gallery_neighbors(self, res: dict, rows: np.ndarray):
@@ -273,37 +301,28 @@ def run_predict(videos, run_dir, config_name: str = "selected", out_dir="predict
 
 def _score_videos(predictor: Predictor, paths: list[Path], staging: Path, galleries: bool, max_rows: int,
                   gradcam: bool = False):
-    """frames.csv rows and summary.json entries of every video; galleries are drawn in a
-    background thread while the next video is scored (and finished before this returns, also
-    on an error)."""
+    """frames.csv rows and summary.json entries of every video. The CNN scores each video as it
+    is decoded (the next one decodes meanwhile); the fallbacks of batches of about BATCH_FRAMES
+    frames share one similarity search; galleries are drawn in a background thread while the
+    next batch is scored (and finished before this returns, also on an error)."""
     rows, per_video, drawn = [], {}, []
-    classes = predictor.classes
     reader = FrameReader(predictor.frame_index)  # used by the drawing thread only
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gallery") as drawing:
-            for path, frames, numbers in tqdm(decoded_videos(predictor, paths), total=len(paths), desc="predict",
-                                              unit="video", file=sys.stderr):
-                res = predictor.score(frames)
-                vid = path.stem
-                per_video[vid] = {"source": str(path), "n_frames": len(frames),
-                                  "untrusted_frames": int((~res["trusted"]).sum()),
-                                  **{f"score_{k}": classes[v] for k, v in video_level(res["final"], len(classes)).items()},
-                                  **learned_video_scores(predictor, res)}
-                for i in range(len(frames)):
-                    rows.append({
-                        "video": vid, "frame": int(numbers[i]),
-                        **{f"p_{c}": float(res["softmax"][i, j]) for j, c in enumerate(classes)},
-                        "cnn_score": classes[res["cnn"][i]],
-                        "confidence": float(res["confidence"][i]), "trusted": bool(res["trusted"][i]),
-                        "fallback_score": classes[res["fallback"][i]] if res["fallback"][i] >= 0 else "",
-                        "neighbor_frame_ids": " ".join(str(int(x)) for x in res["neighbors"][i] if x >= 0),
-                        "final_score": classes[res["final"][i]],
-                    })
-                if galleries:
-                    # Grad-CAM needs the model (this thread); the drawing thread only places its tiles
-                    extras = gradcam_tiles(predictor, frames, gallery_frames(res, max_rows)) if gradcam else None
-                    drawn.append((vid, drawing.submit(write_video_gallery, staging / "galleries", vid, frames,
-                                                      numbers, res, predictor, reader, max_rows, extras)))
+            decoded = tqdm(decoded_videos(predictor, paths), total=len(paths), desc="predict", unit="video",
+                           file=sys.stderr)
+            cnn_scored = ((path, frames, numbers, predictor.score_cnn(frames)) for path, frames, numbers in decoded)
+            for batch in frame_batches(cnn_scored, BATCH_FRAMES):
+                predictor.add_fallbacks([item[1] for item in batch], [item[3] for item in batch])
+                for path, frames, numbers, res in batch:
+                    vid = path.stem
+                    per_video[vid] = video_summary(predictor, path, res)
+                    rows += frame_rows(predictor, vid, numbers, res)
+                    if galleries:
+                        # Grad-CAM needs the model (this thread); the drawing thread only places its tiles
+                        extras = gradcam_tiles(predictor, frames, gallery_frames(res, max_rows)) if gradcam else None
+                        drawn.append((vid, drawing.submit(write_video_gallery, staging / "galleries", vid, frames,
+                                                          numbers, res, predictor, reader, max_rows, extras)))
             for vid, future in drawn:
                 png = future.result()
                 if png is not None:
@@ -311,6 +330,42 @@ def _score_videos(predictor: Predictor, paths: list[Path], staging: Path, galler
     finally:
         reader.reset()
     return rows, per_video
+
+
+def frame_batches(decoded, max_frames: int):
+    """Consecutive videos of ``decoded`` grouped until a group holds ``max_frames`` frames (a
+    longer video is a group of its own): bounded memory, one similarity search per group."""
+    batch, n = [], 0
+    for item in decoded:
+        if batch and n + len(item[1]) > max_frames:
+            yield batch
+            batch, n = [], 0
+        batch.append(item)
+        n += len(item[1])
+    if batch:
+        yield batch
+
+
+def video_summary(predictor: Predictor, path: Path, res: dict) -> dict:
+    """summary.json's entry of one video: its frame counts and video-level scores."""
+    classes = predictor.classes
+    return {"source": str(path), "n_frames": len(res["cnn"]), "untrusted_frames": int((~res["trusted"]).sum()),
+            **{f"score_{k}": classes[v] for k, v in video_level(res["final"], len(classes)).items()},
+            **learned_video_scores(predictor, res)}
+
+
+def frame_rows(predictor: Predictor, vid: str, numbers: np.ndarray, res: dict) -> list[dict]:
+    """frames.csv rows of one video."""
+    classes = predictor.classes
+    return [{
+        "video": vid, "frame": int(numbers[i]),
+        **{f"p_{c}": float(res["softmax"][i, j]) for j, c in enumerate(classes)},
+        "cnn_score": classes[res["cnn"][i]],
+        "confidence": float(res["confidence"][i]), "trusted": bool(res["trusted"][i]),
+        "fallback_score": classes[res["fallback"][i]] if res["fallback"][i] >= 0 else "",
+        "neighbor_frame_ids": " ".join(str(int(x)) for x in res["neighbors"][i] if x >= 0),
+        "final_score": classes[res["final"][i]],
+    } for i in range(len(res["cnn"]))]
 
 
 def gallery_frames(res: dict, max_rows: int) -> np.ndarray:

@@ -128,8 +128,8 @@ def test_tsne_duplicate_of_training_frame_lands_on_it(tsne_map):
 
 
 def test_tsne_transform_places_a_near_copy_beside_its_original(tsne_map):
-    # the optimisation alone (no duplicate snapping): a slightly perturbed copy lands among the
-    # few map points closest to the original, and usually on it
+    # the placement alone (no duplicate snapping): a slightly perturbed copy lands at the median
+    # of its original's 5 nearest frames (the original one of them), among that cluster
     x, emb = tsne_map
     ref = np.asarray(emb)
     idx = np.arange(0, 150, 10)
@@ -137,13 +137,26 @@ def test_tsne_transform_places_a_near_copy_beside_its_original(tsne_map):
     placed = tsne_transform(emb, copy, snap_duplicates=False)
     d = ((placed[:, None, :] - ref[None]) ** 2).sum(-1)
     rank = (np.argsort(d, axis=1) == idx[:, None]).argmax(1)
-    assert (rank < 5).all(), rank
-    assert (rank == 0).mean() >= 0.5, rank
-    # the nearest map point of the placed copy is a frame from the original's cluster
-    same_cluster = np.linalg.norm(x[d.argmin(1)] - x[idx], axis=1) < np.linalg.norm(
-        x[idx] - x[idx][::-1], axis=1
-    )
-    assert same_cluster.mean() >= 0.8
+    assert (rank < 5).mean() >= 0.5, rank
+    # the nearest map point of the placed copy is a frame from the original's cluster (the
+    # fixture's clusters, drawn again from its seed)
+    rng = np.random.default_rng(3)
+    rng.normal(scale=6.0, size=(4, 16))
+    cluster = rng.integers(0, 4, 150)
+    assert (cluster[d.argmin(1)] == cluster[idx]).all()
+
+
+def test_a_frames_place_on_the_map_does_not_depend_on_the_frames_placed_with_it(tsne_map):
+    x, emb = tsne_map
+    queries = x[:40] + np.random.default_rng(1).normal(scale=0.3, size=x[:40].shape).astype(np.float32)
+    together = tsne_transform(emb, queries)
+    alone = np.vstack([tsne_transform(emb, q) for q in queries])
+    np.testing.assert_array_equal(together, alone)
+    np.testing.assert_array_equal(tsne_transform(emb, queries[::-1])[::-1], together)
+    # each lands at the median map position of its 5 nearest indexed frames (brute force)
+    ref, data = np.asarray(emb), np.asarray(emb.affinities.knn_index.data)
+    nearest = np.argsort(((queries[:, None, :] - data[None]) ** 2).sum(-1), axis=1)[:, :5]
+    np.testing.assert_allclose(together, np.median(ref[nearest], axis=1), atol=1e-4)
 
 
 # --------------------------------------------------------------------------- fallback scoring

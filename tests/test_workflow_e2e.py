@@ -189,6 +189,25 @@ def test_predict_galleries_can_be_capped_or_switched_off_and_show_one_neighbour_
     assert any(len(set(v)) < len(v) for v in videos(res["neighbors"][shown]))  # the plain list repeats videos
 
 
+def test_videos_scored_in_one_batch_equal_videos_scored_one_by_one(tiny_run):
+    """`lus predict` places the untrusted frames of several videos on the t-SNE map in one call;
+    a frame's place, neighbours and fallback do not depend on the other videos of its batch."""
+    from lus_core.predict import Predictor, choose_configuration
+
+    results, _ = tiny_run
+    name = "scratch · fallback only · tsne · k=3 · mean"  # every frame untrusted, placed on the map
+    predictor = Predictor(results, choose_configuration(results, name), "cpu")
+    paths = sorted((results / "synthetic" / "videos").iterdir())[:3]
+    videos = [predictor.load_video(p)[0] for p in paths]
+    together = predictor.score_videos(videos)
+    for frames, batched in zip(videos, together, strict=True):
+        alone = predictor.score(frames)
+        assert len(alone["asked"]) == len(frames)
+        np.testing.assert_array_equal(batched["vectors"], alone["vectors"])
+        for key in ("neighbors", "fallback", "final"):
+            np.testing.assert_array_equal(batched[key], alone[key])
+
+
 @pytest.mark.skipif(not POCUS.exists(), reason="../shared/data not present")
 def test_predict_on_a_real_pocus_video(tiny_run, tmp_path):
     results, _ = tiny_run
