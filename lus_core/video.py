@@ -9,6 +9,8 @@ reduced-size frames spread over the whole video.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -141,20 +143,58 @@ class _ContainerSource:
         return n
 
     def read(self, keep: Callable[[int], bool], sampler: _SectorSampler, collector: _FrameCollector) -> int:
-        cap, n, buf = self._take(), 0, None
-        try:
-            # grab() decodes; retrieve() converts to BGR: only for the frames that are used
-            while cap.grab():
-                kept, sampled = keep(n), sampler.wants(n)
-                if kept or sampled:
-                    ok, buf = cap.retrieve(buf)  # one reused buffer: the collector copies
-                    if not ok or buf is None:
-                        break
-                    _use(buf, n, kept, sampled, collector, sampler)
-                n += 1
-        finally:
-            cap.release()
+        cap, n = self._take(), 0
+        # this thread decodes; a second one stores each frame (colour check, copy, thumbnail)
+        # meanwhile: FFmpeg's decoding leaves part of the second core idle, and OpenCV and
+        # numpy release the GIL for the pixel work
+        with _FrameConsumer(collector, sampler) as consumer:
+            try:
+                # grab() decodes; retrieve() converts to BGR: only for the frames that are used
+                while cap.grab():
+                    kept, sampled = keep(n), sampler.wants(n)
+                    if kept or sampled:
+                        ok, buf = cap.retrieve()  # a new buffer each time: the consumer holds it
+                        if not ok or buf is None:
+                            break
+                        consumer.put(buf, n, kept, sampled)
+                    n += 1
+            finally:
+                cap.release()
         return n
+
+
+class _FrameConsumer:
+    """Runs `_use` on decoded frames in a worker thread, in order; an error there is raised in
+    the decoding thread (at the next frame or when the block ends)."""
+
+    def __init__(self, collector, sampler, depth: int = 8):
+        self.collector, self.sampler = collector, sampler
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._work, name="frame-store", daemon=True)
+
+    def _work(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    _use(*item, self.collector, self.sampler)
+                except BaseException as e:  # re-raised in the decoding thread
+                    self.error = e
+
+    def put(self, bgr: np.ndarray, number: int, kept: bool, sampled: bool) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put((bgr, number, kept, sampled))
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None and exc[0] is None:
+            raise self.error
 
 
 class _FolderSource:

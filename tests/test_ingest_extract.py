@@ -284,3 +284,26 @@ def test_format_1_gzip_store_stays_readable(tmp_path):
         assert str(FRAME_CODEC["compression"]) in f["frames"]._filters  # the plugin filter, not gzip
     index = build_frame_index([old, new])
     np.testing.assert_array_equal(FrameReader(index).frames(range(6)), np.concatenate([frames, frames]))
+
+
+def test_an_error_while_storing_a_decoded_frame_stops_the_decoding_thread():
+    """Decoded frames are stored by a second thread (lus_core.video._FrameConsumer); a frame it
+    cannot store (here: a different size) fails the decode with that error, and frames stay in
+    decoding order."""
+    from lus_core.video import VideoError, _FrameCollector, _FrameConsumer, _SectorSampler
+
+    collector, sampler = _FrameCollector(Path("v.mp4"), 8), _SectorSampler(Path("v.mp4"), 8)
+    with _FrameConsumer(collector, sampler) as consumer:
+        for i in range(6):
+            consumer.put(np.full((40, 50, 3), i, np.uint8), i, True, i % 2 == 0)
+    frames, numbers = collector.result()
+    assert numbers.tolist() == list(range(6)) and [int(f.mean()) for f in frames] == list(range(6))
+    assert len(sampler.thumbs) == 3
+
+    collector = _FrameCollector(Path("v.mp4"), 8)
+    with pytest.raises(VideoError, match="frames change size mid-video"):
+        with _FrameConsumer(collector, _SectorSampler(Path("v.mp4"), 8)) as consumer:
+            consumer.put(np.zeros((40, 50, 3), np.uint8), 0, True, False)
+            consumer.put(np.zeros((30, 50, 3), np.uint8), 1, True, False)
+            for i in range(2, 50):  # the error reaches the decoding thread at a later frame or at the end
+                consumer.put(np.zeros((40, 50, 3), np.uint8), i, True, False)
