@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lus_core.bench_results import record
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 WIDTH, HEIGHT, N_FRAMES, MAX_FRAMES = 1920, 1080, 300, 8
@@ -85,12 +87,12 @@ def main() -> None:
     print(f"peak above baseline: {rss_above:.1f} MB RSS, {traced:.1f} MB numpy/OpenCV arrays (tracemalloc); "
           f"baseline RSS {child_figures['baseline_rss_mb']:.0f} MB")
     met = rss_above <= GOAL_MB and traced <= GOAL_MB
-    print(json.dumps({"bench": "decode_memory", "video": f"{WIDTH}x{HEIGHT}x{N_FRAMES} mp4v",
+    record({"bench": "decode_memory", "video": f"{WIDTH}x{HEIGHT}x{N_FRAMES} mp4v",
                       "max_frames_per_video": MAX_FRAMES, "n_stored": child_figures["n_stored"],
                       "kept_frames_full_size_mb": round(kept_mb, 1), "stored_mb": round(child_figures["stored_mb"], 2),
                       "baseline_rss_mb": round(child_figures["baseline_rss_mb"], 1),
                       "peak_rss_above_baseline_mb": round(rss_above, 1), "traced_peak_mb": round(traced, 1),
-                      "goal_peak_above_baseline_mb": GOAL_MB, "met": bool(met)}))
+                      "goal_peak_above_baseline_mb": GOAL_MB, "met": bool(met)})
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """Frames per second of our extraction (decode + sector crop + resize + HDF5 write) against
 plain OpenCV decoding of the same files, measured in the same run. Goal: ratio >= 0.8.
 
+Ours is what one extraction job does with its share of the videos (`extract_videos`: each video
+cropped, compressed and written while the next one decodes); `extract_fps_one_by_one` is the same
+work without that overlap (one video per call).
+
 Also the reader: training-style random access (shuffled batches through FrameReader) to the
 stores just written against the same frames in the first store format (gzip, one chunk per
 frame), and the bytes each takes on disk; reading should stay as fast (ratio >= 1 means faster).
 """
 
-import json
 import os
 import sys
 import tempfile
@@ -18,8 +21,9 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lus_core.bench_results import record  # noqa: E402
 from lus_core.config import validate_config  # noqa: E402
-from lus_core.extract import extract_video  # noqa: E402
+from lus_core.extract import extract_video, extract_videos  # noqa: E402
 from lus_core.frame_store import FrameReader, build_frame_index  # noqa: E402
 from lus_core.ingest import build_video_table  # noqa: E402
 
@@ -103,22 +107,29 @@ def main():
         plain_decode(paths[:2])  # warm the page cache for both contestants
         best_plain, best_ours, frames = float("inf"), float("inf"), 0
         cpu_plain, cpu_ours = float("inf"), float("inf")  # CPU seconds: what a loaded machine shares out
+        best_single = float("inf")
         for rep in range(3):  # best of 3: the machine is shared and noisy
             t, c = time.perf_counter(), time.process_time()
             frames = plain_decode(paths)
             best_plain, cpu_plain = min(best_plain, time.perf_counter() - t), min(cpu_plain, time.process_time() - c)
             t, c = time.perf_counter(), time.process_time()
-            for e in entries:  # fresh outputs, as in a run (Snakemake removes old outputs first)
-                extract_video(e, tmp / f"frames{rep}" / f"{e.video}.h5", cfg)
+            # fresh outputs, as in a run (Snakemake removes old outputs first)
+            extract_videos(entries, [tmp / f"frames{rep}" / f"{e.video}.h5" for e in entries], cfg)
             best_ours, cpu_ours = min(best_ours, time.perf_counter() - t), min(cpu_ours, time.process_time() - c)
+            t = time.perf_counter()
+            for e in entries:
+                extract_video(e, tmp / f"single{rep}" / f"{e.video}.h5", cfg)
+            best_single = min(best_single, time.perf_counter() - t)
         reading = compare_readers(sorted((tmp / "frames0").glob("*.h5")), tmp)
     plain_fps, ours_fps = frames / best_plain, frames / best_ours
     ratio = ours_fps / plain_fps
     print(f"data: {name}, {frames} frames; plain OpenCV decode {plain_fps:.0f} fps, ours {ours_fps:.0f} fps")
-    print(json.dumps({"bench": "extract", "data": name, "frames": frames, "plain_decode_fps": round(plain_fps, 1),
+    record({"bench": "extract", "data": name, "frames": frames, "plain_decode_fps": round(plain_fps, 1),
                       "extract_fps": round(ours_fps, 1), "ratio_vs_plain_decode": round(ratio, 3),
+                      "extract_fps_one_by_one": round(frames / best_single, 1),
+                      "ratio_one_by_one": round(best_plain / best_single, 3),
                       "cpu_time_ratio_vs_plain_decode": round(cpu_plain / cpu_ours, 3),
-                      **reading, "goal_ratio": GOAL, "met": bool(ratio >= GOAL)}))
+                      **reading, "goal_ratio": GOAL, "met": bool(ratio >= GOAL)})
 
 
 if __name__ == "__main__":

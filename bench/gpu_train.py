@@ -11,7 +11,6 @@ reference. The last line is one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lus_core.augment import Augment  # noqa: E402
+from lus_core.bench_results import record  # noqa: E402
 from lus_core.dataset import prepare_batch  # noqa: E402
 from lus_core.models import build_model  # noqa: E402
 
@@ -80,8 +80,8 @@ def main() -> None:
     if not torch.cuda.is_available():
         torch.set_num_threads(2)
         cpu = measure(torch.device("cpu"), 8, args.image_size, 2, 1, True, False, False, False)
-        print(json.dumps({"bench": "gpu_train", "skipped": "no CUDA", "cpu_img_per_s": round(cpu, 1),
-                          "cpu_batch_size": 8, "image_size": args.image_size, "goal_img_per_s": GOAL, "met": None}))
+        record({"bench": "gpu_train", "skipped": "no CUDA", "cpu_img_per_s": round(cpu, 1),
+                          "cpu_batch_size": 8, "image_size": args.image_size, "goal_img_per_s": GOAL, "met": None})
         return
 
     torch.backends.cudnn.benchmark = True
@@ -101,11 +101,11 @@ def main() -> None:
         results[name] = round(rate, 1)
         print(f"{name}: {rate:.0f} img/s", file=sys.stderr)
     best = max(v for k, v in results.items() if k.startswith("amp_channels_last_aug"))
-    print(json.dumps({
+    record({
         "bench": "gpu_train", "img_per_s": best, "goal_img_per_s": GOAL, "met": best >= GOAL,
         "variants": results, "batch_size": args.batch_size, "image_size": args.image_size,
         "device": torch.cuda.get_device_name(0), "torch": torch.__version__,
-    }))
+    })
 
 
 if __name__ == "__main__":

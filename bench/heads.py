@@ -18,7 +18,6 @@ The last line is one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from fixtures_frames import make_frame_store, make_split, small_config  # noqa: E402
 
+from lus_core.bench_results import record  # noqa: E402
 from lus_core.embed_cache import encode_video  # noqa: E402
 from lus_core.frame_store import read_frame_index  # noqa: E402
 from lus_core.inference import load_model, predict_index  # noqa: E402
@@ -90,9 +90,7 @@ def main() -> None:
     speedup = seconds["reference"] / seconds["cache"]
     speedup_with_encoding = seconds["reference"] / (seconds["cache"] + encode_s)
     tolerance = 1e-4
-    print(
-        json.dumps(
-            {
+    record({
                 "bench": "heads",
                 "head_training_speedup": round(speedup, 1),
                 "goal_speedup": goal,
@@ -109,9 +107,7 @@ def main() -> None:
                 "n_frames": int(len(index)),
                 "epochs": args.epochs,
                 "threads": args.threads,
-            }
-        )
-    )
+            })
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ ratio >= 0.9.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -30,6 +29,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from fixtures_frames import make_frame_store, small_config  # noqa: E402
 
 from lus_core.augment import Augment  # noqa: E402
+from lus_core.bench_results import record  # noqa: E402
 from lus_core.dataset import FrameDataset, frames_to_tensor, prepare_batch  # noqa: E402
 from lus_core.frame_store import FrameReader, read_frame_index  # noqa: E402
 from lus_core.models import build_model  # noqa: E402
@@ -138,9 +138,7 @@ def main() -> None:
     memory_rate = args.batch_size * len(times["memory"]) / sum(times["memory"])
     # median of the per-pair ratios: robust to load spikes that hit one step of a pair
     ratio = statistics.median(m / lo for lo, m in zip(times["loader"], times["memory"], strict=True))
-    print(
-        json.dumps(
-            {
+    record({
                 "bench": "loader",
                 "ratio_vs_in_memory": round(ratio, 3),
                 "goal_ratio": goal,
@@ -155,9 +153,7 @@ def main() -> None:
                 "num_workers": args.num_workers,
                 "device": str(device),
                 "threads": args.threads,
-            }
-        )
-    )
+            })
 
 
 if __name__ == "__main__":

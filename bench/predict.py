@@ -25,6 +25,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from lus_core.bench_results import record  # noqa: E402
 from lus_core.inference import predict_frames  # noqa: E402
 from lus_core.predict import Predictor, choose_configuration, run_predict  # noqa: E402
 
@@ -122,7 +123,7 @@ def main():
     print(f"configuration {name}: {len(videos)} videos from {folder}, {n_frames} frames, {n_untrusted} untrusted; "
           f"decode + CNN {t_plain / len(videos):.2f} s/video, lus predict {t_ours / len(videos):.2f} s/video with "
           f"{n_galleries} galleries, {t_no_gallery / len(videos):.2f} s/video without")
-    print(json.dumps({
+    record({
         "bench": "predict", "configuration": name, "selected": name == selected_name(run), "videos": len(videos), "frames": n_frames,
         "untrusted_frames": n_untrusted, "galleries": n_galleries, "real_videos": folder != run / "synthetic" / "videos",
         "seconds_per_video": round(t_ours / len(videos), 3),
@@ -131,7 +132,7 @@ def main():
         "ratio_with_galleries": round(ratio, 3), "ratio_without_galleries": round(t_plain / t_no_gallery, 3),
         # with no untrusted frame no gallery is drawn: the ratio would not measure what a user waits for
         "goal_ratio": GOAL, "met": bool(ratio >= GOAL and n_galleries > 0),
-    }))
+    })
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, os.getcwd())  # run from the repo root without installing
 
+from lus_core.bench_results import record  # noqa: E402
 from lus_core.similarity.features import fit_tsne, tsne_transform  # noqa: E402
 from lus_core.similarity.index import SimilarityIndex, build_annoy, exact_search, recall_at_k  # noqa: E402
 
@@ -346,7 +347,7 @@ def main() -> None:
     met.append(ab["p50_ms"] <= GOAL_P50_MS and ab["recall_at_10"] >= GOAL_RECALL)
     result.update({"goal_p50_ms": GOAL_P50_MS, "goal_recall": GOAL_RECALL, "recall_margin": RECALL_MARGIN,
                    "met": bool(all(met))})
-    print(json.dumps(result))
+    record(result)
 
 
 if __name__ == "__main__":

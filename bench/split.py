@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import os
 import re
@@ -32,6 +31,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lus_core.bench_results import record  # noqa: E402
 from lus_core.split import balanced_split, balanced_split_reference, natural_sorted  # noqa: E402
 
 SCORE_P = [0.4, 0.3, 0.2, 0.1]  # video-level score 0..3, score 3 rare
@@ -168,7 +168,7 @@ def main() -> None:
     }
     if real is not None:
         out["real_covid_blues"] = real
-    print(json.dumps(out))
+    record(out)
 
 
 if __name__ == "__main__":

@@ -60,9 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference-recipe", help="the recipe ('backbone @ run-folder-name') the others are paired against; "
                    "default the run's first backbone")
 
+    p = sub.add_parser("bench-table", help="print the benchmark table from bench/results (or rewrite the README's)")
+    p.add_argument("--results", type=Path, default=None, help="folder of benchmark records (default: the clone's bench/results)")
+    p.add_argument("--readme", type=Path, help="rewrite the benchmarks block between its markers in this file")
+
     args = parser.parse_args(argv)
     try:
-        commands = {"synth": _synth, "run": _run, "predict": _predict, "summarize": _summarize}
+        commands = {"synth": _synth, "run": _run, "predict": _predict, "summarize": _summarize,
+                    "bench-table": _bench_table}
         return commands[args.command](args)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         print(f"lus {args.command}: error: {exc}", file=sys.stderr)
@@ -118,6 +123,17 @@ def _summarize(args) -> int:
         print(f"rewrote the default-run block of {write_readme_block(args.run, args.readme)}")
         for f in copy_figures(args.run, args.images) if args.images else []:
             print(f"wrote {f}")
+    return 0
+
+
+def _bench_table(args) -> int:
+    from lus_core.bench_results import RESULTS, bench_table, read_results, write_bench_block
+
+    folder = args.results or RESULTS
+    if args.readme:
+        print(f"rewrote the benchmarks block of {write_bench_block(args.readme, folder)}")
+    else:
+        print(bench_table(read_results(folder)), end="")
     return 0
 
 

@@ -1,8 +1,10 @@
-"""The extract_frames step: one video -> one HDF5 frame store; and the frame index over all."""
+"""The extract_frames step: each video -> one HDF5 frame store; and the frame index over all."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +35,39 @@ def extract_video(entry: VideoEntry, out_h5: str | Path, config: dict) -> int:
     With `dataset.on_bad_video: skip`, a bad video is stored as an empty file whose
     `skipped` attribute says why (Snakemake needs the output; the index lists it as skipped).
     """
-    fcfg, dcfg = config["frames"], config["dataset"]
+    return extract_videos([entry], [out_h5], config)[0]
+
+
+def extract_videos(entries: list[VideoEntry], out_h5s: list[str | Path], config: dict,
+                   after_store: Callable[[Path], None] | None = None) -> list[int]:
+    """`extract_video` for several videos, in order: while one video is cropped, compressed and
+    written (a worker thread), the next one decodes. `after_store(path)` runs on each store once
+    it is written (the extraction record). Returns the frames stored per video."""
+    if len(entries) != len(out_h5s):
+        raise ValueError(f"{len(entries)} videos for {len(out_h5s)} stores")
+    counts: list[int] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="store") as writer:
+        pending = None
+        for entry, out_h5 in zip(entries, out_h5s, strict=True):
+            decoded = _decode_entry(entry, config)
+            if pending is not None:
+                counts.append(pending.result())
+            pending = writer.submit(_store_entry, entry, Path(out_h5), config, decoded, after_store)
+        if pending is not None:
+            counts.append(pending.result())
+    return counts
+
+
+@dataclass
+class _Decoded:
+    video: object  # lus_core.video.DecodedVideo
+    labels: list  # class index per decoded frame (None outside the labelled ranges)
+    keep: np.ndarray  # decoded frames inside a labelled range
+
+
+def _decode_entry(entry: VideoEntry, config: dict) -> _Decoded | Exception:
+    """The decoded video and its frame labels; the error instead when the video is bad and
+    `dataset.on_bad_video` is skip (raised otherwise)."""
     try:
         if not entry.ranges:
             raise DatasetError(f"{entry.path}: no label for this video")
@@ -44,32 +78,50 @@ def extract_video(entry: VideoEntry, out_h5: str | Path, config: dict) -> int:
             raise DatasetError(f"{entry.path}: no decoded frame falls inside a labelled range {entry.ranges}")
         if keep.sum() < len(keep):
             log.info("%s: %d frames outside labelled ranges dropped", entry.path, int((~keep).sum()))
-        kept = stored_frames(entry.path, video, config, keep)
-        frames, numbers, box, n_blank = kept.frames, kept.numbers, kept.box, kept.n_blank
-        labels = [labels[i] for i in kept.positions]
+        return _Decoded(video, labels, keep)
     except (VideoError, DatasetError) as exc:
-        if dcfg["on_bad_video"] != "skip":
+        if config["dataset"]["on_bad_video"] != "skip":
             raise
-        log.warning("skipping %s", exc)
-        _write_skipped(entry, out_h5, str(exc), config)
-        return 0
-    attrs = {
-        "source_path": str(Path(entry.path).resolve()),
-        "source_sha256": sha256_file(entry.path) if Path(entry.path).is_file() else "",
-        "crop_box": list(box),
-        "original_size": list(video.original_size),
-        "fps": video.fps,
-        "n_source_frames": video.n_source_frames,
-        "n_declared_frames": video.n_declared_frames,
-        "n_blank_dropped": n_blank,
-        "stride": fcfg["stride"],
-        "size": fcfg["size"],
-        "classes": list(config["classes"]),
-        "config": config_json(config),
-        "skipped": "",
-    }
-    write_video_store(out_h5, frames, labels, numbers, entry.patient, entry.video, attrs)
-    return len(frames)
+        return exc
+
+
+def _store_entry(entry: VideoEntry, out_h5: Path, config: dict, decoded: _Decoded | Exception,
+                 after_store: Callable[[Path], None] | None) -> int:
+    """Crop, resize, drop blank frames and write one decoded video (or its skipped store)."""
+    n = 0
+    if not isinstance(decoded, Exception):
+        try:
+            kept = stored_frames(entry.path, decoded.video, config, decoded.keep)
+        except VideoError as exc:
+            if config["dataset"]["on_bad_video"] != "skip":
+                raise
+            decoded = exc
+    if isinstance(decoded, Exception):
+        log.warning("skipping %s", decoded)
+        _write_skipped(entry, out_h5, str(decoded), config)
+    else:
+        video, fcfg = decoded.video, config["frames"]
+        attrs = {
+            "source_path": str(Path(entry.path).resolve()),
+            "source_sha256": sha256_file(entry.path) if Path(entry.path).is_file() else "",
+            "crop_box": list(kept.box),
+            "original_size": list(video.original_size),
+            "fps": video.fps,
+            "n_source_frames": video.n_source_frames,
+            "n_declared_frames": video.n_declared_frames,
+            "n_blank_dropped": kept.n_blank,
+            "stride": fcfg["stride"],
+            "size": fcfg["size"],
+            "classes": list(config["classes"]),
+            "config": config_json(config),
+            "skipped": "",
+        }
+        labels = [decoded.labels[i] for i in kept.positions]
+        write_video_store(out_h5, kept.frames, labels, kept.numbers, entry.patient, entry.video, attrs)
+        n = len(kept.frames)
+    if after_store is not None:
+        after_store(out_h5)
+    return n
 
 
 @dataclass

@@ -5,7 +5,7 @@ import time
 
 from lus_core.config import ConfigSources, validate_config
 from lus_core.backbone_settings import cache_enabled, encoder_settings
-from lus_core.dag import AFTER_TRAIN_PRIORITY, check_split_feasible, embedding_shards, train_priority, video_table
+from lus_core.dag import AFTER_TRAIN_PRIORITY, check_split_feasible, job_shards, train_priority, video_table
 from lus_core.run_record import record_run
 from lus_core.skipped import format_skipped, read_skipped
 from lus_core.workflow import code_version_for
@@ -39,18 +39,15 @@ wildcard_constraints:
     space="|".join(SPACES),
 
 
-def video_source(wildcards):
-    return VIDEOS[wildcards.video]["path"]
-
-
 def video_label_inputs(wildcards):
     # synthetic labels only exist after the synth job; real labels are passed as params so
-    # that editing one video's label re-extracts that video only
+    # that editing one video's label re-extracts that video's job only
     return [f"{SYNTH_DIR}/labels.csv"] if SYNTHETIC else []
 
 
-def video_params(wildcards):
-    return json.dumps(VIDEOS[wildcards.video], sort_keys=True)
+def shard_entries(videos):
+    """JSON of the videos' entries (path, patient, label ranges), in the job's order."""
+    return json.dumps([{"video": v, **VIDEOS[v]} for v in videos], sort_keys=True)
 
 
 def all_frame_stores(wildcards=None):

@@ -2,10 +2,10 @@
 # layer of a `finetune: head` backbone then trains on them in seconds instead of running the
 # encoder every epoch. Backbones that train end to end need none and get no embed jobs.
 # The videos are embedded in train.embedding_jobs jobs per backbone (one rule per job, each
-# with a fixed, hash-chosen share of the videos, lus_core.dag.embedding_shards): one job per
+# with a fixed, hash-chosen share of the videos, lus_core.dag.job_shards): one job per
 # video spent most of its time starting Python and torch.
 
-EMBED_SHARDS = embedding_shards(VIDEOS, config["train"]["embedding_jobs"])
+EMBED_SHARDS = job_shards(VIDEOS, config["train"]["embedding_jobs"])
 
 for shard, shard_videos in EMBED_SHARDS.items():
 

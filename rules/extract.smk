@@ -1,27 +1,37 @@
-# Frame store: one job per video (the store and its extraction record), a check of every store
-# against its record, then an index (CSV + HDF5 virtual dataset) over all videos.
+# Frame store: one store (and its extraction record) per video, written by frames.extract_jobs
+# jobs (one rule per job, each with a fixed, hash-chosen share of the videos,
+# lus_core.dag.job_shards: one job per video spent most of its time starting Python); then a
+# check of every store against its record, then an index (CSV + HDF5 virtual dataset) over all.
 
+EXTRACT_SHARDS = job_shards(VIDEOS, config["frames"]["extract_jobs"])
 
-rule extract_frames:
-    input:
-        video=video_source,
-        labels=video_label_inputs,
-    output:
-        store=f"{R}/frames/{{video}}.h5",
-        record=f"{R}/frames/{{video}}.record.json",
-    params:
-        entry=video_params,
-        frames=config["frames"],
-        classes=CLASSES,
-        code=script_code("extract_frames"),
-    log:
-        f"{R}/logs/extract/{{video}}.log",
-    benchmark:
-        f"{R}/benchmarks/extract/{{video}}.tsv"
-    conda:
-        "../envs/lus.yaml"
-    script:
-        "../workflow_scripts/extract_frames.py"
+for shard, shard_videos in EXTRACT_SHARDS.items():
+
+    rule:
+        name:
+            f"extract_frames_{shard}"
+        input:
+            videos=[VIDEOS[v]["path"] for v in shard_videos],
+            labels=video_label_inputs,
+        output:
+            stores=[f"{R}/frames/{v}.h5" for v in shard_videos],
+            records=[f"{R}/frames/{v}.record.json" for v in shard_videos],
+        params:
+            # the videos' label entries: editing one label re-extracts its job's videos only
+            entries=shard_entries(shard_videos),
+            frames=config["frames"],
+            classes=CLASSES,
+            code=script_code("extract_frames"),
+        resources:
+            runtime=lambda w, input: 10 + len(input.videos),
+        log:
+            f"{R}/logs/extract/{shard}.log",
+        benchmark:
+            f"{R}/benchmarks/extract/{shard}.tsv"
+        conda:
+            "../envs/lus.yaml"
+        script:
+            "../workflow_scripts/extract_frames.py"
 
 
 # A damaged store stops the run here, before frame_index would replace (and, failing, delete)

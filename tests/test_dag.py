@@ -14,7 +14,7 @@ def default_plan(tmp_path_factory):
 def test_dry_run_lists_every_step(default_plan):
     # 16 patients x 3 videos; 2 backbones x (3 folds + all); 8 methods; 4 spaces
     assert default_plan == {
-        "synth": 1, "extract_frames": 48, "verify_frame_stores": 1, "frame_index": 1, "balance_split": 1,
+        "synth": 1, "extract_frames": 8, "verify_frame_stores": 1, "frame_index": 1, "balance_split": 1,
         "train": 8, "infer": 2, "fit_confidence": 16, "confidence_report": 2, "fit_video_model": 2,
         "build_index": 6, "build_tsne_index": 2, "query_neighbors": 8,
         "evaluate": 1, "gradcam": 1, "report": 1, "manifest": 1, "all": 1,
@@ -27,13 +27,13 @@ def test_snakemake_lint_is_clean():
 
 
 def test_embedding_jobs_share_the_videos_and_a_new_video_changes_one_job_only():
-    from lus_core.dag import embedding_shards
+    from lus_core.dag import job_shards
 
     videos = [f"patient_{p:02d}_video_{v}" for p in range(40) for v in range(6)]
-    shards = embedding_shards(videos, 8)
+    shards = job_shards(videos, 8)
     assert len(shards) == 8 and sorted(sum(shards.values(), [])) == sorted(videos)
     assert max(map(len, shards.values())) < 2 * len(videos) / 8  # no job holds most of the work
-    grown = embedding_shards([*videos, "patient_99_video_0"], 8)
+    grown = job_shards([*videos, "patient_99_video_0"], 8)
     assert sum(grown[s] != shards.get(s) for s in grown) == 1
-    assert embedding_shards(videos, 1) == {0: sorted(videos)}
-    assert embedding_shards(["a", "b"], 50).keys() <= set(range(50)) and len(embedding_shards(["a", "b"], 50)) == 2
+    assert job_shards(videos, 1) == {0: sorted(videos)}
+    assert job_shards(["a", "b"], 50).keys() <= set(range(50)) and len(job_shards(["a", "b"], 50)) == 2

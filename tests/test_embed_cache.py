@@ -171,9 +171,9 @@ def test_workflow_embeds_once_per_video_and_trains_heads_from_the_cache(tmp_path
     results = tmp_path / "run"
     args = ("--configfile", str(path), "--config", f"results={results}")
     plan = planned_jobs(*args)
-    n_videos = plan["extract_frames"]
-    embed_jobs = {rule: n for rule, n in plan.items() if rule.startswith("embed_")}
-    assert sum(embed_jobs.values()) == len(embed_jobs) == 3  # efficientnet_lite0 only: scratch trains end to end
+    synthetic = config["dataset"]["synthetic"]
+    n_videos = synthetic["n_patients"] * synthetic["videos_per_patient"]
+    assert plan["embed"] == 3  # train.embedding_jobs; efficientnet_lite0 only: scratch trains end to end
     run_ok("--cores", "2", *args, workdir=tmp_path)
     assert len(list((results / "embeddings" / "efficientnet_lite0").glob("*.h5"))) == n_videos
     assert not (results / "embeddings" / "scratch").exists()

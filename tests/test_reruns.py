@@ -58,7 +58,7 @@ def test_touching_one_video_without_change_runs_nothing(user_dataset):
     assert planned_jobs(_target(root), *args) == {}
 
 
-def test_changing_one_video_reextracts_only_it(user_dataset):
+def test_changing_one_video_reextracts_only_its_job(user_dataset):
     root, labels, _, args = user_dataset
     first, second = sorted((labels.parent / "videos").glob("*.mp4"))[:2]
     shutil.copy(second, first)  # new content (and a new mtime), same name and label
@@ -67,7 +67,7 @@ def test_changing_one_video_reextracts_only_it(user_dataset):
     run_ok(_target(root), "--cores", "2", *args)
 
 
-def test_adding_a_video_extracts_only_that_video(user_dataset):
+def test_adding_a_video_extracts_only_its_job(user_dataset):
     root, labels, spare, args = user_dataset
     for mp4 in spare.glob("*.mp4"):
         shutil.copy(mp4, labels.parent / "videos" / mp4.name)

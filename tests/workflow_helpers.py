@@ -24,7 +24,8 @@ def run_ok(*args: str, timeout: int = 900, workdir: Path = REPO) -> subprocess.C
 
 
 def planned_jobs(*args: str, workdir: Path = REPO) -> dict[str, int]:
-    """Rule -> number of jobs a dry run would execute (empty when nothing is to be done)."""
+    """Rule -> number of jobs a dry run would execute (empty when nothing is to be done); the jobs
+    of the per-video steps (extract_frames_N, embed_N) count under extract_frames and embed."""
     proc = run_ok("-n", *args, timeout=300, workdir=workdir)
     text = proc.stdout + proc.stderr
     if "Nothing to be done" in text:
@@ -36,5 +37,7 @@ def planned_jobs(*args: str, workdir: Path = REPO) -> dict[str, int]:
         if not m:
             break
         if m.group(1) != "total":
-            jobs[m.group(1)] = int(m.group(2))
+            # the per-video steps are rules in a loop (extract_frames_0, embed_3, ...): counted together
+            rule = re.sub(r"^(extract_frames|embed)_\d+$", r"\1", m.group(1))
+            jobs[rule] = jobs.get(rule, 0) + int(m.group(2))
     return jobs
