@@ -512,7 +512,8 @@ def plot_curves(history: list[dict], png_path: str | Path, title: str = "") -> N
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
+    # fixed margins: tight_layout draws the figure once more to measure it (a third of the cost)
+    fig.subplots_adjust(left=0.07, right=0.985, bottom=0.14, top=0.84, wspace=0.22)
     with atomic_path(png_path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
 

@@ -57,8 +57,19 @@ def import_closure(source: Path) -> set[Path]:
     return seen
 
 
-def _imported_modules(path: Path) -> set[str]:
+_PARSED: dict[tuple, frozenset[str]] = {}  # (path, mtime, size) -> its imports: the DAG asks per rule
+
+
+def _imported_modules(path: Path) -> frozenset[str]:
     """Dotted names of the lus_core modules that `path` imports (`from a import b` may name a module b)."""
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _PARSED:
+        _PARSED[key] = _parse_imports(path)
+    return _PARSED[key]
+
+
+def _parse_imports(path: Path) -> frozenset[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
     package = _module_name(path) if _is_in_package(path) else None
     names = set()
@@ -73,11 +84,21 @@ def _imported_modules(path: Path) -> set[str]:
                 base = ".".join(parts + ([node.module] if node.module else []))
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)
-    return {n for n in names if n == PACKAGE.name or n.startswith(PACKAGE.name + ".")}
+    return frozenset(n for n in names if n == PACKAGE.name or n.startswith(PACKAGE.name + "."))
+
+
+_MODULE_FILES: dict[tuple[str, str], list[Path]] = {}
 
 
 def _module_files(dotted: str) -> list[Path]:
     """The files executed by importing `dotted`: every package __init__ on the way and the module."""
+    key = (str(PACKAGE), dotted)
+    if key not in _MODULE_FILES:
+        _MODULE_FILES[key] = _find_module_files(dotted)
+    return _MODULE_FILES[key]
+
+
+def _find_module_files(dotted: str) -> list[Path]:
     parts = dotted.split(".")[1:]
     files, cur = [PACKAGE / "__init__.py"], PACKAGE
     for part in parts:

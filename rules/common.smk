@@ -1,4 +1,5 @@
 # Config validation, the video table, input functions and the code versions of each step.
+import functools
 import json
 import sys
 import time
@@ -126,6 +127,7 @@ def local_cores():
         return None
 
 
+@functools.cache  # the per-video steps' rules share their script: hash it once per start
 def script_code(name):
     """Code version of a step: a hash of the lus_core modules its script imports (transitively)."""
     return code_version_for(f"{workflow.basedir}/workflow_scripts/{name}.py")

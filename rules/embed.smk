@@ -5,7 +5,8 @@
 # with a fixed, hash-chosen share of the videos, lus_core.dag.job_shards): one job per
 # video spent most of its time starting Python and torch.
 
-EMBED_SHARDS = job_shards(VIDEOS, config["train"]["embedding_jobs"])
+# no rules at all when no backbone embeds (the default run): each rule costs DAG start-up time
+EMBED_SHARDS = job_shards(VIDEOS, config["train"]["embedding_jobs"]) if any(cache_enabled(config, b) for b in BACKBONES) else {}
 
 for shard, shard_videos in EMBED_SHARDS.items():
 
