@@ -54,7 +54,7 @@ def _g(x, fmt: str = "{:g}") -> str:
 
 
 def _predict(r: dict) -> str:
-    return (f"{r['configuration']} ({'the run’s selected configuration' if r.get('selected') else 'not the selected one'}), "
+    return (f"{r['configuration']} ({'selected by the run' if r.get('selected') else 'not the selected one'}), "
             f"{r['videos']} videos, {r['untrusted_frames']} untrusted frames, {r['galleries']} galleries: "
             f"ratio {r['ratio_with_galleries']:.2f} with galleries ({r['seconds_per_video']:.2f} s per video against "
             f"{r['seconds_per_video_plain']:.2f}), {r['ratio_without_galleries']:.2f} without")
@@ -138,7 +138,7 @@ def bench_table(results: dict[str, dict]) -> str:
         if r is None:
             lines.append(f"| `{name}.py` | {reference} | no record in bench/results | — | — | — |")
             continue
-        met = "yes" if r.get("met") else "no"
+        met = {True: "yes", False: "no"}.get(r.get("met"), "—")  # None: not measured here
         when = f"{r.get('measured_utc', '?')[:10]}, {r.get('machine', {}).get('cpus', '?')} CPUs"
         args = " ".join(r.get("argv") or [])
         lines.append(f"| `{name}.py{' ' + args if args else ''}` | {reference} | {figures(r)} | {goal(r)} | {met} "

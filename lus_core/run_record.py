@@ -53,6 +53,9 @@ def record_run(results_dir: str | Path, started: float, cores: int | None, finis
     """Write the record of an invocation that started at `started` (nothing when it ran no
     benchmarked job); also the full-run record when it re-ran every benchmarked job."""
     finished = time.time() if finished is None else finished
+    # a no-op rerun ran no job: say so from the files' times, without reading them
+    if not any(p.stat().st_mtime >= started for p in (Path(results_dir) / "benchmarks").rglob("*.tsv")):
+        return None
     everything = benchmark_table(results_dir)
     ran = everything[everything["mtime"] >= started]
     if ran.empty:
