@@ -38,7 +38,7 @@ import numpy as np
 sys.path.insert(0, os.getcwd())  # run from the repo root without installing
 
 from lus_core.bench_results import record  # noqa: E402
-from lus_core.similarity.features import fit_tsne, tsne_transform  # noqa: E402
+from lus_core.similarity.features import fit_tsne, place_on_tsne_map  # noqa: E402
 from lus_core.similarity.index import SimilarityIndex, build_annoy, exact_search, recall_at_k  # noqa: E402
 
 GOAL_P50_MS = 1.0
@@ -249,7 +249,7 @@ def bench_tsne(n_ref: int, dim: int, n_refit: int, n_ours: int) -> dict:
     patients = np.array([f"p{i % 20}" for i in range(n_ref)])
     # warm up numba / FFT code paths so neither side pays for compilation
     warm = fit_tsne(ref[:200], 30, seed=0)
-    tsne_transform(warm, queries[:2], snap_duplicates=False)
+    place_on_tsne_map(warm, queries[:2], snap_duplicates=False)
 
     # the study: refit t-SNE on reference + query, then look up the query's neighbours in the map
     refit = []
@@ -276,10 +276,10 @@ def bench_tsne(n_ref: int, dim: int, n_refit: int, n_ours: int) -> dict:
     single = []
     for q in queries[:n_ours]:
         t = time.perf_counter()
-        index.query_items(tsne_transform(tsne, q[None], snap_duplicates=False), None, K)
+        index.query_items(place_on_tsne_map(tsne, q[None], snap_duplicates=False), None, K)
         single.append(time.perf_counter() - t)
     t = time.perf_counter()
-    index.query_items(tsne_transform(tsne, queries, snap_duplicates=False), None, K)
+    index.query_items(place_on_tsne_map(tsne, queries, snap_duplicates=False), None, K)
     batched = (time.perf_counter() - t) / len(queries)
     log(
         f"ours: fit once {fit_once_s:.2f} s, then {np.median(single) * 1000:.1f} ms/query single, "

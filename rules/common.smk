@@ -33,7 +33,6 @@ check_split_feasible(config, VIDEOS, CONFIG_SOURCES)
 
 
 wildcard_constraints:
-    video=r"[A-Za-z0-9_.\-]+",
     backbone="|".join(BACKBONES),
     fold=r"\d+|all",
     method="|".join(METHODS),

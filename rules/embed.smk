@@ -6,7 +6,8 @@
 # video spent most of its time starting Python and torch.
 
 # no rules at all when no backbone embeds (the default run): each rule costs DAG start-up time
-EMBED_SHARDS = job_shards(VIDEOS, config["train"]["embedding_jobs"]) if any(cache_enabled(config, b) for b in BACKBONES) else {}
+EMBEDDING = any(cache_enabled(config, b) for b in BACKBONES)
+EMBED_SHARDS = job_shards(VIDEOS, config["train"]["embedding_jobs"]) if EMBEDDING else {}
 
 for shard, shard_videos in EMBED_SHARDS.items():
 

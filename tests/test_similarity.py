@@ -15,11 +15,11 @@ from lus_core.io_utils import read_json
 from lus_core.similarity.fallback import blend, fallback_from_lists, fallback_scores, neighbor_distribution
 from lus_core.similarity.features import (
     fit_tsne,
+    place_on_tsne_map,
     raw_features,
     raw_features_from_store,
     read_predictions,
     select_index_rows,
-    tsne_transform,
 )
 from lus_core.similarity.gallery import GalleryRow, compose_gallery, render_frame_gallery, render_gallery
 from lus_core.similarity.index import SimilarityIndex, exact_search, recall_at_k
@@ -120,21 +120,21 @@ def test_tsne_duplicate_of_training_frame_lands_on_it(tsne_map):
     x, emb = tsne_map
     ref = np.asarray(emb)
     idx = np.arange(0, 150, 10)
-    placed = tsne_transform(emb, x[idx])
+    placed = place_on_tsne_map(emb, x[idx])
     d = ((placed[:, None, :] - ref[None]) ** 2).sum(-1)
     assert (d.argmin(1) == idx).all()
     # the map itself is untouched by placing new points (no refit)
     np.testing.assert_array_equal(np.asarray(emb), ref)
 
 
-def test_tsne_transform_places_a_near_copy_beside_its_original(tsne_map):
+def test_a_near_copy_is_placed_beside_its_original_on_the_map(tsne_map):
     # the placement alone (no duplicate snapping): a slightly perturbed copy lands at the median
     # of its original's 5 nearest frames (the original one of them), among that cluster
     x, emb = tsne_map
     ref = np.asarray(emb)
     idx = np.arange(0, 150, 10)
     copy = x[idx] + np.random.default_rng(0).normal(scale=1e-3, size=x[idx].shape).astype(np.float32)
-    placed = tsne_transform(emb, copy, snap_duplicates=False)
+    placed = place_on_tsne_map(emb, copy, snap_duplicates=False)
     d = ((placed[:, None, :] - ref[None]) ** 2).sum(-1)
     rank = (np.argsort(d, axis=1) == idx[:, None]).argmax(1)
     assert (rank < 5).mean() >= 0.5, rank
@@ -149,10 +149,10 @@ def test_tsne_transform_places_a_near_copy_beside_its_original(tsne_map):
 def test_a_frames_place_on_the_map_does_not_depend_on_the_frames_placed_with_it(tsne_map):
     x, emb = tsne_map
     queries = x[:40] + np.random.default_rng(1).normal(scale=0.3, size=x[:40].shape).astype(np.float32)
-    together = tsne_transform(emb, queries)
-    alone = np.vstack([tsne_transform(emb, q) for q in queries])
+    together = place_on_tsne_map(emb, queries)
+    alone = np.vstack([place_on_tsne_map(emb, q) for q in queries])
     np.testing.assert_array_equal(together, alone)
-    np.testing.assert_array_equal(tsne_transform(emb, queries[::-1])[::-1], together)
+    np.testing.assert_array_equal(place_on_tsne_map(emb, queries[::-1])[::-1], together)
     # each lands at the median map position of its 5 nearest indexed frames (brute force)
     ref, data = np.asarray(emb), np.asarray(emb.affinities.knn_index.data)
     nearest = np.argsort(((queries[:, None, :] - data[None]) ** 2).sum(-1), axis=1)[:, :5]

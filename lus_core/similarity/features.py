@@ -8,7 +8,7 @@ Spaces (docs/architecture.md, "Similarity"):
 - ``softmax``: the CNN softmax vector (C,).
 - ``embedding``: the CNN penultimate embedding (D,).
 - ``tsne``: a 2-D openTSNE map fitted once on the indexed training embeddings. New frames are
-  placed on the fixed map (:func:`tsne_transform`: the median position of their nearest indexed
+  placed on the fixed map (:func:`place_on_tsne_map`: the median position of their nearest indexed
   frames), never by refitting (the study refitted per query, ~30 s each).
 
 Everything here works on in-memory arrays; the ``*_from_store`` helpers read frames through
@@ -37,7 +37,7 @@ __all__ = [
     "select_index_rows",
     "tsne_perplexity",
     "fit_tsne",
-    "tsne_transform",
+    "place_on_tsne_map",
     "space_features",
 ]
 
@@ -144,7 +144,7 @@ def tsne_perplexity(requested: float, n: int) -> float:
 def fit_tsne(embeddings: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_jobs: int = 1):
     """Fit an openTSNE map on (training) embeddings; returns the ``TSNEEmbedding`` (picklable).
 
-    Coordinates of the fitted points: ``np.asarray(result)``; new points: :func:`tsne_transform`.
+    Coordinates of the fitted points: ``np.asarray(result)``; new points: :func:`place_on_tsne_map`.
     """
     from openTSNE import TSNE
 
@@ -167,7 +167,7 @@ def fit_tsne(embeddings: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_
 TSNE_PLACEMENT_K = 5
 
 
-def tsne_transform(
+def place_on_tsne_map(
     tsne_embedding,
     embeddings: np.ndarray,
     snap_duplicates: bool = True,
@@ -257,5 +257,5 @@ def space_features(
     if space == "tsne":
         if embedding is None or tsne_embedding is None:
             raise ValueError("space 'tsne' needs embeddings and the fitted t-SNE map")
-        return tsne_transform(tsne_embedding, embedding)
+        return place_on_tsne_map(tsne_embedding, embedding)
     raise ValueError(f"unknown similarity space {space!r} (known: {', '.join(SPACES)})")

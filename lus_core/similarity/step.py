@@ -29,11 +29,11 @@ from lus_core.similarity.fallback import FALLBACK_MODES, fallback_scores
 from lus_core.similarity.features import (
     SPACES,
     fit_tsne,
+    place_on_tsne_map,
     raw_features_from_store,
     read_predictions,
     select_index_rows,
     tsne_perplexity,
-    tsne_transform,
 )
 from lus_core.similarity.index import SimilarityIndex, exact_search, recall_at_k
 from lus_core.similarity.neighbors import write_neighbors
@@ -184,7 +184,7 @@ def _query_vectors(space, index: SimilarityIndex, preds, frame_index_csv, settin
     out = np.empty((len(preds), 2), dtype=np.float32)
     out[mask] = fitted
     if (~mask).any():
-        out[~mask] = tsne_transform(index.tsne, preds.embedding_all[~mask])
+        out[~mask] = place_on_tsne_map(index.tsne, preds.embedding_all[~mask])
     return out
 
 
