@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --out: compare the recipes (backbones) of this run and of these finished runs on the same split")
     p.add_argument("--reference-recipe", help="the recipe ('backbone @ run-folder-name') the others are paired against; "
                    "default the run's first backbone")
+    p.add_argument("--pair", nargs=2, action="append", default=[], metavar=("RECIPE", "OTHER"),
+                   help="with --recipes: also give the paired test video QWK difference RECIPE - OTHER "
+                   "(e.g. with and without one change); repeatable")
 
     p = sub.add_parser("bench-table", help="print the benchmark table from bench/results (or rewrite the README's)")
     p.add_argument("--results", type=Path, default=None, help="folder of benchmark records (default: the clone's bench/results)")
@@ -117,7 +120,10 @@ def _summarize(args) -> int:
         raise ValueError("give --out (a Markdown page) and/or --readme (the README's default-run block)")
     if args.out:
         text = {k: getattr(args, k).read_text() if getattr(args, k) else "" for k in ("preamble", "epilogue")}
-        recipes = {"recipes": args.recipes, "reference_recipe": args.reference_recipe} if args.recipes else {}
+        if args.pair and not args.recipes:
+            raise ValueError("--pair compares recipes: give --recipes too")
+        recipes = ({"recipes": args.recipes, "reference_recipe": args.reference_recipe,
+                    "pairs": [tuple(p) for p in args.pair]} if args.recipes else {})
         print(f"wrote {write_results_markdown(args.run, args.out, args.title, args.run_command, **text, **recipes)}")
     if args.readme:
         print(f"rewrote the default-run block of {write_readme_block(args.run, args.readme)}")

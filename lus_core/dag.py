@@ -56,7 +56,7 @@ def check_split_feasible(config: dict, videos: dict[str, dict], source="config")
 
 
 def video_table(config: dict, synth_dir: str) -> dict[str, dict]:
-    """Video id -> {path, patient, ranges} known when the DAG is built.
+    """Video id -> {path, patient, ranges, findings} known when the DAG is built.
 
     Synthetic videos are planned from the config (generated later by a job); real videos
     are discovered and matched with their labels now, so that every labelling problem is
@@ -67,13 +67,13 @@ def video_table(config: dict, synth_dir: str) -> dict[str, dict]:
         from lus_core.synth import planned_videos
 
         return {
-            Path(name).stem: {"path": f"{synth_dir}/videos/{name}", "patient": patient, "ranges": None}
+            Path(name).stem: {"path": f"{synth_dir}/videos/{name}", "patient": patient, "ranges": None, "findings": None}
             for name, patient in planned_videos(ds["synthetic"])
         }
     from lus_core.ingest import build_video_table
 
     return {
-        e.video: {"path": e.path, "patient": e.patient, "ranges": e.ranges}
+        e.video: {"path": e.path, "patient": e.patient, "ranges": e.ranges, "findings": e.findings}
         for e in build_video_table(ds, config["classes"])
     }
 

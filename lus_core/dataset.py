@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from lus_core.frame_store import FrameReader
+from lus_core.frame_store import FrameReader, finding_targets
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -103,16 +104,26 @@ class StoreReader(FrameReader):
         return d[row]
 
 
+def training_targets(index: pd.DataFrame, findings: Sequence[str]) -> np.ndarray:
+    """int64 class indices (N,), or (N, 1 + F) with the findings' values (-1 unknown) after them."""
+    labels = index["label"].to_numpy(np.int64)
+    if not findings:
+        return labels
+    return np.column_stack([labels, finding_targets(index, findings)])
+
+
 class FrameDataset(Dataset):
-    """Item i = (uint8 frame (3, S, S), label index, frame_id) of row i of `index`.
+    """Item i = (uint8 frame (3, S, S), target, frame_id) of row i of `index`; the target is the
+    label index, or with `findings` the label index then the findings' values (`training_targets`).
 
     HDF5 files are opened lazily by a `FrameReader` owned by the process that reads: a reader
     inherited through a fork (DataLoader workers) is dropped unused and a fresh one opened.
     """
 
-    def __init__(self, index: pd.DataFrame, image_size: int | None = None):
+    def __init__(self, index: pd.DataFrame, image_size: int | None = None, findings: Sequence[str] = ()):
         self.index = index.reset_index(drop=True)
         self.labels = self.index["label"].to_numpy(np.int64)
+        self.targets = training_targets(self.index, findings)
         self.frame_ids = self.index["frame_id"].to_numpy(np.int64)
         self.image_size = image_size
         self._reader: FrameReader | None = None
@@ -132,7 +143,7 @@ class FrameDataset(Dataset):
     def __getitem__(self, i: int):
         frame = self.reader.frame(int(i))
         x = frames_to_tensor(frame[None], self.image_size)[0]
-        return x, self.labels[i], self.frame_ids[i]
+        return x, self.targets[i], self.frame_ids[i]
 
     def __getstate__(self):
         state = self.__dict__.copy()

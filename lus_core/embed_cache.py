@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from torch.utils.data import DataLoader
 
 from lus_core.augment import Augment
 from lus_core.backbone_settings import cache_enabled, encoder_settings
-from lus_core.dataset import FrameDataset, prepare_batch
+from lus_core.dataset import FrameDataset, prepare_batch, training_targets
 from lus_core.frame_store import build_frame_index
 from lus_core.io_utils import atomic_path, config_json, sha256_file
 from lus_core.models import build_model
@@ -166,21 +167,22 @@ def load_features(index: pd.DataFrame, cache_paths: dict[str, str | Path], expec
 
 
 class FeatureDataset(torch.utils.data.Dataset):
-    """Item i = (cached features (1 + V, D), label index, frame_id) of row i of `index`: the
+    """Item i = (cached features (1 + V, D), target, frame_id) of row i of `index`: the
     cached counterpart of `lus_core.dataset.FrameDataset`, batched the same way."""
 
-    def __init__(self, index: pd.DataFrame, features: np.ndarray):
+    def __init__(self, index: pd.DataFrame, features: np.ndarray, findings: Sequence[str] = ()):
         if len(features) != len(index):
             raise ValueError(f"{len(features)} feature rows for {len(index)} frames")
         self.features = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
         self.labels = index["label"].to_numpy(np.int64)
+        self.targets = training_targets(index, findings)
         self.frame_ids = index["frame_id"].to_numpy(np.int64)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int):
-        return self.features[i], self.labels[i], self.frame_ids[i]
+        return self.features[i], self.targets[i], self.frame_ids[i]
 
     def close(self) -> None:
         pass

@@ -20,7 +20,7 @@ from lus_core.frame_store import (
     write_video_store,
     write_virtual_dataset,
 )
-from lus_core.ingest import DatasetError, VideoEntry, frame_labels
+from lus_core.ingest import DatasetError, VideoEntry, covering_ranges
 from lus_core.io_utils import atomic_path, config_json, sha256_file
 from lus_core.skipped import write_skipped
 from lus_core.video import VideoError, crop_resize, decode, sector_std
@@ -63,6 +63,7 @@ class _Decoded:
     video: object  # lus_core.video.DecodedVideo
     labels: list  # class index per decoded frame (None outside the labelled ranges)
     keep: np.ndarray  # decoded frames inside a labelled range
+    findings: np.ndarray  # int8 (decoded frames, F): each finding's value (-1 unknown) per frame
 
 
 def _decode_entry(entry: VideoEntry, config: dict) -> _Decoded | Exception:
@@ -72,13 +73,14 @@ def _decode_entry(entry: VideoEntry, config: dict) -> _Decoded | Exception:
         if not entry.ranges:
             raise DatasetError(f"{entry.path}: no label for this video")
         video = decode_video(entry.path, config)
-        labels = frame_labels(entry.ranges, video.frame_numbers)
+        covering = covering_ranges(entry.ranges, video.frame_numbers)
+        labels = [None if i is None else entry.ranges[i][2] for i in covering]
         keep = np.array([lab is not None for lab in labels])
         if not keep.any():
             raise DatasetError(f"{entry.path}: no decoded frame falls inside a labelled range {entry.ranges}")
         if keep.sum() < len(keep):
             log.info("%s: %d frames outside labelled ranges dropped", entry.path, int((~keep).sum()))
-        return _Decoded(video, labels, keep)
+        return _Decoded(video, labels, keep, frame_findings(entry, covering, config))
     except (VideoError, DatasetError) as exc:
         if config["dataset"]["on_bad_video"] != "skip":
             raise
@@ -117,11 +119,23 @@ def _store_entry(entry: VideoEntry, out_h5: Path, config: dict, decoded: _Decode
             "skipped": "",
         }
         labels = [decoded.labels[i] for i in kept.positions]
-        write_video_store(out_h5, kept.frames, labels, kept.numbers, entry.patient, entry.video, attrs)
+        findings = (list(config["dataset"]["findings"]), decoded.findings[kept.positions])
+        write_video_store(out_h5, kept.frames, labels, kept.numbers, entry.patient, entry.video, attrs, findings)
         n = len(kept.frames)
     if after_store is not None:
         after_store(out_h5)
     return n
+
+
+def frame_findings(entry: VideoEntry, covering: list[int | None], config: dict) -> np.ndarray:
+    """int8 (frames, F): the configured findings of the range covering each frame (-1 outside)."""
+    n_findings = len(config["dataset"]["findings"])
+    if n_findings and len(entry.findings) != len(entry.ranges):
+        raise DatasetError(f"{entry.path}: dataset.findings are configured but the video's entry has no finding values")
+    table = np.full((len(entry.ranges) + 1, n_findings), -1, np.int8)  # last row: outside every range
+    if n_findings:
+        table[:-1] = entry.findings
+    return table[[len(entry.ranges) if i is None else i for i in covering]]
 
 
 @dataclass

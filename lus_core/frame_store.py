@@ -40,8 +40,10 @@ def write_video_store(
     patient: str,
     video_id: str,
     attrs: dict,
+    findings: tuple[list[str], np.ndarray] | None = None,
 ) -> None:
-    """Write one video's frames atomically. `frames` is uint8 (N, H, W, C)."""
+    """Write one video's frames atomically. `frames` is uint8 (N, H, W, C); `findings` is
+    (names, int8 (N, F) values 1 / 0 / -1 unknown), stored when there are any."""
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4:
         raise ValueError(f"{path}: frames must be uint8 (N, H, W, C), got {frames.dtype} {frames.shape}")
@@ -52,6 +54,11 @@ def write_video_store(
         f.create_dataset("frame_index", data=np.asarray(frame_numbers, dtype=np.int32))
         f.create_dataset("patient", data=[patient] * n, dtype=STR)
         f.create_dataset("video", data=[video_id] * n, dtype=STR)
+        if findings is not None and findings[0]:
+            names, values = findings
+            values = np.asarray(values, dtype=np.int8).reshape(n, len(names))
+            f.create_dataset("findings", data=values)
+            f.attrs["finding_names"] = json.dumps(list(names))
         f.attrs["video_id"] = video_id
         f.attrs["patient"] = patient
         f.attrs["format_version"] = FORMAT_VERSION
@@ -75,27 +82,53 @@ def extraction_counts(video_paths: Sequence[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["video", "n_stored", *EXTRACTION_COUNTS])
 
 
+FINDING_PREFIX = "finding_"
+
+
+def stored_findings(f: h5py.File) -> dict[str, np.ndarray]:
+    """A store's findings: name -> int8 (N,) values (1 yes, 0 no, -1 unknown); {} when none."""
+    if "findings" not in f:
+        return {}
+    names = json.loads(f.attrs["finding_names"])
+    values = f["findings"][()]
+    return {name: values[:, j] for j, name in enumerate(names)}
+
+
 def build_frame_index(video_paths: Sequence[str | Path]) -> pd.DataFrame:
-    """One row per frame over all videos, videos sorted by id, frames in stored order."""
+    """One row per frame over all videos, videos sorted by id, frames in stored order; a
+    `finding_<name>` column per finding the stores hold (-1 where a store lacks it)."""
     parts = []
     for path in sorted(video_paths, key=lambda p: Path(p).stem):
         with h5py.File(path, "r") as f:
             n = len(f["label"])
-            parts.append(
-                pd.DataFrame(
-                    {
-                        "video": f.attrs["video_id"],
-                        "patient": str(f.attrs["patient"]),
-                        "frame": f["frame_index"][:],
-                        "label": f["label"][:].astype(int),
-                        "h5": str(path),
-                        "row": np.arange(n),
-                    }
-                )
+            part = pd.DataFrame(
+                {
+                    "video": f.attrs["video_id"],
+                    "patient": str(f.attrs["patient"]),
+                    "frame": f["frame_index"][:],
+                    "label": f["label"][:].astype(int),
+                    "h5": str(path),
+                    "row": np.arange(n),
+                }
             )
+            for name, values in stored_findings(f).items():
+                part[FINDING_PREFIX + name] = values.astype(int)
+            parts.append(part)
     index = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=INDEX_COLUMNS[1:])
     index.insert(0, "frame_id", np.arange(len(index)))
-    return index[INDEX_COLUMNS]
+    finding_cols = [c for c in index.columns if c.startswith(FINDING_PREFIX)]
+    for col in finding_cols:
+        index[col] = index[col].fillna(-1).astype(int)
+    return index[INDEX_COLUMNS + finding_cols]
+
+
+def finding_targets(index: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
+    """int64 (N, F): the frame index's values of findings `names` (1 / 0 / -1 unknown)."""
+    missing = [n for n in names if FINDING_PREFIX + n not in index.columns]
+    if missing:
+        raise ValueError(f"the frame index has no column for finding(s) {missing} (dataset.findings); "
+                         "its stores were extracted without them: rerun extraction")
+    return index[[FINDING_PREFIX + n for n in names]].to_numpy(np.int64).reshape(len(index), len(names))
 
 
 def write_frame_index(index: pd.DataFrame, csv_path: str | Path) -> None:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from lus_core.backbone_settings import cache_enabled, encoder_settings
 from lus_core.dataset import FrameDataset, frames_to_tensor, prepare_batch
 from lus_core.embed_cache import load_features
-from lus_core.frame_store import read_frame_index
+from lus_core.frame_store import finding_targets, read_frame_index
 from lus_core.io_utils import config_json, read_json
 from lus_core.models import LUSModel, build_model
 from lus_core.predictions import Predictions, write_predictions
@@ -40,7 +40,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[LU
     if not isinstance(obj, dict) or "state_dict" not in obj or "backbone" not in obj:
         raise ValueError(f"{path}: not a model file written by lus_core.training (needs state_dict, backbone)")
     meta = {k: v for k, v in obj.items() if k != "state_dict"}
-    model = build_model(meta["backbone"], int(meta["n_classes"]), weights="none", finetune="all")
+    model = build_model(meta["backbone"], int(meta["n_classes"]), weights="none", finetune="all",
+                        findings=meta.get("finding_names", []))
     model.load_state_dict(obj["state_dict"], strict=True)
     model.to(torch.device(device)).eval()
     return model, meta
@@ -118,6 +119,18 @@ def predict_features(
     emb = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
     logits = [model.head(emb[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(emb), batch_size)]
     return _outputs(logits, [emb], _n_out(model), model.embedding_dim)
+
+
+@torch.inference_mode()
+def finding_probabilities(model: LUSModel, embedding: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """float32 (N, F): each finding's probability (sigmoid of its output) from the model's
+    embeddings of the frames; (N, 0) for a model without findings."""
+    if model.findings_head is None:
+        return np.zeros((len(embedding), 0), np.float32)
+    head = model.findings_head.cpu()
+    emb = torch.from_numpy(np.ascontiguousarray(embedding, dtype=np.float32))
+    parts = [torch.sigmoid(head(emb[i : i + batch_size])) for i in range(0, len(emb), batch_size)]
+    return (torch.cat(parts) if parts else torch.zeros(0, head.out_features)).numpy().astype(np.float32)
 
 
 def _n_out(model: LUSModel) -> int:
@@ -209,6 +222,8 @@ def run_infer(
 
     logits = np.full((n, n_classes), np.nan, np.float32)
     softmax = np.full((n, n_classes), np.nan, np.float32)
+    finding_names = list(config["dataset"].get("findings") or {})
+    findings = np.full((n, len(finding_names)), np.nan, np.float32)
     embedding = embedding_all = None
     used = {}
     needed = sorted({int(f) for f in fold_col})
@@ -243,6 +258,9 @@ def run_infer(
         if em.shape[1] != embedding.shape[1]:
             raise ValueError(f"{path}: embedding dim {em.shape[1]} differs from the `all` model's {embedding.shape[1]}")
         logits[rows], softmax[rows], embedding[rows] = lo, sm, em
+        if model.finding_names != finding_names:
+            raise ValueError(f"{path}: trained with findings {model.finding_names}, the config has {finding_names}")
+        findings[rows] = finding_probabilities(model, em)
         used[key] = {"path": str(path), "best_epoch": meta.get("best_epoch"), "n_frames": len(rows)}
         del model
     if np.isnan(softmax).any():  # pragma: no cover - assign_models guarantees coverage
@@ -252,8 +270,9 @@ def run_infer(
         frame_id=index["frame_id"].to_numpy(np.int64), label=index["label"].to_numpy(np.int64),
         patient=patients, video=index["video"].astype(str).to_numpy(), split=np.asarray(split_col),
         fold=np.asarray(fold_col), logits=logits, softmax=softmax, embedding_oof=embedding,
-        embedding_all=embedding_all,
-        attrs={"backbone": backbone, "classes": json.dumps(list(config["classes"])),
+        embedding_all=embedding_all, findings=findings,
+        finding_labels=finding_targets(index, finding_names).astype(np.int8),
+        attrs={"backbone": backbone, "finding_names": json.dumps(finding_names), "classes": json.dumps(list(config["classes"])),
                "config": config_json(config), "models": json.dumps(used, sort_keys=True)},
     ))
     return {"backbone": backbone, "n_frames": n, "n_test": int((split_col == "test").sum()), "models": used}

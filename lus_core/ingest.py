@@ -29,6 +29,21 @@ class VideoEntry:
     patient: str
     # (start, end inclusive, class index); end None = to the last frame
     ranges: list[tuple[int, int | None, int]] = field(default_factory=list)
+    # per range, the value of each configured finding (dataset.findings order): 1 yes, 0 no, -1 unknown
+    findings: list[tuple[int, ...]] = field(default_factory=list)
+
+
+# yes/no spellings of a finding cell (compared stripped and lower-cased); an empty cell is unknown
+FINDING_VALUES = {"yes": 1, "y": 1, "true": 1, "1": 1, "1.0": 1, "present": 1,
+                  "no": 0, "n": 0, "false": 0, "0": 0, "0.0": 0, "absent": 0, "": -1}
+
+
+def finding_value(value: str, where: str) -> int:
+    """1 / 0 / -1 (unknown) for one finding cell; anything else is refused with its place."""
+    key = str(value).strip().lower()
+    if key not in FINDING_VALUES:
+        raise DatasetError(f"{where}: finding value {value!r} is not yes/no (or true/false, 1/0, present/absent, empty)")
+    return FINDING_VALUES[key]
 
 
 def video_id(path: Path) -> str:
@@ -71,7 +86,7 @@ def class_index(value, classes: list, where: str) -> int:
     raise DatasetError(f"{where}: label {value!r} is not one of the classes {classes}")
 
 
-def read_labels(labels_path: str, columns: dict, classes: list) -> pd.DataFrame:
+def read_labels(labels_path: str, columns: dict, classes: list, findings: dict | None = None) -> pd.DataFrame:
     path = Path(labels_path)
     if not path.exists():
         raise DatasetError(f"{path}: labels file not found")
@@ -82,6 +97,10 @@ def read_labels(labels_path: str, columns: dict, classes: list) -> pd.DataFrame:
     for key in ("video", "score"):
         if columns[key] not in table.columns:
             raise DatasetError(f"{path}: missing column '{columns[key]}' (dataset.label_columns.{key})")
+    for name, column in (findings or {}).items():
+        if column not in table.columns:
+            raise DatasetError(f"{path}: missing column '{column}' (dataset.findings.{name}); "
+                               f"columns are {list(table.columns)}")
     return table
 
 
@@ -94,7 +113,7 @@ def build_video_table(dataset: dict, classes: list, video_dirs=None, labels_path
     video_dirs = video_dirs if video_dirs is not None else dataset["video_dirs"]
     labels_path = labels_path if labels_path is not None else dataset["labels"]
     cols = dataset["label_columns"]
-    table = read_labels(labels_path, cols, classes)
+    table = read_labels(labels_path, cols, classes, dataset.get("findings"))
     by_key = rows_by_video(table, cols, [Path(labels_path).parent, *video_dirs])
     videos = discover_videos(video_dirs)
     entries = [make_entry(path, table, by_key, dataset, classes, labels_path) for path in videos]
@@ -177,6 +196,8 @@ def make_entry(path: Path, table, by_key, dataset: dict, classes: list, labels_p
             if end is not None and end < start:
                 raise DatasetError(f"{where}: end frame {end} before start frame {start}")
         entry.ranges.append((start, end, idx))
+        entry.findings.append(tuple(finding_value(table.at[r, column], f"{where} column '{column}'")
+                                    for column in (dataset.get("findings") or {}).values()))
     if not entry.ranges and dataset["on_bad_video"] == "error":
         raise DatasetError(f"{path}: no label in {labels_path} (looked for '{path.name}' or '{path.stem}')")
     _check_overlaps(entry, labels_path)
@@ -189,7 +210,7 @@ def synthetic_entry(path: str | Path, dataset: dict, classes: list, labels_path:
 
 
 def entry_for_file(path: str | Path, dataset: dict, classes: list, labels_path: str) -> VideoEntry:
-    table = read_labels(labels_path, dataset["label_columns"], classes)
+    table = read_labels(labels_path, dataset["label_columns"], classes, dataset.get("findings"))
     by_key = rows_by_video(table, dataset["label_columns"], [Path(labels_path).parent, Path(path).parent])
     return make_entry(Path(path), table, by_key, dataset, classes, labels_path)
 
@@ -230,14 +251,15 @@ def _check_overlaps(entry: VideoEntry, labels_path) -> None:
             raise DatasetError(f"{entry.path}: overlapping label ranges in {labels_path} ({s1}-{e1} and {s2}-...)")
 
 
-def frame_labels(ranges, frame_numbers) -> list[int | None]:
-    """Class index of each source frame number (None where no range covers it)."""
+def covering_ranges(ranges, frame_numbers) -> list[int | None]:
+    """Position in `ranges` of the range covering each source frame number (None: no range)."""
     out = []
     for n in frame_numbers:
-        label = None
-        for start, end, idx in ranges:
+        found = None
+        for i, (start, end, _) in enumerate(ranges):
             if n >= start and (end is None or n <= end):
-                label = idx
+                found = i
                 break
-        out.append(label)
+        out.append(found)
     return out
+

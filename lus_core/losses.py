@@ -59,3 +59,37 @@ def make_criterion(train_cfg: dict, n_classes: int, class_weight: torch.Tensor |
     if name == "sord":
         return SORDLoss(n_classes, float(train_cfg.get("sord_alpha", 1.0)), class_weight)
     raise ValueError(f"train.loss must be one of {LOSSES}, got {name!r}")
+
+
+class ScoreAndFindingsLoss(nn.Module):
+    """The score loss plus ``weight`` x the findings' binary cross-entropy (auxiliary heads).
+
+    Outputs are (N, C + F): the C score logits, then one logit per finding. Targets are (N, 1 + F)
+    int64: the class index, then each finding's value (1 yes, 0 no, -1 unknown). Unknown findings
+    add nothing; the BCE is the mean over the known (frame, finding) pairs of the batch, so a
+    batch without any known finding trains the score alone.
+    """
+
+    def __init__(self, score_loss: nn.Module, n_classes: int, weight: float):
+        super().__init__()
+        if weight < 0:
+            raise ValueError(f"train.findings_weight must be >= 0, got {weight}")
+        self.score_loss = score_loss
+        self.n_classes = int(n_classes)
+        self.weight = float(weight)
+
+    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        score = self.score_loss(outputs[:, : self.n_classes], targets[:, 0])
+        finding_logits, known = outputs[:, self.n_classes :].float(), targets[:, 1:] >= 0
+        if not bool(known.any()):
+            return score
+        bce = F.binary_cross_entropy_with_logits(finding_logits[known], targets[:, 1:][known].float())
+        return score + self.weight * bce
+
+
+def score_part(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(score logits, class indices) of a batch, with or without finding columns."""
+    if targets.ndim == 1:
+        return outputs, targets
+    n_findings = targets.shape[1] - 1
+    return outputs[:, : outputs.shape[1] - n_findings], targets[:, 0]

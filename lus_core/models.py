@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -51,6 +52,25 @@ class LUSModel(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.finetune = "all"
+        self.finding_names: list[str] = []
+        self.findings_head: nn.Linear | None = None
+
+    def add_findings_head(self, names: Sequence[str]) -> None:
+        """One binary output per finding (e.g. A-lines, B-lines) on the embedding, trained beside
+        the score as an auxiliary task (`lus_core.losses.ScoreAndFindingsLoss`)."""
+        self.finding_names = list(names)
+        self.findings_head = None
+        if names:
+            # its own random stream: adding findings shifts none of the draws that train the score
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(len(names))
+                self.findings_head = nn.Linear(self.embedding_dim, len(names))
+        self.set_finetune(self.finetune)
+
+    def score_and_findings(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C + F): the score logits, then the finding logits (training with findings)."""
+        logits, emb = self.embed(x)
+        return torch.cat([logits, self.findings_head(emb)], dim=1)
 
     @property
     def head(self) -> nn.Module:
@@ -70,7 +90,8 @@ class LUSModel(nn.Module):
         if finetune not in FINETUNE:
             raise ValueError(f"finetune must be one of {FINETUNE}, got {finetune!r}")
         self.finetune = finetune
-        head_params = {id(p) for p in self.head.parameters()}
+        heads = [self.head] + ([self.findings_head] if self.findings_head is not None else [])
+        head_params = {id(p) for h in heads for p in h.parameters()}
         for p in self.parameters():
             p.requires_grad_(finetune == "all" or id(p) in head_params)
         self.train(self.training)
@@ -208,8 +229,9 @@ _CLASSES: dict[str, type[LUSModel]] = {
 _TV_WEIGHTS = {"resnet18": "ResNet18_Weights", "vgg16": "VGG16_Weights", "squeezenet1_1": "SqueezeNet1_1_Weights"}
 
 
-def build_model(backbone: str, n_classes: int, weights: str = "none", finetune: str = "head") -> LUSModel:
-    """A backbone with a new output layer for `n_classes`.
+def build_model(backbone: str, n_classes: int, weights: str = "none", finetune: str = "head",
+                findings: Sequence[str] = ()) -> LUSModel:
+    """A backbone with a new output layer for `n_classes` (and one binary output per finding).
 
     weights: "none" | "imagenet" | path to a local state dict (ours, or the original
     architecture's, e.g. a torchvision `.pth`); the old classifier head in it is ignored.
@@ -242,6 +264,8 @@ def build_model(backbone: str, n_classes: int, weights: str = "none", finetune: 
     if ft != finetune:
         log.info("%s with weights %r: training all layers (finetune 'head' needs pretrained weights)", backbone, weights)
     model.set_finetune(ft)
+    if findings:
+        model.add_findings_head(findings)
     return model
 
 

@@ -132,7 +132,8 @@ class Predictor:
             from lus_core.video_model import VideoModel
 
             self.video_model, meta = VideoModel.load(verified_path(run_dir, manifest, f"video/{b}.pt"))
-            self.video_input = str(meta.get("input", "softmax"))
+            self.video_input = {"input": str(meta.get("input", "softmax")),
+                                "use_findings": bool(meta.get("use_findings", False))}
         # frame id -> row of the frame index (neighbour images and patients for the galleries)
         self.frame_pos = pd.Series(np.arange(len(self.frame_index)), index=self.frame_index["frame_id"].to_numpy())
         self.patients = self.frame_index["patient"].astype(str).to_numpy()
@@ -192,11 +193,12 @@ class Predictor:
 
     def score_cnn(self, frames: np.ndarray) -> dict:
         """The CNN's softmax and the confidence model's trust of one video's frames."""
-        from lus_core.inference import predict_frames
+        from lus_core.inference import finding_probabilities, predict_frames
 
         logits, softmax, embedding = predict_frames(self.model, frames, self.image_size, self.device)
         n, k = len(frames), self.choice.k or 0
-        out = {"softmax": softmax, "embedding": embedding, "cnn": softmax.argmax(1), "confidence": np.ones(n),
+        out = {"softmax": softmax, "embedding": embedding, "findings": finding_probabilities(self.model, embedding),
+               "cnn": softmax.argmax(1), "confidence": np.ones(n),
                "trusted": np.ones(n, bool), "fallback": np.full(n, -1), "neighbors": np.full((n, k), -1),
                "neighbor_labels": np.full((n, k), -1), "distances": np.full((n, k), np.nan),
                "asked": np.zeros(0, int), "vectors": None}
@@ -246,7 +248,9 @@ def learned_video_scores(predictor: Predictor, res: dict) -> dict:
     fraction = float(predictor.config["video_model"]["confident_fraction"])
     out = {"score_confident_mean": classes[confident_mean(res["cnn"], res["softmax"].max(axis=1), fraction)]}
     if predictor.video_model is not None:
-        features = res["softmax"] if predictor.video_input == "softmax" else res["embedding"]
+        from lus_core.video_model import frame_features
+
+        features = frame_features(res["softmax"], res["embedding"], res["findings"], predictor.video_input)
         proba = predictor.video_model.predict_proba([features])[0]
         out["score_attention"] = classes[int(proba.argmax())]
         out["p_attention"] = {str(c): round(float(p), 4) for c, p in zip(classes, proba, strict=True)}
@@ -349,9 +353,11 @@ def frame_batches(decoded, max_frames: int):
 def video_summary(predictor: Predictor, path: Path, res: dict) -> dict:
     """summary.json's entry of one video: its frame counts and video-level scores."""
     classes = predictor.classes
+    findings = {f"p_finding_{name}": round(float(res["findings"][:, j].mean()), 4)
+                for j, name in enumerate(predictor.model.finding_names)}
     return {"source": str(path), "n_frames": len(res["cnn"]), "untrusted_frames": int((~res["trusted"]).sum()),
             **{f"score_{k}": classes[v] for k, v in video_level(res["final"], len(classes)).items()},
-            **learned_video_scores(predictor, res)}
+            **learned_video_scores(predictor, res), **findings}
 
 
 def frame_rows(predictor: Predictor, vid: str, numbers: np.ndarray, res: dict) -> list[dict]:
@@ -365,6 +371,7 @@ def frame_rows(predictor: Predictor, vid: str, numbers: np.ndarray, res: dict) -
         "fallback_score": classes[res["fallback"][i]] if res["fallback"][i] >= 0 else "",
         "neighbor_frame_ids": " ".join(str(int(x)) for x in res["neighbors"][i] if x >= 0),
         "final_score": classes[res["final"][i]],
+        **{f"p_finding_{name}": float(res["findings"][i, j]) for j, name in enumerate(predictor.model.finding_names)},
     } for i in range(len(res["cnn"]))]
 
 

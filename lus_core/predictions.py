@@ -18,9 +18,13 @@ embedding_oof   float32 (N, D)    penultimate features by the same model as ``so
                                   models for training frames: K different feature spaces)
 embedding_all   float32 (N, D)    every frame embedded by the ``all`` model (one feature space;
                                   the similarity indexes and the trust score use it)
+findings        float32 (N, F)    probability of each auxiliary finding (``dataset.findings``),
+                                  by the same model as ``softmax``; F = 0 without findings
+finding_labels  int8 (N, F)       the finding's value in the labels: 1 yes, 0 no, -1 unknown
 ==============  ================  =============================================================
 
-attrs: ``backbone``, ``classes`` (JSON), ``models`` (JSON), ``config`` (JSON).
+attrs: ``backbone``, ``classes`` (JSON), ``finding_names`` (JSON, the F columns' names),
+``models`` (JSON), ``config`` (JSON). A file without ``findings`` (older runs) reads as F = 0.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ __all__ = ["Predictions", "PredictionsFormatError", "read_predictions", "write_p
 
 REQUIRED = ("frame_id", "label", "patient", "video", "split", "fold", "logits", "softmax",
             "embedding_oof", "embedding_all")
+PER_FRAME_OPTIONAL = ("findings", "finding_labels")
 _STR = h5py.string_dtype()
 
 
@@ -60,11 +65,24 @@ class Predictions:
     softmax: np.ndarray
     embedding_oof: np.ndarray
     embedding_all: np.ndarray
+    findings: np.ndarray | None = None  # (N, F); None reads as no findings
+    finding_labels: np.ndarray | None = None
     attrs: dict = field(default_factory=dict)
     path: str = ""
 
+    def __post_init__(self) -> None:
+        n = len(self.frame_id)
+        if self.findings is None:
+            self.findings = np.zeros((n, 0), np.float32)
+        if self.finding_labels is None:
+            self.finding_labels = np.full(self.findings.shape, -1, np.int8)
+
     def __len__(self) -> int:
         return len(self.frame_id)
+
+    @property
+    def finding_names(self) -> list[str]:
+        return list(json.loads(self.attrs.get("finding_names", "[]")))
 
     @property
     def backbone(self) -> str:
@@ -82,7 +100,7 @@ class Predictions:
     def subset(self, rows) -> Predictions:
         """The rows ``rows`` (boolean mask or index array), same attrs and path."""
         kw = {f.name: getattr(self, f.name) for f in fields(self)}
-        for name in REQUIRED:
+        for name in (*REQUIRED, *PER_FRAME_OPTIONAL):
             kw[name] = kw[name][rows]
         return Predictions(**kw)
 
@@ -117,6 +135,8 @@ def read_predictions(path: str | os.PathLike) -> Predictions:
             softmax=np.asarray(f["softmax"][()], dtype=np.float64),
             embedding_oof=np.asarray(f["embedding_oof"][()], dtype=np.float32),
             embedding_all=np.asarray(f["embedding_all"][()], dtype=np.float32),
+            findings=np.asarray(f["findings"][()], dtype=np.float32) if "findings" in f else None,
+            finding_labels=f["finding_labels"][()].astype(np.int8) if "finding_labels" in f else None,
             attrs={k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()},
             path=str(path),
         )
@@ -135,6 +155,9 @@ def write_predictions(path: str | os.PathLike, p: Predictions) -> Path:
         f.create_dataset("fold", data=p.fold.astype(np.int16))
         for name in ("logits", "softmax", "embedding_oof", "embedding_all"):
             f.create_dataset(name, data=np.asarray(getattr(p, name), dtype=np.float32))
+        if p.findings.shape[1]:
+            f.create_dataset("findings", data=np.asarray(p.findings, dtype=np.float32))
+            f.create_dataset("finding_labels", data=np.asarray(p.finding_labels, dtype=np.int8))
         for k, v in p.attrs.items():
             f.attrs[k] = v if isinstance(v, str | int | float) else json.dumps(v, sort_keys=True)
     return path

@@ -51,6 +51,9 @@ class Recipe:
         parts.append(f"SORD (alpha {tc.get('sord_alpha', 1.0)})" if loss == "sord" else "cross-entropy")
         if frozen and int(tc.get("cache_views", 0)):
             parts.append(f"{tc['cache_views']} augmented views per frame")
+        findings = list((self.config.get("dataset") or {}).get("findings") or {})
+        if findings:
+            parts.append(f"auxiliary findings {', '.join(findings)} (loss weight {tc.get('findings_weight', 0.5)})")
         parts.append(f"{tc['image_size']} px, {tc['epochs']} epochs")
         return "; ".join(parts)
 
@@ -100,23 +103,26 @@ def _minutes(recipe: Recipe, jobs: pd.DataFrame) -> tuple[float | None, float]:
 
 
 def compare_recipes(runs: list[Path], reference: str | None = None, n_boot: int = 1000, ci: float = 0.95,
-                    seed: int = 0) -> tuple[pd.DataFrame, dict]:
+                    seed: int = 0, pairs: list[tuple[str, str]] = ()) -> tuple[pd.DataFrame, dict]:
     """One row per recipe of `runs` (same split required); `reference` is a recipe name
-    (`backbone @ run`), default the first recipe. Returns (table, notes)."""
+    (`backbone @ run`), default the first recipe. `pairs`: (recipe, other) whose paired video QWK
+    difference is wanted too (e.g. with and without one change), in notes["pairs"].
+    Returns (table, notes)."""
     recipes = recipes_of([Path(r) for r in runs])
     splits = {r.run: read_json(r.run / "split.json")["test_patients"] for r in recipes}
     if len({tuple(sorted(v)) for v in splits.values()}) != 1:
         raise ValueError(f"the runs have different test patients: {splits}")
     names = [r.name for r in recipes]
-    if reference and reference not in names:
-        raise ValueError(f"reference {reference!r} is none of {names}")
+    for name in [reference, *(n for pair in pairs for n in pair)]:
+        if name and name not in names:
+            raise ValueError(f"recipe {name!r} is none of {names}")
     ref = recipes[names.index(reference)] if reference else recipes[0]
     jobs = {run: benchmark_table(run) for run in dict.fromkeys(r.run for r in recipes)}  # read once per run
     ref_how, _ = chosen_video_score(ref)
     ref_table = _video_table(ref)
     ref_test = ref_table[ref_table.split == "test"].set_index("video")
     n_classes = len(ref.config["classes"])
-    rows = []
+    rows, scores = [], {}
     for r in recipes:
         frame = _frame_row(r)
         how, val_qwk = chosen_video_score(r)
@@ -125,6 +131,7 @@ def compare_recipes(runs: list[Path], reference: str | None = None, n_boot: int 
         if set(test.index) != set(ref_test.index) or not (test.loc[ref_test.index, "label"] == ref_test["label"]).all():
             raise ValueError(f"{r.name}: its test videos or labels differ from {ref.name}'s")
         test = test.loc[ref_test.index]
+        scores[r.name] = test[how]
         acc = bootstrap_ci("accuracy", test["label"], test[how], test["patient"], n_boot, ci, seed, n_classes)
         qwk = bootstrap_ci("qwk", test["label"], test[how], test["patient"], n_boot, ci, seed, n_classes)
         diff = paired_bootstrap_diff("qwk", test["label"], test[how], ref_test[ref_how], test["patient"],
@@ -148,7 +155,11 @@ def compare_recipes(runs: list[Path], reference: str | None = None, n_boot: int 
     table["chosen"] = table["recipe"] == chosen
     notes = {"reference": ref.name, "reference_video_score": ref_how, "chosen": chosen, "criterion": CRITERION,
              "n_test_videos": len(ref_test), "n_test_patients": int(ref_test["patient"].nunique()),
-             "ci": ci, "n_boot": n_boot}
+             "ci": ci, "n_boot": n_boot, "pairs": []}
+    for a, b in pairs:  # the same test videos, labels and patient resamples as the Δ column
+        diff = paired_bootstrap_diff("qwk", ref_test["label"], scores[a], scores[b], ref_test["patient"],
+                                     n_boot, ci, seed, n_classes)
+        notes["pairs"].append({"recipe": a, "other": b, **diff.as_dict()})
     return table, notes
 
 
@@ -182,4 +193,11 @@ def recipes_markdown(table: pd.DataFrame, notes: dict) -> str:
     lines += ["", "\\* the interval excludes 0. Run wall: the whole run (all its backbones) from its "
               "`logs/full_run.json`; recipe job time: the jobs of this backbone plus the shared ones "
               "(extraction, split, evaluation), summed over jobs.", ""]
+    if notes.get("pairs"):
+        lines += ["Paired differences of test video QWK (each recipe's chosen video score, the same patient "
+                  "resamples):", ""]
+        lines += [f"- {p['recipe']} − {p['other']}: {p['diff']:+.3f} [{p['lo']:+.3f}, {p['hi']:+.3f}]"
+                  + (" (the interval excludes 0)" if p["significant"] else " (the interval includes 0)")
+                  for p in notes["pairs"]]
+        lines.append("")
     return "\n".join(lines)

@@ -446,6 +446,17 @@ def _section_video_level(summary: Mapping) -> str:
                       "validation QWK"], rows, left=(0, 1)))
 
 
+def _section_findings(summary: Mapping) -> str:
+    """AUROC of the auxiliary finding outputs, when the run trained any."""
+    from lus_core.evaluation.findings import DISPLAY_HEADER, DISPLAY_NOTE, display_rows
+
+    records = summary.get("findings") or []
+    if not records:
+        return ""
+    return (f"<h2>Auxiliary findings</h2><p>{_e(DISPLAY_NOTE)}</p>"
+            + _table(DISPLAY_HEADER, display_rows(records, fmt_ci), left=(0, 1, 2)))
+
+
 def _section_confidence(summary: Mapping) -> str:
     """One table, one value per (method, metric), every metric from lus_core.confidence.metrics."""
     tab = summary.get("confidence_methods") or []
@@ -583,6 +594,7 @@ def render_html(summary: Mapping, matrix: pd.DataFrame, split: Mapping, config: 
         _section_selected(summary),
         _section_answer(summary),
         _section_video_level(summary),
+        _section_findings(summary),
         _section_skipped(summary),
         _section_galleries(gals, extra.get("gradcam") or [], eval_dir),
         _section_figures(figs, eval_dir, "Figures"),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lus_core.io_utils import atomic_path
+from lus_core.io_utils import atomic_path, read_json
 from lus_core.manifest import MANIFEST, run_config
 from lus_core.run_record import run_time_line
 
@@ -38,7 +38,8 @@ def _matrix_head(matrix: pd.DataFrame, n: int) -> pd.DataFrame:
 
 def results_markdown(run_dir: str | Path, title: str, command: str, n_rows: int = 8,
                      figures_dir: str | Path | None = None, preamble: str = "", epilogue: str = "",
-                     recipes: list[Path] | None = None, reference_recipe: str | None = None) -> str:
+                     recipes: list[Path] | None = None, reference_recipe: str | None = None,
+                     pairs: list[tuple[str, str]] = ()) -> str:
     run = Path(run_dir)
     summary, split, matrix = _load(run)
     counts = summary["counts"]["dataset"]
@@ -90,9 +91,11 @@ def results_markdown(run_dir: str | Path, title: str, command: str, n_rows: int 
         from lus_core.recipes import compare_recipes, recipes_markdown
 
         table, notes = compare_recipes([run, *recipes], reference_recipe, summary["n_bootstrap"], summary["ci"],
-                                       summary["seed"])
+                                       summary["seed"], pairs)
         lines += ["## Recipes (which training recipe to deploy, chosen on the training patients)", "",
                   recipes_markdown(table, notes)]
+    for each in [run, *(recipes or [])]:
+        lines += findings_lines(each, with_run=bool(recipes))
     lines += ["## Confidence methods (failure detection on test patients)", "", *confidence_lines(summary)]
     if figures_dir is not None:
         figures_dir = Path(figures_dir)
@@ -107,6 +110,19 @@ def results_markdown(run_dir: str | Path, title: str, command: str, n_rows: int 
                 lines += _gradcam_lines(run, f"figures/{name}", figures_dir)
     lines += [epilogue, ""]
     return "\n".join(lines)
+
+
+def findings_lines(run: Path, with_run: bool = False) -> list[str]:
+    """The run's auxiliary-finding AUROC table (nothing when it trained no findings)."""
+    from lus_core.evaluation.findings import DISPLAY_HEADER, DISPLAY_NOTE, display_rows
+
+    records = read_json(run / "eval" / "summary.json").get("findings") or []
+    if not records:
+        return []
+    title = "## Auxiliary findings" + (f" ({run.name})" if with_run else "")
+    rows = display_rows(records, lambda est, lo, hi: f"{_f(est)} [{_f(lo)}, {_f(hi)}]")
+    return [title, "", DISPLAY_NOTE, "", "| " + " | ".join(DISPLAY_HEADER) + " |",
+            "|" + "---|" * len(DISPLAY_HEADER), *("| " + " | ".join(r) + " |" for r in rows), ""]
 
 
 def _gradcam_lines(run: Path, gallery: str, figures_dir: Path) -> list[str]:

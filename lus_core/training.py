@@ -57,9 +57,9 @@ from lus_core.dataset import FrameDataset, prepare_batch
 from lus_core.embed_cache import FeatureDataset, clean_view, load_features, view_picker
 from lus_core.frame_store import read_frame_index
 from lus_core.io_utils import atomic_path, config_json, read_json, sha256_file
-from lus_core.losses import make_criterion
+from lus_core.losses import ScoreAndFindingsLoss, make_criterion, score_part
 from lus_core.metrics import macro_f1
-from lus_core.models import build_model
+from lus_core.models import LUSModel, build_model
 
 CLASS_BALANCE = ("weighted_loss", "sampler", "none")
 METRIC_COLUMNS = [
@@ -303,8 +303,9 @@ def train_one_epoch(
         else:
             loss.backward()
             optimizer.step()
+        score_logits, classes = score_part(logits.detach(), y)
         loss_sum += loss.detach() * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
+        correct += (score_logits.argmax(1) == classes).sum()
         n += len(y)
     if n == 0:
         raise ValueError("empty training loader")
@@ -331,8 +332,9 @@ def evaluate(
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(x).float()
         loss_sum += float(criterion(logits, y)) * len(y)
-        preds.append(logits.argmax(1).cpu())
-        labels.append(yb)
+        score_logits, classes = score_part(logits, yb)
+        preds.append(score_logits.argmax(1).cpu())
+        labels.append(classes)
     if not labels:
         return {"loss": math.nan, "acc": math.nan, "macro_f1": math.nan, "n": 0}
     p, y = torch.cat(preds).numpy(), torch.cat(labels).numpy()
@@ -354,6 +356,37 @@ def _better(f1: float, loss: float, best_f1: float, best_loss: float) -> bool:
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+class ScoreAndFindings(nn.Module):
+    """What trains when findings are configured: the model's (N, C + F) outputs, end to end."""
+
+    def __init__(self, model: LUSModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.score_and_findings(x)
+
+
+class CachedScoreAndFindings(nn.Module):
+    """The same from cached frozen-encoder embeddings: only the two output layers (so that
+    checkpoints hold no encoder)."""
+
+    def __init__(self, model: LUSModel):
+        super().__init__()
+        self.head, self.findings_head = model.head, model.findings_head
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.head(features), self.findings_head(features)], dim=1)
+
+
+def trained_part(model: LUSModel, from_cache: bool) -> nn.Module:
+    """The module `fit` trains: the output layer(s) on cached features, else the model; with
+    findings, a wrapper that also returns the finding logits."""
+    if model.findings_head is None:
+        return model.head if from_cache else model
+    return CachedScoreAndFindings(model) if from_cache else ScoreAndFindings(model)
 
 
 def fit(
@@ -580,7 +613,8 @@ def run_train(
         torch.backends.cudnn.benchmark = True
     weights = str(per_backbone(tc.get("weights", "none"), backbone, "none"))
     finetune = effective_finetune(backbone, weights, str(per_backbone(tc.get("finetune", "head"), backbone, "head")))
-    model = build_model(backbone, n_classes, weights, finetune)
+    findings = list(config["dataset"].get("findings") or {})
+    model = build_model(backbone, n_classes, weights, finetune, findings)
     model.to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
 
     image_size = int(tc["image_size"])
@@ -590,12 +624,12 @@ def run_train(
     if from_cache:
         encoder = encoder_settings(config, backbone)
         train_ds, val_ds = (
-            FeatureDataset(idx, load_features(idx, cache_paths, encoder))
-            if len(idx) else FeatureDataset(idx, np.zeros((0, 1, model.embedding_dim), np.float32))
+            FeatureDataset(idx, load_features(idx, cache_paths, encoder), findings)
+            if len(idx) else FeatureDataset(idx, np.zeros((0, 1, model.embedding_dim), np.float32), findings)
             for idx in (train_idx, val_idx)
         )
     else:
-        train_ds, val_ds = FrameDataset(train_idx, image_size), FrameDataset(val_idx, image_size)
+        train_ds, val_ds = (FrameDataset(idx, image_size, findings) for idx in (train_idx, val_idx))
     batch_size = int(tc["batch_size"])
     workers = int(tc.get("num_workers", 0))
     loader_gen = torch.Generator().manual_seed(seed)
@@ -612,6 +646,9 @@ def run_train(
 
     cw = class_weights(train_ds.labels, n_classes).to(device) if balance == "weighted_loss" else None
     criterion = make_criterion(tc, n_classes, cw)
+    if findings:
+        criterion = ScoreAndFindingsLoss(criterion, n_classes, float(tc.get("findings_weight", 0.5)))
+    trained = trained_part(model, from_cache)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, float(tc["lr"]), float(tc.get("weight_decay", 0.0)))
     epochs = int(tc["epochs"])
@@ -623,7 +660,7 @@ def run_train(
     checkpoints = CheckpointStore(checkpoint_dir)
 
     result = fit(
-        model.head if from_cache else model, train_loader, val_loader, criterion, optimizer, scheduler,
+        trained, train_loader, val_loader, criterion, optimizer, scheduler,
         epochs=epochs, patience=int(tc.get("patience", 0)) or epochs, device=device,
         augment=augment if augment.cfg.active else None, aug_generator=aug_gen,
         amp_dtype=amp_dtype, scaler=scaler, channels_last=cuda, checkpoints=checkpoints,
@@ -632,8 +669,8 @@ def run_train(
         prepare_train=view_picker(device, aug_gen) if from_cache else None,
         prepare_eval=clean_view(device) if from_cache else None,
     )
-    if from_cache:  # the trained output layer back into the full (frozen-encoder) model
-        model.head.load_state_dict(result["best_state"])
+    if trained is not model:  # the trained output layer(s) back into the full model
+        trained.load_state_dict(result["best_state"])
         result["best_state"] = _cpu_state(model)
     history = result["history"]
     best_row = next((r for r in history if r["epoch"] == result["best_epoch"]), {})
@@ -656,6 +693,7 @@ def run_train(
         "best_metrics": best_metrics,
         "class_balance": balance,
         "loss": str(tc.get("loss", "ce")),
+        "finding_names": findings,
         "trained_from": "embedding_cache" if from_cache else "frames",
         "seed": seed,
         "n_train_frames": len(train_ds),

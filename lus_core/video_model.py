@@ -8,7 +8,9 @@ al., ICML 2018) of per-frame features into one video vector, then a linear layer
 (the frame-feature pooling that MeDiVLAD found to beat sequence models for video scores).
 
 Frame features (`video_model.input`): the CNN's softmax (C values; out-of-fold for training
-patients, so they look like the `all` model's softmax on test patients) or its embedding.
+patients, so they look like the `all` model's softmax on test patients) or its embedding; with
+auxiliary findings (`dataset.findings`, `video_model.use_findings`), the CNN's finding
+probabilities of the frame after them (`frame_features`).
 
 Honest by construction: for training videos the score is out-of-fold (the model that scores a
 fold's videos is trained on the other folds' patients, the folds of split.json), so the
@@ -215,6 +217,15 @@ def score_videos(bags: VideoBags, split: dict, n_classes: int, cfg: dict, seed: 
     return table, final
 
 
+def frame_features(softmax: np.ndarray, embedding: np.ndarray, findings: np.ndarray, cfg: dict) -> np.ndarray:
+    """The video model's per-frame input (the workflow's and `lus predict`'s): the softmax or the
+    embedding (`input`), then the finding probabilities when `use_findings` and there are any."""
+    base = softmax if cfg["input"] == "softmax" else embedding
+    if cfg.get("use_findings", True) and findings.shape[1]:
+        return np.hstack([base, findings]).astype(np.float32)
+    return base
+
+
 def run_video_model(predictions_h5: str | Path, split_json: str | Path, out_csv, out_model, config: dict) -> pd.DataFrame:
     """Step `fit_video_model`: read a backbone's predictions, write its video table and model."""
     from lus_core.predictions import read_predictions
@@ -222,9 +233,10 @@ def run_video_model(predictions_h5: str | Path, split_json: str | Path, out_csv,
     cfg = config["video_model"]
     n_classes = len(config["classes"])
     p = read_predictions(predictions_h5)
-    features = p.softmax if cfg["input"] == "softmax" else p.embedding_oof
+    features = frame_features(p.softmax, p.embedding_oof, p.findings, cfg)
     bags = VideoBags.from_frames(p.video, p.patient, p.split, p.label, features, p.softmax)
     table, final = score_videos(bags, read_json(split_json), n_classes, cfg, int(config.get("seed", 0)))
     write_video_table(table, out_csv)
-    final.save(out_model, {"input": cfg["input"], "classes": json.dumps(list(config["classes"])), "config": config_json(config)})
+    final.save(out_model, {"input": cfg["input"], "use_findings": bool(cfg["use_findings"]),
+                           "finding_names": p.finding_names, "classes": json.dumps(list(config["classes"])), "config": config_json(config)})
     return table

@@ -21,6 +21,7 @@ for shard, shard_videos in EXTRACT_SHARDS.items():
             entries=shard_entries(shard_videos),
             frames=config["frames"],
             classes=CLASSES,
+            findings=config["dataset"]["findings"],
             code=script_code("extract_frames"),
         resources:
             runtime=lambda w, input: 10 + len(input.videos),

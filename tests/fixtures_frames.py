@@ -40,8 +40,12 @@ def make_frame_store(
     n_classes: int = 4,
     channels: int = 1,
     seed: int = 0,
+    findings: bool = False,
 ) -> Path:
-    """Write frames/{video}.h5 + frame_index.csv under `root`; return the index path."""
+    """Write frames/{video}.h5 + frame_index.csv under `root`; return the index path.
+
+    `findings`: the stores also hold the finding `b_lines` (two or more drawn: class >= 2),
+    unknown (-1) for the first patient's videos."""
     rng = np.random.default_rng(seed)
     paths = []
     for p in range(n_patients):
@@ -53,9 +57,11 @@ def make_frame_store(
             if channels == 3:
                 frames = np.repeat(frames, 3, axis=-1)
             path = root / "frames" / f"{video}.h5"
+            value = -1 if p == 0 else int(label >= 2)
             write_video_store(
                 path, frames, [label] * frames_per_video, range(frames_per_video), patient, video,
                 {"size": size, "fps": 10, "crop_box": [0, 0, size, size], "source_path": "synthetic"},
+                (["b_lines"], np.full((frames_per_video, 1), value)) if findings else None,
             )
             paths.append(path)
     index = build_frame_index(paths)

@@ -73,16 +73,37 @@ def test_shipped_configs_are_valid(path):
 
 def test_the_earlier_covid_blues_recipes_are_valid_laid_over_the_default():
     """configs/covid-blues-e2e.yaml is an overlay (`--configfile covid-blues.yaml it.yaml`)."""
+    cfg = _laid_over_default("configs/covid-blues-e2e.yaml")
+    assert cfg["train"]["backbones"] == ["resnet18", "efficientnet_lite0"] and cfg["train"]["loss"] == "ce"
+    assert cfg["train"]["cache_views"] == 0 and cfg["train"]["image_size"] == 64
+    assert cfg["results"] != _laid_over_default()["results"]  # never the same folder
+
+
+def _laid_over_default(*overlays: str) -> dict:
+    """config.yaml, then configs/covid-blues.yaml, then `overlays`, as `--configfile` lays them."""
     import yaml
 
     from lus_core.config import deep_merge, validate_config
 
-    layers = [yaml.safe_load(open(p)) for p in ("config.yaml", "configs/covid-blues.yaml", "configs/covid-blues-e2e.yaml")]
-    merged = layers[0]
-    for layer in layers[1:]:
-        merged = deep_merge(merged, layer)
-    cfg = validate_config(merged)
-    assert cfg["train"]["backbones"] == ["resnet18", "efficientnet_lite0"] and cfg["train"]["loss"] == "ce"
-    assert cfg["train"]["cache_views"] == 0 and cfg["train"]["image_size"] == 64
-    assert cfg["results"] != validate_config(deep_merge(layers[0], layers[1]))["results"]  # never the same folder
+    merged = {}
+    for path in ("config.yaml", "configs/covid-blues.yaml", *overlays):
+        merged = deep_merge(merged, yaml.safe_load(open(path)))
+    return validate_config(merged)
 
+
+
+@pytest.mark.parametrize("overlays, check", [
+    (["configs/covid-blues-findings.yaml"],
+     lambda c: c["dataset"]["findings"] == {"a_lines": "A-lines", "b_lines": "B-lines"}),
+    (["configs/covid-blues-scratch.yaml"],
+     lambda c: c["train"]["backbones"] == ["scratch"] and not c["dataset"]["findings"]),
+    (["configs/covid-blues-scratch.yaml", "configs/covid-blues-scratch-findings.yaml"],
+     lambda c: c["train"]["backbones"] == ["scratch"] and set(c["dataset"]["findings"]) == {"a_lines", "b_lines"}),
+])
+def test_the_findings_comparison_overlays_are_valid_and_write_their_own_folders(overlays, check):
+    """Each overlay of the recipes comparison (docs/results-covid-blues.md) is valid laid over
+    the default, and writes a results folder of its own."""
+    cfg = _laid_over_default(*overlays)
+    assert check(cfg)
+    folders = {_laid_over_default(*overlays[:i])["results"] for i in range(len(overlays) + 1)}
+    assert len(folders) == len(overlays) + 1  # never another recipe's folder

@@ -68,6 +68,14 @@ def test_paired_difference_and_choice(tmp_path):
     assert "frozen encoder" in row_b["description"] and "SORD" in row_b["description"]
     text = recipes_markdown(table, notes)
     assert "b @ new (chosen)" in text and "10.0 min" in text
+    # a pair asked for by name: the same paired bootstrap as the Δ column, either way round
+    _, paired = compare_recipes([a, b], n_boot=200, pairs=[("b @ new", "r @ today"), ("r @ today", "b @ new")])
+    there, back = paired["pairs"]
+    assert there["diff"] == pytest.approx(row_b["delta_video_qwk"]) and back["diff"] == pytest.approx(-there["diff"])
+    assert (there["lo"], there["hi"]) == pytest.approx((row_b["delta_video_qwk_lo"], row_b["delta_video_qwk_hi"]))
+    assert "- b @ new − r @ today: " in recipes_markdown(table, paired)
+    with pytest.raises(ValueError, match="'x @ y' is none of"):
+        compare_recipes([a, b], pairs=[("x @ y", "r @ today")])
 
 
 def test_test_patients_cannot_change_the_choice(tmp_path):

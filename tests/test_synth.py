@@ -7,6 +7,7 @@ read back through OpenCV exactly like a user's dataset would be.
 from __future__ import annotations
 
 import csv
+import json
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -133,6 +134,23 @@ def test_labels_match_plan(dataset, plans):
     _, _, rows, _ = dataset
     for name, plan in plans.items():
         assert (frame_labels(rows, name, plan.n_frames) == plan.frame_labels()).all()
+
+
+def test_finding_flags_follow_what_was_drawn(dataset, plans):
+    """a_lines / b_lines of each label row: A-lines drawn visibly, three or more B-lines drawn
+    (synth_meta.json's per-segment counts); both values occur, and B-lines rise with the score."""
+    out, _, rows, _ = dataset
+    meta = {v["name"]: v for v in json.loads((out / "synth_meta.json").read_text())["videos"]}
+    by_score = {}
+    for name, plan in plans.items():
+        mine = [r for r in rows if r["video"] == name]
+        renderer = VideoRenderer(plan)
+        for r, found, count in zip(mine, renderer.findings, meta[name]["b_lines"], strict=True):
+            assert r["b_lines"] == ("yes" if count >= 3 else "no")
+            assert r["a_lines"] == ("yes" if found.a_line_amp > 0.2 else "no")
+            by_score.setdefault(int(r["score"]), []).append(r["b_lines"] == "yes")
+    assert {r["a_lines"] for r in rows} == {r["b_lines"] for r in rows} == {"yes", "no"}
+    assert np.mean(by_score[min(by_score)]) < np.mean(by_score[max(by_score)])
 
 
 def test_some_videos_change_score_and_patients_have_score_mixes():

@@ -56,6 +56,22 @@ def test_report_and_matrix_exist_and_match_predictions(tiny_run):
     assert html.count('alt="Grad-CAM, test frame') == len(cams)
 
 
+def test_the_run_trains_and_reports_the_auxiliary_findings(tiny_run):
+    """configs/tiny.yaml names the synthetic labels' A-line and B-line flags as findings: they
+    reach the predictions, the summary's AUROC table (frame and video level) and the report."""
+    results, _ = tiny_run
+    with h5py.File(results / "predictions" / "scratch.h5") as f:
+        assert json.loads(f.attrs["finding_names"]) == ["a_lines", "b_lines"]
+        probs, labels = f["findings"][()], f["finding_labels"][()]
+    assert probs.shape == labels.shape and set(np.unique(labels)) <= {-1, 0, 1}
+    summary = json.loads((results / "eval" / "summary.json").read_text())
+    rows = {(r["finding"], r["level"]): r for r in summary["findings"]}
+    assert set(rows) == {(f, lvl) for f in ("a_lines", "b_lines") for lvl in ("frame", "video")}
+    assert rows[("b_lines", "frame")]["n_test"] > 0
+    html = (results / "report" / "index.html").read_text()
+    assert "Auxiliary findings" in html and "b_lines" in html
+
+
 def test_second_run_runs_nothing(tiny_run):
     _, args = tiny_run
     assert planned_jobs(*args) == {}
@@ -125,7 +141,9 @@ def test_predict_reproduces_stored_predictions(tiny_run, tmp_path):
     with h5py.File(results / "predictions" / "scratch.h5") as f:
         rows = f["video"][:].astype(str) == video
         stored = f["softmax"][:][rows]
+        findings = f["findings"][:][rows]
     np.testing.assert_allclose(frames[[f"p_{c}" for c in range(4)]].to_numpy(), stored, atol=1e-5)
+    np.testing.assert_allclose(frames[["p_finding_a_lines", "p_finding_b_lines"]].to_numpy(), findings, atol=1e-5)
 
 
 def test_predict_best_configuration_writes_galleries(tiny_run, tmp_path):
@@ -277,6 +295,8 @@ def test_summarize_writes_markdown_results(tiny_run, tmp_path):
     assert "## Recipes" in text and f"scratch @ {results.name} (chosen)" in text
     assert "The last full run of this results folder took" in text
     assert "Grad-CAM, test frame" in text and any((tmp_path / "results-figures").glob("gradcam_*.png"))
+    assert "## Auxiliary findings" in text and "| scratch | b_lines | video |" in text
+    assert "auxiliary findings a_lines, b_lines" in text  # the recipe says what it trained
 
 
 def test_summarize_rewrites_the_readme_block_from_the_run(tiny_run, tmp_path):

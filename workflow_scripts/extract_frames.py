@@ -12,7 +12,8 @@ sm = snakemake  # noqa: F821
 def entry_of(info: dict) -> VideoEntry:
     if info["ranges"] is None:  # synthetic: labels come from the generated table
         return synthetic_entry(info["path"], sm.config["dataset"], sm.config["classes"], sm.input.labels[0])
-    return VideoEntry(info["video"], info["path"], info["patient"], [tuple(r) for r in info["ranges"]])
+    return VideoEntry(info["video"], info["path"], info["patient"], [tuple(r) for r in info["ranges"]],
+                      [tuple(v) for v in info["findings"]])
 
 
 with step_logging(sm):

@@ -23,6 +23,7 @@ from lus_core.similarity.neighbors import read_neighbors, stored_diversities
 from lus_core.skipped import skipped_summary
 from lus_core.video_table import read_video_table, video_metrics
 
+from .findings import findings_table
 from .inputs import check_neighbours_are_training_frames, load_confidence
 from .matrix import ROW_TYPES, TestSet, evaluate_matrix
 from .selection import VAL_COLUMNS, select_configuration, validation_table
@@ -269,6 +270,8 @@ def run_evaluate(
             b: video_metrics(read_video_table(path, test_patients), n_classes, n_boot, ci, seed).to_dict("records")
             for b, path in sorted(video_tables.items())
         }
+    if any(p.finding_names for p in preds_full.values()):
+        summary["findings"] = findings_table(preds_full, n_boot, ci, seed).to_dict("records")
     for t in ROW_TYPES:
         sub = [r for r in records if r["row_type"] == t]
         if sub:

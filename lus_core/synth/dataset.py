@@ -15,7 +15,15 @@ from ..io_utils import atomic_path, write_json
 from .cohort import plan_cohort, resolve_config
 from .render import VideoRenderer
 
-LABEL_COLUMNS = ("video", "patient", "score", "start_frame", "end_frame")
+LABEL_COLUMNS = ("video", "patient", "score", "start_frame", "end_frame", "a_lines", "b_lines")
+# what a reader would tick: A-lines drawn bright enough to see; B-lines by the clinical rule of
+# three or more in one intercostal space (fewer are physiological)
+A_LINES_VISIBLE = 0.2
+B_LINES_PATHOLOGICAL = 3
+
+
+def yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
 _VIDEO_NAME = re.compile(r"patient_\w+?_v\d+\.mp4")
 
 
@@ -55,7 +63,8 @@ def generate_dataset(
     grayscale content, mp4v), `out_dir/synth_meta.json` (seed, config, per-video acquisition
     settings and latent findings, for analysis only) and, last, `out_dir/labels.csv` with columns
     video, patient, score (the class *value* from `classes`), start_frame, end_frame (inclusive;
-    one row per constant-score run). Every file is written atomically. Videos in `videos/` named
+    one row per constant-score run), a_lines, b_lines (yes/no findings of the run, for
+    `dataset.findings`). Every file is written atomically. Videos in `videos/` named
     like synthetic videos but no longer planned (e.g. after lowering n_patients) are removed.
     Deterministic: the same (synth_cfg, classes, seed) gives identical frames and labels.
     """
@@ -77,8 +86,9 @@ def generate_dataset(
         renderer = VideoRenderer(plan)
         frames = np.stack([renderer.frame(t) for t in range(plan.n_frames)])
         write_video(video_dir / plan.name, frames, plan.fps)
-        for seg in plan.segments:
-            rows.append((plan.name, plan.patient, classes[seg.class_index], seg.start, seg.end))
+        for seg, found in zip(plan.segments, renderer.findings, strict=True):
+            rows.append((plan.name, plan.patient, classes[seg.class_index], seg.start, seg.end,
+                         yes_no(found.a_line_amp > A_LINES_VISIBLE), yes_no(found.n_b_lines >= B_LINES_PATHOLOGICAL)))
         info = plan.to_dict()
         info["b_lines"] = [f.n_b_lines for f in renderer.findings]
         info["consolidation"] = [bool(f.cons_mask.max() > 0.5) for f in renderer.findings]
