@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -127,10 +128,11 @@ def finding_probabilities(model: LUSModel, embedding: np.ndarray, batch_size: in
     embeddings of the frames; (N, 0) for a model without findings."""
     if model.findings_head is None:
         return np.zeros((len(embedding), 0), np.float32)
-    head = model.findings_head.cpu()
+    # the layer's weights on the CPU, where the embeddings are (the model stays where it is)
+    weight, bias = (t.detach().float().cpu() for t in (model.findings_head.weight, model.findings_head.bias))
     emb = torch.from_numpy(np.ascontiguousarray(embedding, dtype=np.float32))
-    parts = [torch.sigmoid(head(emb[i : i + batch_size])) for i in range(0, len(emb), batch_size)]
-    return (torch.cat(parts) if parts else torch.zeros(0, head.out_features)).numpy().astype(np.float32)
+    parts = [torch.sigmoid(F.linear(emb[i : i + batch_size], weight, bias)) for i in range(0, len(emb), batch_size)]
+    return (torch.cat(parts) if parts else torch.zeros(0, len(bias))).numpy().astype(np.float32)
 
 
 def _n_out(model: LUSModel) -> int:

@@ -61,9 +61,10 @@ class LUSModel(nn.Module):
         self.finding_names = list(names)
         self.findings_head = None
         if names:
-            # its own random stream: adding findings shifts none of the draws that train the score
+            # its own random stream (from the run's seed, drawing nothing from it): adding findings
+            # shifts none of the draws that train the score
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(len(names))
+                torch.manual_seed((torch.initial_seed() + len(names)) % 2**63)
                 self.findings_head = nn.Linear(self.embedding_dim, len(names))
         self.set_finetune(self.finetune)
 
