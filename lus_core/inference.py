@@ -164,9 +164,12 @@ def assign_models(index: pd.DataFrame, split: dict) -> tuple[np.ndarray, np.ndar
     return np.where(is_test, "test", "train"), fold
 
 
-def _check_model(meta: dict, key: str, backbone: str, n_classes: int, scored: set[str], split: dict, path) -> None:
+def _check_model(meta: dict, key: str, backbone: str, n_classes: int, scored: set[str], split: dict, path,
+                 finding_names: list[str]) -> None:
     if meta["backbone"] != backbone:
         raise ValueError(f"{path}: a {meta['backbone']} model, expected {backbone}")
+    if list(meta.get("finding_names", [])) != finding_names:
+        raise ValueError(f"{path}: trained with findings {meta.get('finding_names', [])}, the config has {finding_names}")
     if int(meta["n_classes"]) != n_classes:
         raise ValueError(f"{path}: {meta['n_classes']} classes, config has {n_classes}")
     if str(meta.get("fold")) != key:
@@ -247,7 +250,7 @@ def run_infer(
         path = model_paths[key]
         model, meta = load_model(path, device)
         rows = np.flatnonzero(fold_col == (-1 if key == "all" else int(key)))
-        _check_model(meta, key, backbone, n_classes, set(patients[rows]), split, path)
+        _check_model(meta, key, backbone, n_classes, set(patients[rows]), split, path, finding_names)
         image_size = int(meta["image_size"])
         if key == "all":
             # one pass over all frames: test rows get their scores, every row its `embedding_all`
@@ -260,8 +263,6 @@ def run_infer(
         if em.shape[1] != embedding.shape[1]:
             raise ValueError(f"{path}: embedding dim {em.shape[1]} differs from the `all` model's {embedding.shape[1]}")
         logits[rows], softmax[rows], embedding[rows] = lo, sm, em
-        if model.finding_names != finding_names:
-            raise ValueError(f"{path}: trained with findings {model.finding_names}, the config has {finding_names}")
         findings[rows] = finding_probabilities(model, em)
         used[key] = {"path": str(path), "best_epoch": meta.get("best_epoch"), "n_frames": len(rows)}
         del model

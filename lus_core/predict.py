@@ -132,8 +132,9 @@ class Predictor:
             from lus_core.video_model import VideoModel
 
             self.video_model, meta = VideoModel.load(verified_path(run_dir, manifest, f"video/{b}.pt"))
-            self.video_input = {"input": str(meta.get("input", "softmax")),
-                                "use_findings": bool(meta.get("use_findings", False))}
+            # what the video model takes per frame (video_model.frame_features)
+            self.video_features = {"input": str(meta.get("input", "softmax")),
+                                   "use_findings": bool(meta.get("use_findings", False))}
         # frame id -> row of the frame index (neighbour images and patients for the galleries)
         self.frame_pos = pd.Series(np.arange(len(self.frame_index)), index=self.frame_index["frame_id"].to_numpy())
         self.patients = self.frame_index["patient"].astype(str).to_numpy()
@@ -250,7 +251,7 @@ def learned_video_scores(predictor: Predictor, res: dict) -> dict:
     if predictor.video_model is not None:
         from lus_core.video_model import frame_features
 
-        features = frame_features(res["softmax"], res["embedding"], res["findings"], predictor.video_input)
+        features = frame_features(res["softmax"], res["embedding"], res["findings"], predictor.video_features)
         proba = predictor.video_model.predict_proba([features])[0]
         out["score_attention"] = classes[int(proba.argmax())]
         out["p_attention"] = {str(c): round(float(p), 4) for c, p in zip(classes, proba, strict=True)}

@@ -223,6 +223,9 @@ def test_a_trained_findings_head_recognises_its_finding_on_held_out_patients(sto
                   tmp_path / f"{fold}.png", tmp_path / "ck" / fold, config, progress=False)
     model, meta = load_model(models["all"])
     assert meta["finding_names"] == ["b_lines"] and model.finding_names == ["b_lines"]
+    plain = small_config(epochs=4, batch_size=16, image_size=32)  # a config without the findings
+    with pytest.raises(ValueError, match=r"all.pt: trained with findings \['b_lines'\], the config has \[\]"):
+        run_infer(csv, root / "split.json", "scratch", models, tmp_path / "x.h5", plain, progress=False)
     run_infer(csv, root / "split.json", "scratch", models, tmp_path / "pred.h5", config, progress=False)
     p = read_predictions(tmp_path / "pred.h5")
     index = read_frame_index(csv).set_index("frame_id").loc[p.frame_id]
