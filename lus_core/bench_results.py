@@ -61,8 +61,9 @@ def _predict(r: dict) -> str:
 
 
 def _extract(r: dict) -> str:
+    median = f", median of runs {r['ratio_median_of_runs']:.2f}" if "ratio_median_of_runs" in r else ""
     return (f"{r['data']}, {r['frames']} frames: {r['ratio_vs_plain_decode']:.2f} of plain decoding as one job "
-            f"extracts them ({r['extract_fps']:.0f} vs {r['plain_decode_fps']:.0f} fps; one video at a time "
+            f"extracts them ({r['extract_fps']:.0f} vs {r['plain_decode_fps']:.0f} fps{median}; one video at a time "
             f"{r['ratio_one_by_one']:.2f}); store reader {r['read_ratio_vs_gzip_format']:.2f}x the gzip store's speed, "
             f"{r['store_mb']:.1f} MB vs {r['store_mb_gzip_format']:.1f} MB")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +28,11 @@ from lus_core.video import VideoError, crop_resize, decode, sector_std
 
 log = logging.getLogger(__name__)
 
+# Videos decoded at once during extraction, each on one FFmpeg thread. On LUS-sized frames (a
+# few hundred pixels) FFmpeg's default threads (one per core) decode one video no faster than
+# one thread, at a fifth more CPU; two videos at once keep two cores decoding (bench/extract.py)
+DECODERS = 2
+
 
 def extract_video(entry: VideoEntry, out_h5: str | Path, config: dict) -> int:
     """Decode, crop the sector, resize, drop blank frames and store one video. Returns the
@@ -40,21 +46,28 @@ def extract_video(entry: VideoEntry, out_h5: str | Path, config: dict) -> int:
 
 def extract_videos(entries: list[VideoEntry], out_h5s: list[str | Path], config: dict,
                    after_store: Callable[[Path], None] | None = None) -> list[int]:
-    """`extract_video` for several videos, in order: while one video is cropped, compressed and
-    written (a worker thread), the next one decodes. `after_store(path)` runs on each store once
-    it is written (the extraction record). Returns the frames stored per video."""
+    """`extract_video` for several videos, stored in order by a worker thread (crop, compress,
+    write) while the next ones decode. `after_store(path)` runs on each store once it is
+    written (the extraction record). Returns the frames stored per video."""
     if len(entries) != len(out_h5s):
         raise ValueError(f"{len(entries)} videos for {len(out_h5s)} stores")
+    jobs = list(zip(entries, map(Path, out_h5s), strict=True))
     counts: list[int] = []
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="store") as writer:
-        pending = None
-        for entry, out_h5 in zip(entries, out_h5s, strict=True):
-            decoded = _decode_entry(entry, config)
-            if pending is not None:
-                counts.append(pending.result())
-            pending = writer.submit(_store_entry, entry, Path(out_h5), config, decoded, after_store)
-        if pending is not None:
-            counts.append(pending.result())
+    with ThreadPoolExecutor(DECODERS, thread_name_prefix="decode") as decoding, \
+            ThreadPoolExecutor(1, thread_name_prefix="store") as writer:
+        decoded = deque(decoding.submit(_decode_entry, e, config, 1) for e, _ in jobs[:DECODERS])
+        storing = None
+        for k, (entry, out_h5) in enumerate(jobs):
+            ready = decoded.popleft().result()
+            if storing is not None:
+                counts.append(storing.result())
+            storing = writer.submit(_store_entry, entry, out_h5, config, ready, after_store)
+            # the next decode starts once the previous store is written: at most DECODERS + 1
+            # videos in memory (DECODERS decoding or decoded, one being stored)
+            if k + DECODERS < len(jobs):
+                decoded.append(decoding.submit(_decode_entry, jobs[k + DECODERS][0], config, 1))
+        if storing is not None:
+            counts.append(storing.result())
     return counts
 
 
@@ -66,13 +79,13 @@ class _Decoded:
     findings: np.ndarray  # int8 (decoded frames, F): each finding's value (-1 unknown) per frame
 
 
-def _decode_entry(entry: VideoEntry, config: dict) -> _Decoded | Exception:
-    """The decoded video and its frame labels; the error instead when the video is bad and
-    `dataset.on_bad_video` is skip (raised otherwise)."""
+def _decode_entry(entry: VideoEntry, config: dict, threads: int = 0) -> _Decoded | Exception:
+    """The decoded video (on `threads` FFmpeg threads, 0 its default) and its frame labels; the
+    error instead when the video is bad and `dataset.on_bad_video` is skip (raised otherwise)."""
     try:
         if not entry.ranges:
             raise DatasetError(f"{entry.path}: no label for this video")
-        video = decode_video(entry.path, config)
+        video = decode_video(entry.path, config, threads)
         covering = covering_ranges(entry.ranges, video.frame_numbers)
         labels = [None if i is None else entry.ranges[i][2] for i in covering]
         keep = np.array([lab is not None for lab in labels])
@@ -149,11 +162,12 @@ class StoredFrames:
     n_blank: int  # blank frames dropped
 
 
-def decode_video(path, config: dict):
-    """Decode `path` with the run's frame settings (stride, frame cap, decodable fraction)."""
+def decode_video(path, config: dict, threads: int = 0):
+    """Decode `path` with the run's frame settings (stride, frame cap, decodable fraction) on
+    `threads` FFmpeg threads (0: its default)."""
     fcfg, dcfg = config["frames"], config["dataset"]
     return decode(path, stride=fcfg["stride"], max_frames=fcfg["max_frames_per_video"],
-                  min_decoded_fraction=dcfg["min_decoded_fraction"])
+                  min_decoded_fraction=dcfg["min_decoded_fraction"], threads=threads)
 
 
 def stored_frames(path, video, config: dict, keep: np.ndarray | None = None) -> StoredFrames:

@@ -65,17 +65,19 @@ def keep_plan(n_frames: int, stride: int = 1, max_frames: int = 0) -> np.ndarray
 
 def decode(
     path: str | Path, stride: int = 1, max_frames: int = 0,
-    min_decoded_fraction: float = DEFAULT_MIN_DECODED_FRACTION,
+    min_decoded_fraction: float = DEFAULT_MIN_DECODED_FRACTION, threads: int = 0,
 ) -> DecodedVideo:
     """Decode the frames `keep_plan` selects, plus a sector subsample.
 
     A container that declares more frames than can be decoded (a truncated or damaged file that
-    still opens) is refused when fewer than `min_decoded_fraction` of them decode.
+    still opens) is refused when fewer than `min_decoded_fraction` of them decode. `threads`:
+    FFmpeg's decoding threads (0: its default, one per core); the frames are the same whatever
+    the count, since FFmpeg's threaded decoding is bit-exact.
     """
     path = Path(path)
     if not path.exists():
         raise VideoError(f"{path}: file not found")
-    source = _FolderSource(path) if path.is_dir() else _ContainerSource(path)
+    source = _FolderSource(path) if path.is_dir() else _ContainerSource(path, threads)
     declared = source.declared_frames()
     # max_frames needs the length up front: plan on the declared count, or count first
     n_planned = (declared or source.count()) if max_frames else 0
@@ -114,8 +116,8 @@ def _read(source, stride: int, plan: np.ndarray | None) -> DecodedVideo:
 
 
 class _ContainerSource:
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, threads: int = 0):
+        self.path, self.threads = path, threads
         self._cap: cv2.VideoCapture | None = self._open()  # kept for the first pass
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         # OpenCV's FFmpeg backend gives the stream's frame count, or duration x fps where the
@@ -127,7 +129,8 @@ class _ContainerSource:
         return cap if cap is not None else self._open()
 
     def _open(self) -> cv2.VideoCapture:
-        cap = cv2.VideoCapture(str(self.path))
+        params = [cv2.CAP_PROP_N_THREADS, self.threads] if self.threads else []
+        cap = cv2.VideoCapture(str(self.path), cv2.CAP_ANY, params)
         if not cap.isOpened():
             raise VideoError(f"{self.path}: cannot open video (corrupt file or unsupported container)")
         return cap

@@ -307,3 +307,116 @@ def test_an_error_while_storing_a_decoded_frame_stops_the_decoding_thread():
             consumer.put(np.zeros((30, 50, 3), np.uint8), 1, True, False)
             for i in range(2, 50):  # the error reaches the decoding thread at a later frame or at the end
                 consumer.put(np.zeros((40, 50, 3), np.uint8), i, True, False)
+
+
+def _multi_video_dataset(tmp_path, n=5, bad=None):
+    """n short videos of different lengths (video `bad` corrupt when given), one label each."""
+    vids = tmp_path / "vids"
+    rows = ["video,score"]
+    for k in range(n):
+        path = vids / f"patient_{k}_1.mp4"
+        write_video(path, fan_frames(6 + 3 * k, seed=10 + k))
+        if k == bad:
+            path.write_bytes(b"\0" * 4096)
+        rows.append(f"{path.name},{k % 4}")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\n".join(rows) + "\n")
+    return vids, labels
+
+
+def test_decoding_threads_leave_the_frames_unchanged(tmp_path):
+    """Extraction decodes on one FFmpeg thread per video; FFmpeg's default threads give the same
+    pixels (its threaded decoding is bit-exact), for every container the tests can write."""
+    for name, fourcc in (("v.mp4", "mp4v"), ("v.avi", "MJPG")):
+        path = write_video(tmp_path / name, fan_frames(40, seed=3), fourcc=fourcc)
+        default, single = decode(path), decode(path, threads=1)
+        np.testing.assert_array_equal(single.frames, default.frames)
+        np.testing.assert_array_equal(single.sector_sample, default.sector_sample)
+
+
+@needs_data
+def test_decoding_threads_leave_real_containers_unchanged():
+    for path in sorted((POCUS / "videos").iterdir()):
+        default, single = decode(path), decode(path, threads=1)
+        assert len(single.frames) == len(default.frames) > 10, path
+        np.testing.assert_array_equal(single.frames, default.frames, err_msg=str(path))
+
+
+def test_videos_decoded_at_once_are_stored_in_order_with_bounded_memory(tmp_path, monkeypatch):
+    """extract_videos decodes DECODERS videos at a time while one is stored: the stores are
+    those of one video per call, written in order, with at most DECODERS + 1 decoded videos
+    alive at any time."""
+    import threading
+    import time
+    import weakref
+
+    from lus_core import extract as extract_module
+
+    vids, labels = _multi_video_dataset(tmp_path, n=6)
+    cfg = make_config([vids], labels)
+    entries = build_video_table(cfg["dataset"], cfg["classes"])
+    alive, peak, lock = [0], [0], threading.Lock()
+    decode_entry = extract_module._decode_entry
+
+    def counted(*args):
+        decoded = decode_entry(*args)
+        with lock:
+            alive[0] += 1
+            peak[0] = max(peak[0], alive[0])
+        weakref.finalize(decoded.video, lambda: alive.__setitem__(0, alive[0] - 1))
+        return decoded
+
+    store_entry = extract_module._store_entry
+
+    def slow_store(*args):  # a slow disk: decoded videos would pile up if nothing held them back
+        time.sleep(0.1)
+        return store_entry(*args)
+
+    monkeypatch.setattr(extract_module, "_decode_entry", counted)
+    monkeypatch.setattr(extract_module, "_store_entry", slow_store)
+    stored = []
+    outs = [tmp_path / "together" / f"{e.video}.h5" for e in entries]
+    counts = extract_module.extract_videos(entries, outs, cfg, stored.append)
+    assert stored == outs and counts == [6 + 3 * k for k in range(6)]
+    assert 2 <= peak[0] <= extract_module.DECODERS + 1
+    for entry, out in zip(entries, outs, strict=True):
+        single = tmp_path / "single" / f"{entry.video}.h5"
+        extract_video(entry, single, cfg)
+        with h5py.File(out) as f, h5py.File(single) as g:
+            for name in ("frames", "label", "frame_index"):
+                np.testing.assert_array_equal(f[name][:], g[name][:])
+            assert f.attrs["video_id"] == entry.video
+
+
+def test_a_bad_video_among_several_stops_extraction_naming_it(tmp_path):
+    """With on_bad_video: raise, the bad video's error (naming it) stops the job; the stores
+    written before it are complete, none is written for it."""
+    vids, labels = _multi_video_dataset(tmp_path, n=5, bad=2)
+    cfg = make_config([vids], labels)
+    entries = build_video_table(cfg["dataset"], cfg["classes"])
+    outs = [tmp_path / "frames" / f"{e.video}.h5" for e in entries]
+    from lus_core.extract import extract_videos
+
+    with pytest.raises(VideoError, match=r"patient_2_1\.mp4: (cannot open video|no frame could be decoded)"):
+        extract_videos(entries, outs, cfg)
+    assert not any(out.exists() for out in outs[2:])  # nothing for it, nor after it
+    assert not any(p.name.startswith(".") for p in outs[0].parent.iterdir())  # no temporary file left
+    for out in outs[:2]:
+        with h5py.File(out) as f:
+            assert len(f["frames"]) == len(f["label"]) > 0
+
+
+def test_colour_from_a_later_frame_on_makes_the_store_rgb(tmp_path):
+    """A video is stored with one channel while gray; from its first colour frame (a Doppler-like
+    box) on, RGB, the earlier frames repeated in all three channels."""
+    gray = fan_frames(12, seed=7)
+    frames = np.repeat(gray[..., None], 3, axis=-1)
+    frames[6:, 40:60, 50:80] = (0, 0, 200)  # BGR: a red box from frame 6 on
+    video = decode(write_video(tmp_path / "colour.mp4", frames))
+    assert video.frames.shape[-1] == 3
+    early, late = video.frames[:6].astype(int), video.frames[6:].astype(int)
+    assert (early[..., 0] == early[..., 1]).all() and (early[..., 1] == early[..., 2]).all()
+    box = late[:, 42:58, 52:78]
+    assert (box[..., 0] - box[..., 2]).mean() > 100  # red in RGB order
+    gray_video = decode(write_video(tmp_path / "gray.mp4", gray))
+    assert gray_video.frames.shape[-1] == 1
