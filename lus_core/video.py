@@ -131,6 +131,8 @@ class _ContainerSource:
     def _open(self) -> cv2.VideoCapture:
         params = [cv2.CAP_PROP_N_THREADS, self.threads] if self.threads else []
         cap = cv2.VideoCapture(str(self.path), cv2.CAP_ANY, params)
+        if params and not cap.isOpened():  # a backend that takes no thread count: its default
+            cap = cv2.VideoCapture(str(self.path))
         if not cap.isOpened():
             raise VideoError(f"{self.path}: cannot open video (corrupt file or unsupported container)")
         return cap

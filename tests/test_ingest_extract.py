@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import cv2
 import h5py
 import numpy as np
 import pandas as pd
@@ -332,6 +333,18 @@ def test_decoding_threads_leave_the_frames_unchanged(tmp_path):
         default, single = decode(path), decode(path, threads=1)
         np.testing.assert_array_equal(single.frames, default.frames)
         np.testing.assert_array_equal(single.sector_sample, default.sector_sample)
+        assert video_module._ContainerSource(path, 1)._open().get(cv2.CAP_PROP_N_THREADS) == 1  # it reached FFmpeg
+
+
+def test_a_backend_without_a_thread_count_opens_on_its_defaults(tmp_path, monkeypatch):
+    path = write_video(tmp_path / "v.mp4", fan_frames(10, seed=4))
+    real = cv2.VideoCapture
+
+    def no_thread_param(name, *args):  # as a backend that refuses CAP_PROP_N_THREADS
+        return real() if args and args[-1] else real(name, *args)
+
+    monkeypatch.setattr(video_module.cv2, "VideoCapture", no_thread_param)
+    np.testing.assert_array_equal(decode(path, threads=1).frames, decode(path).frames)
 
 
 @needs_data
