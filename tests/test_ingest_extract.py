@@ -1,5 +1,8 @@
 """Dataset ingestion and frame extraction: real containers, patient parsing, bad input."""
 
+import threading
+import time
+import weakref
 from pathlib import Path
 
 import cv2
@@ -8,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lus_core import extract as extract_module
 from lus_core import video as video_module
 from lus_core.config import validate_config
-from lus_core.extract import extract_video, run_frame_index
+from lus_core.extract import extract_video, extract_videos, run_frame_index
 from lus_core.frame_store import (
     FORMAT_VERSION,
     FRAME_CODEC,
@@ -359,12 +363,6 @@ def test_videos_decoded_at_once_are_stored_in_order_with_bounded_memory(tmp_path
     """extract_videos decodes DECODERS videos at a time while one is stored: the stores are
     those of one video per call, written in order, with at most DECODERS + 1 decoded videos
     alive at any time."""
-    import threading
-    import time
-    import weakref
-
-    from lus_core import extract as extract_module
-
     vids, labels = _multi_video_dataset(tmp_path, n=6)
     cfg = make_config([vids], labels)
     entries = build_video_table(cfg["dataset"], cfg["classes"])
@@ -376,8 +374,12 @@ def test_videos_decoded_at_once_are_stored_in_order_with_bounded_memory(tmp_path
         with lock:
             alive[0] += 1
             peak[0] = max(peak[0], alive[0])
-        weakref.finalize(decoded.video, lambda: alive.__setitem__(0, alive[0] - 1))
+        weakref.finalize(decoded.video, forget)
         return decoded
+
+    def forget():  # runs in whichever thread drops the last reference
+        with lock:
+            alive[0] -= 1
 
     store_entry = extract_module._store_entry
 
@@ -408,8 +410,6 @@ def test_a_bad_video_among_several_stops_extraction_naming_it(tmp_path):
     cfg = make_config([vids], labels)
     entries = build_video_table(cfg["dataset"], cfg["classes"])
     outs = [tmp_path / "frames" / f"{e.video}.h5" for e in entries]
-    from lus_core.extract import extract_videos
-
     with pytest.raises(VideoError, match=r"patient_2_1\.mp4: (cannot open video|no frame could be decoded)"):
         extract_videos(entries, outs, cfg)
     assert not any(out.exists() for out in outs[2:])  # nothing for it, nor after it
