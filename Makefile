@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CORES ?= all
 
-.PHONY: setup run test test-fast lint bench clean
+.PHONY: setup run test test-fast test-readme lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -18,11 +18,17 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 run: setup
 	$(VENV)/bin/snakemake --cores $(CORES)
 
+# two pytest-xdist workers, a test file each at a time: the end-to-end tests share one tiny run
+# (tests/conftest.py) and the SLURM test's waits overlap the others
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not default_run"
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow and not slurm and not realdata"
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow and not slurm and not realdata and not default_run"
+
+# the README's default-run block against a fresh default run (4 minutes; rerun after changing what it computes)
+test-readme: setup
+	$(PY) -m pytest -q -m default_run
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -1,11 +1,15 @@
 # LUS scoring workflow: frames -> split -> CNNs -> confidence -> similarity -> evaluation -> report.
 # See docs/architecture.md for the files each step reads and writes.
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# beside the Snakefile, not in the working directory: a run from any folder (--directory, `lus run`)
+# lays its --configfile over the same defaults
+configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "rules/common.smk"

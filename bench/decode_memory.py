@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lus_core.bench_results import record
+from lus_core.runs.bench_records import record
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -52,8 +52,8 @@ def child(video: str, out: str) -> None:
     import h5py
 
     from lus_core.config import validate_config
-    from lus_core.extract import extract_video
-    from lus_core.ingest import VideoEntry
+    from lus_core.frames.extract import extract_video
+    from lus_core.frames.labels import VideoEntry
 
     cfg = validate_config({"dataset": {"video_dirs": [str(Path(video).parent)], "labels": "unused.csv"},
                            "frames": {"max_frames_per_video": MAX_FRAMES}})

@@ -24,11 +24,11 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lus_core.bench_results import record  # noqa: E402
 from lus_core.config import validate_config  # noqa: E402
-from lus_core.extract import extract_video, extract_videos  # noqa: E402
-from lus_core.frame_store import FrameReader, build_frame_index  # noqa: E402
-from lus_core.ingest import build_video_table  # noqa: E402
+from lus_core.frames.extract import extract_video, extract_videos  # noqa: E402
+from lus_core.frames.labels import build_video_table  # noqa: E402
+from lus_core.frames.store import FrameReader, build_frame_index  # noqa: E402
+from lus_core.runs.bench_records import record  # noqa: E402
 
 BLUES = Path(os.environ.get("LUS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "covid-blues"
 GOAL = 0.8
@@ -54,7 +54,7 @@ def dataset(tmp: Path):
                "label_columns": {"video": "video_file", "score": "Severity Score"},
                "patient_regex": r"patient_(\d+)_"}
         return "covid-blues (30 videos)", validate_config({"dataset": cfg, "frames": {"size": 112}}), 30
-    from lus_core.synth import generate_dataset
+    from lus_core.synth.dataset import generate_dataset
 
     synth = {"n_patients": 6, "videos_per_patient": 3, "frames_per_video": 60, "size": 256, "fps": 10}
     labels = generate_dataset(tmp / "synth", synth, [0, 1, 2, 3], 0, progress=False)

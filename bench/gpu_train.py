@@ -1,7 +1,7 @@
 """Benchmark: resnet18 training throughput at 224 px, AMP + channels_last, on CUDA.
 
 Run from the repository root: `.venv/bin/python bench/gpu_train.py [--batch-size 256] [--compile]`.
-Measures the project's own training step (`lus_core.models.build_model`, `prepare_batch` with the
+Measures the project's own training step (`lus_core.cnn.backbones.build_model`, `prepare_batch` with the
 batched on-device augmentation, AdamW, autocast bf16) on uint8 batches already on the GPU, so the
 figure is the model + augmentation cost (the HDF5 loader is measured by bench/loader.py).
 Goal: >= 5000 images/s on one H100. Without CUDA it prints "skipped" with a small CPU figure for
@@ -20,10 +20,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lus_core.augment import Augment  # noqa: E402
-from lus_core.bench_results import record  # noqa: E402
-from lus_core.dataset import prepare_batch  # noqa: E402
-from lus_core.models import build_model  # noqa: E402
+from lus_core.cnn.augment import Augment  # noqa: E402
+from lus_core.cnn.backbones import build_model  # noqa: E402
+from lus_core.cnn.frame_dataset import prepare_batch  # noqa: E402
+from lus_core.runs.bench_records import record  # noqa: E402
 
 GOAL = 5000.0
 AUGMENT = {

@@ -3,10 +3,10 @@
 Run from the repository root: `.venv/bin/python bench/heads.py [--backbone efficientnet_lite0] ...`.
 Builds its own temporary frame store (synthetic LUS-like frames), then trains the same head
 (`train.finetune: head` on ImageNet weights, no augmentation, same frames, seed, batches,
-optimiser, loss and early stopping) twice with `lus_core.training.run_train`:
+optimiser, loss and early stopping) twice with `lus_core.cnn.train.run_train`:
 
 - reference: the frozen encoder runs on every batch of every epoch (end-to-end training);
-- cache: every frame embedded once (`lus_core.embed_cache.encode_video`, the `embed` step), then
+- cache: every frame embedded once (`lus_core.cnn.embedding_cache.encode_video`, the `embed` step), then
   the head trains on the cached features.
 
 Both models must give equal predictions on the held-out frames (max |softmax difference| within
@@ -32,12 +32,13 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from fixtures_frames import make_frame_store, make_split, small_config  # noqa: E402
 
-from lus_core.bench_results import record  # noqa: E402
-from lus_core.embed_cache import encode_video  # noqa: E402
-from lus_core.frame_store import read_frame_index  # noqa: E402
-from lus_core.inference import load_model, predict_index  # noqa: E402
+from lus_core.cnn.embedding_cache import encode_video  # noqa: E402
+from lus_core.cnn.infer import predict_index  # noqa: E402
+from lus_core.cnn.model_file import load_model  # noqa: E402
+from lus_core.cnn.train import run_train  # noqa: E402
+from lus_core.frames.store import read_frame_index  # noqa: E402
 from lus_core.io_utils import read_json  # noqa: E402
-from lus_core.training import run_train  # noqa: E402
+from lus_core.runs.bench_records import record  # noqa: E402
 
 
 def main() -> None:

@@ -28,11 +28,11 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from fixtures_frames import make_frame_store, small_config  # noqa: E402
 
-from lus_core.augment import Augment  # noqa: E402
-from lus_core.bench_results import record  # noqa: E402
-from lus_core.dataset import FrameDataset, frames_to_tensor, prepare_batch  # noqa: E402
-from lus_core.frame_store import FrameReader, read_frame_index  # noqa: E402
-from lus_core.models import build_model  # noqa: E402
+from lus_core.cnn.augment import Augment  # noqa: E402
+from lus_core.cnn.backbones import build_model  # noqa: E402
+from lus_core.cnn.frame_dataset import FrameDataset, frames_to_tensor, prepare_batch  # noqa: E402
+from lus_core.frames.store import FrameReader, read_frame_index  # noqa: E402
+from lus_core.runs.bench_records import record  # noqa: E402
 
 
 def _cycle(loader):

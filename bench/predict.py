@@ -25,9 +25,10 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from lus_core.bench_results import record  # noqa: E402
-from lus_core.inference import predict_frames  # noqa: E402
-from lus_core.predict import Predictor, choose_configuration, run_predict  # noqa: E402
+from lus_core.cnn.infer import predict_frames  # noqa: E402
+from lus_core.runs.bench_records import record  # noqa: E402
+from lus_core.runs.predict import Predictor, choose_configuration, run_predict  # noqa: E402
+from lus_core.runs.reader import FinishedRun  # noqa: E402
 
 GOAL = 0.7
 REAL_VIDEOS = REPO.parent / "shared" / "data" / "covid-blues" / "lus_videos"
@@ -95,11 +96,12 @@ def main():
         folder = args.videos or (REAL_VIDEOS if REAL_VIDEOS.is_dir() else run / "synthetic" / "videos")
         videos = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".mp4", ".avi", ".gif"))[: args.n_videos]
         name = fallback_configuration(run, [args.space, "tsne", "embedding"], not args.not_selected)
-        predictor = Predictor(run, choose_configuration(run, name), device="cpu")
+        finished = FinishedRun(run)
+        predictor = Predictor(finished, choose_configuration(finished, name), device="cpu")
         n_frames = sum(len(predictor.load_video(v)[0]) for v in videos)
 
         def plain():  # what the CNN alone costs a user: load the model, decode, crop, infer
-            from lus_core.inference import load_model
+            from lus_core.cnn.model_file import load_model
 
             model, _ = load_model(run / "models" / predictor.choice.backbone / "all.pt", "cpu")
             for v in videos:
@@ -107,7 +109,7 @@ def main():
                 predict_frames(model, frames, predictor.image_size, "cpu")
 
         def ours(galleries=True):
-            # repeats replace what the previous call wrote (lus_core.safe_output refuses otherwise)
+            # repeats replace what the previous call wrote (lus_core.runs.safe_output refuses otherwise)
             run_predict(videos, run, name, tmp / ("out" if galleries else "out_plain"), device="cpu",
                         galleries=galleries, overwrite=True)
 

@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lus_core.bench_results import record
+from lus_core.runs.bench_records import record
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))

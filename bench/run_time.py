@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from lus_core.bench_results import record
-from lus_core.run_record import benchmark_table, per_rule, read_full_run
+from lus_core.runs.bench_records import record
+from lus_core.runs.run_time import benchmark_table, per_rule, read_full_run
 
 GOAL_WALL_SECONDS = 300
 

@@ -37,9 +37,16 @@ import numpy as np
 
 sys.path.insert(0, os.getcwd())  # run from the repo root without installing
 
-from lus_core.bench_results import record  # noqa: E402
+from lus_core.runs.bench_records import record  # noqa: E402
 from lus_core.similarity.features import fit_tsne, place_on_tsne_map  # noqa: E402
-from lus_core.similarity.index import SimilarityIndex, build_annoy, exact_search, recall_at_k  # noqa: E402
+from lus_core.similarity.index import (  # noqa: E402
+    IndexedFrames,
+    IndexSettings,
+    SimilarityIndex,
+    build_annoy,
+    exact_search,
+    recall_at_k,
+)
 
 GOAL_P50_MS = 1.0
 GOAL_RECALL = 0.95
@@ -100,9 +107,8 @@ def bench_annoy(n: int, dim: int, n_queries: int, trees, search_ks) -> dict:
     best = None
     for n_trees in trees:
         t = time.perf_counter()
-        index = SimilarityIndex.build(
-            "embedding", base, np.arange(n), patients, np.zeros(n, int), n_trees=n_trees
-        )
+        index = SimilarityIndex.build("embedding", base, IndexedFrames(np.arange(n), patients, np.zeros(n, int)),
+                                      IndexSettings("euclidean", n_trees, seed=0))
         build_s = time.perf_counter() - t
         for sk in search_ks:
             lat, d = time_queries(index, queries, None, K, sk)
@@ -265,14 +271,9 @@ def bench_tsne(n_ref: int, dim: int, n_refit: int, n_ours: int) -> dict:
     t = time.perf_counter()
     tsne = fit_tsne(ref, 30, seed=0)
     fit_once_s = time.perf_counter() - t
-    index = SimilarityIndex.build(
-        "tsne",
-        np.asarray(tsne, dtype=np.float32),
-        np.arange(n_ref),
-        patients,
-        np.zeros(n_ref, int),
-        tsne=tsne,
-    )
+    index = SimilarityIndex.build("tsne", np.asarray(tsne, dtype=np.float32),
+                                  IndexedFrames(np.arange(n_ref), patients, np.zeros(n_ref, int)),
+                                  IndexSettings("euclidean", 20, seed=0), tsne=tsne)
     single = []
     for q in queries[:n_ours]:
         t = time.perf_counter()

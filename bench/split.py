@@ -31,8 +31,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lus_core.bench_results import record  # noqa: E402
-from lus_core.split import balanced_split, balanced_split_reference, natural_sorted  # noqa: E402
+from lus_core.runs.bench_records import record  # noqa: E402
+from lus_core.split.folds import natural_sorted  # noqa: E402
+from lus_core.split.search import balanced_split, balanced_split_reference  # noqa: E402
 
 SCORE_P = [0.4, 0.3, 0.2, 0.1]  # video-level score 0..3, score 3 rare
 GOAL_SPEEDUP = 100

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _synth(args) -> int:
-    from lus_core.synth import generate_dataset
+    from lus_core.synth.dataset import generate_dataset
 
     config = load_config(args.config) if args.config else _default_config()
     synth = dict(config["dataset"]["synthetic"])
@@ -106,7 +106,7 @@ def _run(args) -> int:
 
 
 def _predict(args) -> int:
-    from lus_core.predict import run_predict
+    from lus_core.runs.predict import run_predict
 
     run_predict(args.videos, args.run, args.config_name, args.out, device=args.device, overwrite=args.overwrite,
                 gradcam=args.gradcam, galleries=args.galleries, max_gallery_rows=args.max_gallery_rows)
@@ -114,7 +114,7 @@ def _predict(args) -> int:
 
 
 def _summarize(args) -> int:
-    from lus_core.summarize import copy_figures, write_readme_block, write_results_markdown
+    from lus_core.runs.markdown import copy_figures, write_readme_block, write_results_markdown
 
     if not args.out and not args.readme:
         raise ValueError("give --out (a Markdown page) and/or --readme (the README's default-run block)")
@@ -133,7 +133,7 @@ def _summarize(args) -> int:
 
 
 def _bench_table(args) -> int:
-    from lus_core.bench_results import RESULTS, bench_table, read_results, write_bench_block
+    from lus_core.runs.bench_records import RESULTS, bench_table, read_results, write_bench_block
 
     folder = args.results or RESULTS
     if args.readme:

@@ -35,7 +35,6 @@ __all__ = [
     "quadratic_weighted_kappa",
     "per_class_recall",
     "CM_METRICS",
-    "classification_report",
     "patient_resample_counts",
     "bootstrap_samples",
     "BootstrapCI",
@@ -185,18 +184,6 @@ def per_class_recall(y_true, y_pred, n_classes: int | None = None) -> np.ndarray
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
     return cm_per_class_recall(confusion_matrix(y_true, y_pred, _n_classes(n_classes, y_true, y_pred)))
-
-
-def classification_report(y_true, y_pred, n_classes: int) -> dict:
-    """All point metrics in one dict (floats, lists)."""
-    cm = confusion_matrix(y_true, y_pred, n_classes)
-    out = {name: float(fn(cm)) for name, fn in CM_METRICS.items()}
-    out["per_class_recall"] = cm_per_class_recall(cm).tolist()
-    out["confusion_matrix"] = cm.tolist()
-    return out
-
-
-# --------------------------------------------------------------------------- patient bootstrap
 
 
 def patient_resample_counts(n_patients: int, n_boot: int, seed: int) -> np.ndarray:
@@ -445,4 +432,4 @@ def video_level(y_true, y_pred, videos, patients, how: str, n_classes: int):
 
 
 # Failure-detection metrics (AUROC, AURC, E-AURC, AUGRC, risk-coverage curves) live in
-# lus_core.confidence.metrics, their one implementation.
+# lus_core.confidence.failure_metrics, their one implementation.

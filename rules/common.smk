@@ -4,12 +4,14 @@ import json
 import sys
 import time
 
+from lus_core.cnn.settings import cache_enabled
 from lus_core.config import ConfigSources, validate_config
-from lus_core.backbone_settings import cache_enabled, encoder_settings
-from lus_core.dag import AFTER_TRAIN_PRIORITY, check_split_feasible, job_shards, train_priority, video_table
-from lus_core.run_record import record_run
-from lus_core.skipped import format_skipped, read_skipped
-from lus_core.workflow import code_version_for
+from lus_core.frames.skipped import format_skipped, read_skipped
+from lus_core.runs.layout import RunLayout
+from lus_core.runs.run_time import record_run
+from lus_core.workflow.code_version import code_version_for
+from lus_core.workflow.dag import AFTER_TRAIN_PRIORITY, check_split_feasible, job_shards, train_priority, video_table
+from lus_core.workflow.step_config import step_params
 from snakemake.exceptions import WorkflowError
 
 # errors name the YAML file (or --config) that set the key
@@ -19,6 +21,7 @@ CONFIG_SOURCES = ConfigSources.from_snakemake(
 validate_config(config, source=CONFIG_SOURCES)
 
 R = config["results"]
+L = RunLayout(R)  # every path of the results folder (lus_core.runs.layout)
 RUN_STARTED = time.time()  # the jobs of this invocation are the benchmark files written after it
 CLASSES = config["classes"]
 BACKBONES = config["train"]["backbones"]
@@ -27,7 +30,7 @@ METHODS = config["confidence"]["methods"]
 SPACES = config["similarity"]["spaces"]
 VIDEO_MODEL = config["video_model"]["enabled"]
 SYNTHETIC = config["dataset"]["synthetic"]["enabled"]
-SYNTH_DIR = f"{R}/synthetic"
+SYNTH_DIR = L.synthetic_dir()
 VIDEOS = video_table(config, SYNTH_DIR)
 check_split_feasible(config, VIDEOS, CONFIG_SOURCES)
 
@@ -42,7 +45,7 @@ wildcard_constraints:
 def video_label_inputs(wildcards):
     # synthetic labels only exist after the synth job; real labels are passed as params so
     # that editing one video's label re-extracts that video's job only
-    return [f"{SYNTH_DIR}/labels.csv"] if SYNTHETIC else []
+    return [L.synthetic_labels()] if SYNTHETIC else []
 
 
 def shard_entries(videos):
@@ -51,41 +54,38 @@ def shard_entries(videos):
 
 
 def all_frame_stores(wildcards=None):
-    return expand(f"{R}/frames/{{video}}.h5", video=sorted(VIDEOS))
+    return [L.store(v) for v in sorted(VIDEOS)]
 
 
 def all_store_records(wildcards=None):
-    return expand(f"{R}/frames/{{video}}.record.json", video=sorted(VIDEOS))
+    return [L.store_record(v) for v in sorted(VIDEOS)]
 
 
 def fold_models(wildcards):
-    return {f: f"{R}/models/{wildcards.backbone}/{f}.pt" for f in FOLDS + ["all"]}
-
-
-def index_paths(backbone, space):
-    base = f"{R}/index/{backbone}/{space}"
-    files = {"ann": f"{base}.ann", "ids": f"{base}.ids.csv", "meta": f"{base}.json"}
-    if space == "tsne":
-        files["tsne"] = f"{base}.tsne.pkl"
-    return files
+    return {f: L.model(wildcards.backbone, f) for f in FOLDS + ["all"]}
 
 
 def index_files(wildcards):
-    return index_paths(wildcards.backbone, wildcards.space)
+    return L.index_files(wildcards.backbone, wildcards.space)
+
+
+def step_config(step):
+    """The rule's `params.config`: the config keys its step reads (lus_core.workflow.step_config)."""
+    return step_params(config, step)
 
 
 def evaluate_inputs(wildcards=None):
     """Named inputs of `evaluate`, one per file (see evaluate_input_keys for what each is)."""
     files = {}
     for b in BACKBONES:
-        files[f"predictions_{b}"] = f"{R}/predictions/{b}.h5"
+        files[f"predictions_{b}"] = L.predictions(b)
         for m in METHODS:
-            files[f"scores_{b}_{m}"] = f"{R}/confidence/{b}/{m}.csv"
-            files[f"summary_{b}_{m}"] = f"{R}/confidence/{b}/{m}.json"
+            files[f"scores_{b}_{m}"] = L.confidence_scores(b, m)
+            files[f"summary_{b}_{m}"] = L.confidence_summary(b, m)
         for s in SPACES:
-            files[f"neighbors_{b}_{s}"] = f"{R}/neighbors/{b}/{s}.h5"
+            files[f"neighbors_{b}_{s}"] = L.neighbors(b, s)
         if VIDEO_MODEL:
-            files[f"video_{b}"] = f"{R}/video/{b}.csv"
+            files[f"video_{b}"] = L.video_table(b)
     return files
 
 
@@ -102,20 +102,25 @@ def evaluate_input_keys():
 
 def report_curve_inputs(wildcards=None):
     """Training curve of each backbone's `all` model, named curve_{backbone}."""
-    return {f"curve_{b}": f"{R}/models/{b}/all.curve.png" for b in BACKBONES}
+    return {f"curve_{b}": L.model_curve(b, "all") for b in BACKBONES}
+
+
+def all_models(wildcards=None):
+    """Each backbone's `all` model, named model_{backbone}."""
+    return {f"model_{b}": L.model(b, "all") for b in BACKBONES}
 
 
 def embedding_caches(wildcards):
     """The embedding caches a backbone's training and inference read (none without a frozen encoder)."""
     if not cache_enabled(config, wildcards.backbone):
         return []
-    return expand(f"{R}/embeddings/{wildcards.backbone}/{{video}}.h5", video=sorted(VIDEOS))
+    return [L.embedding(wildcards.backbone, v) for v in sorted(VIDEOS)]
 
 
 def final_targets():
     # the frame stores are products of the run (lus predict reads them), so a deleted one is
     # rebuilt: Snakemake regenerates a missing file only when it is a target or a job needs it
-    return [f"{R}/report/index.html", f"{R}/manifest.json", f"{R}/frames/verified.json", *all_frame_stores()]
+    return [L.report(), L.manifest(), L.stores_verified(), *all_frame_stores()]
 
 
 def local_cores():

@@ -2,20 +2,20 @@
 
 
 rule fit_confidence:
-    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.dag)
+    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.workflow.dag)
     input:
-        f"{R}/predictions/{{backbone}}.h5",
+        L.predictions("{backbone}"),
     output:
-        model=f"{R}/confidence/{{backbone}}/{{method}}.joblib",
-        scores=f"{R}/confidence/{{backbone}}/{{method}}.csv",
-        summary=f"{R}/confidence/{{backbone}}/{{method}}.json",
+        model=L.confidence_model("{backbone}", "{method}"),
+        scores=L.confidence_scores("{backbone}", "{method}"),
+        summary=L.confidence_summary("{backbone}", "{method}"),
     params:
-        confidence=config["confidence"],
+        config=step_config("fit_confidence"),
         code=script_code("fit_confidence"),
     log:
-        f"{R}/logs/confidence/{{backbone}}/{{method}}.log",
+        L.log("confidence", "{backbone}", "{method}"),
     benchmark:
-        f"{R}/benchmarks/confidence/{{backbone}}/{{method}}.tsv"
+        L.benchmark("confidence", "{backbone}", "{method}")
     conda:
         "../envs/lus.yaml"
     script:
@@ -23,27 +23,28 @@ rule fit_confidence:
 
 
 rule confidence_report:
-    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.dag)
+    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.workflow.dag)
     input:
-        predictions=f"{R}/predictions/{{backbone}}.h5",
-        summaries=expand(f"{R}/confidence/{{{{backbone}}}}/{{method}}.json", method=METHODS),
-        scores=expand(f"{R}/confidence/{{{{backbone}}}}/{{method}}.csv", method=METHODS),
+        predictions=L.predictions("{backbone}"),
+        summaries=[L.confidence_summary("{backbone}", m) for m in METHODS],
+        scores=[L.confidence_scores("{backbone}", m) for m in METHODS],
     output:
-        table=f"{R}/confidence/{{backbone}}/metrics.csv",
+        table=L.confidence_table("{backbone}"),
         risk=report(
-            f"{R}/confidence/{{backbone}}/risk_coverage.png",
+            L.confidence_figure("{backbone}", "risk_coverage"),
             caption="../report/risk_coverage.rst",
             category="Confidence",
         ),
         reliability=report(
-            f"{R}/confidence/{{backbone}}/reliability.png",
+            L.confidence_figure("{backbone}", "reliability"),
             caption="../report/reliability.rst",
             category="Confidence",
         ),
     params:
+        config=step_config("confidence_report"),
         code=script_code("confidence_report"),
     log:
-        f"{R}/logs/confidence/{{backbone}}/report.log",
+        L.log("confidence", "{backbone}", "report"),
     conda:
         "../envs/lus.yaml"
     script:

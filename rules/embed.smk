@@ -1,8 +1,8 @@
-# Frozen-encoder embeddings (lus_core.embed_cache), one file per video and backbone: the output
-# layer of a `finetune: head` backbone then trains on them in seconds instead of running the
+# Frozen-encoder embeddings (lus_core.cnn.embedding_cache), one file per video and backbone: the
+# output layer of a `finetune: head` backbone then trains on them in seconds instead of running the
 # encoder every epoch. Backbones that train end to end need none and get no embed jobs.
 # The videos are embedded in train.embedding_jobs jobs per backbone (one rule per job, each
-# with a fixed, hash-chosen share of the videos, lus_core.dag.job_shards): one job per
+# with a fixed, hash-chosen share of the videos, lus_core.workflow.dag.job_shards): one job per
 # video spent most of its time starting Python and torch.
 
 # no rules at all when no backbone embeds (the default run): each rule costs DAG start-up time
@@ -15,11 +15,11 @@ for shard, shard_videos in EMBED_SHARDS.items():
         name:
             f"embed_{shard}"
         input:
-            stores=[f"{R}/frames/{v}.h5" for v in shard_videos],
+            stores=[L.store(v) for v in shard_videos],
         output:
-            [f"{R}/embeddings/{{backbone}}/{v}.h5" for v in shard_videos],
+            [L.embedding("{backbone}", v) for v in shard_videos],
         params:
-            encoder=lambda w: encoder_settings(config, w.backbone),
+            config=step_config("embed"),
             code=script_code("embed"),
         threads: 1
         resources:
@@ -27,9 +27,9 @@ for shard, shard_videos in EMBED_SHARDS.items():
             runtime=lambda w, input: 10 + len(input.stores),
             gpu=0,
         log:
-            f"{R}/logs/embed/{{backbone}}/{shard}.log",
+            L.log("embed", "{backbone}", str(shard)),
         benchmark:
-            f"{R}/benchmarks/embed/{{backbone}}/{shard}.tsv"
+            L.benchmark("embed", "{backbone}", str(shard))
         conda:
             "../envs/lus.yaml"
         script:

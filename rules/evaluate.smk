@@ -1,31 +1,32 @@
 # Every configuration on the test patients (the deployed one chosen on the training patients),
-# then the self-contained HTML report.
+# then the self-contained HTML report and the manifest of the files `lus predict` loads.
 
 
 rule evaluate:
-    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.dag)
+    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.workflow.dag)
     input:
         unpack(evaluate_inputs),
-        confidence_tables=expand(f"{R}/confidence/{{backbone}}/metrics.csv", backbone=BACKBONES),
-        split=f"{R}/split.json",
-        index=f"{R}/frame_index.csv",
-        skipped=f"{R}/skipped_videos.csv",
+        confidence_tables=[L.confidence_table(b) for b in BACKBONES],
+        split=L.split(),
+        index=L.frame_index(),
+        skipped=L.skipped_videos(),
     output:
-        matrix=report(f"{R}/eval/matrix.csv", caption="../report/matrix.rst", category="Evaluation"),
-        summary=f"{R}/eval/summary.json",
+        matrix=report(L.matrix(), caption="../report/matrix.rst", category="Evaluation"),
+        summary=L.summary(),
         figures=report(
-            directory(f"{R}/eval/figures"),
+            directory(L.figures_dir()),
             patterns=["{name}.png"],
             caption="../report/figures.rst",
             category="Evaluation",
         ),
     params:
         input_keys=evaluate_input_keys(),
+        config=step_config("evaluate"),
         code=script_code("evaluate"),
     log:
-        f"{R}/logs/evaluate.log",
+        L.log("evaluate"),
     benchmark:
-        f"{R}/benchmarks/evaluate.tsv"
+        L.benchmark("evaluate")
     conda:
         "../envs/lus.yaml"
     script:
@@ -33,22 +34,23 @@ rule evaluate:
 
 
 rule report:
-    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.dag)
+    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.workflow.dag)
     input:
         unpack(report_curve_inputs),
-        matrix=f"{R}/eval/matrix.csv",
-        summary=f"{R}/eval/summary.json",
-        figures=f"{R}/eval/figures",
-        split=f"{R}/split.json",
-        index=f"{R}/frame_index.csv",
-        confidence_tables=expand(f"{R}/confidence/{{backbone}}/metrics.csv", backbone=BACKBONES),
-        gradcam=f"{R}/gradcam/index.json",
+        matrix=L.matrix(),
+        summary=L.summary(),
+        figures=L.figures_dir(),
+        split=L.split(),
+        index=L.frame_index(),
+        confidence_tables=[L.confidence_table(b) for b in BACKBONES],
+        gradcam=L.gradcam_index(),
     output:
-        f"{R}/report/index.html",
+        L.report(),
     params:
+        config=step_config("report"),
         code=script_code("report"),
     log:
-        f"{R}/logs/report.log",
+        L.log("report"),
     conda:
         "../envs/lus.yaml"
     script:
@@ -56,23 +58,24 @@ rule report:
 
 
 rule manifest:
-    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.dag)
+    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.workflow.dag)
     input:
-        models=expand(f"{R}/models/{{backbone}}/all.pt", backbone=BACKBONES),
-        confidence=expand(f"{R}/confidence/{{backbone}}/{{method}}.joblib", backbone=BACKBONES, method=METHODS),
-        summaries=expand(f"{R}/confidence/{{backbone}}/{{method}}.json", backbone=BACKBONES, method=METHODS),
-        indexes=[f for b in BACKBONES for s in SPACES for f in index_paths(b, s).values()],
-        video_models=expand(f"{R}/video/{{backbone}}.pt", backbone=BACKBONES) if VIDEO_MODEL else [],
-        index=f"{R}/frame_index.csv",
-        summary=f"{R}/eval/summary.json",
-        matrix=f"{R}/eval/matrix.csv",
+        models=[L.model(b, "all") for b in BACKBONES],
+        confidence=[L.confidence_model(b, m) for b in BACKBONES for m in METHODS],
+        summaries=[L.confidence_summary(b, m) for b in BACKBONES for m in METHODS],
+        indexes=[f for b in BACKBONES for s in SPACES for f in L.index_files(b, s).values()],
+        video_models=[L.video_model(b) for b in BACKBONES] if VIDEO_MODEL else [],
+        index=L.frame_index(),
+        summary=L.summary(),
+        matrix=L.matrix(),
         stores=all_frame_stores,
     output:
-        f"{R}/manifest.json",
+        L.manifest(),
     params:
+        config=step_config("manifest"),
         code=script_code("manifest"),
     log:
-        f"{R}/logs/manifest.log",
+        L.log("manifest"),
     conda:
         "../envs/lus.yaml"
     script:

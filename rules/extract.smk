@@ -1,6 +1,6 @@
 # Frame store: one store (and its extraction record) per video, written by frames.extract_jobs
 # jobs (one rule per job, each with a fixed, hash-chosen share of the videos,
-# lus_core.dag.job_shards: one job per video spent most of its time starting Python); then a
+# lus_core.workflow.dag.job_shards: one job per video spent most of its time starting Python); then a
 # check of every store against its record, then an index (CSV + HDF5 virtual dataset) over all.
 
 EXTRACT_SHARDS = job_shards(VIDEOS, config["frames"]["extract_jobs"])
@@ -14,21 +14,19 @@ for shard, shard_videos in EXTRACT_SHARDS.items():
             videos=[VIDEOS[v]["path"] for v in shard_videos],
             labels=video_label_inputs,
         output:
-            stores=[f"{R}/frames/{v}.h5" for v in shard_videos],
-            records=[f"{R}/frames/{v}.record.json" for v in shard_videos],
+            stores=[L.store(v) for v in shard_videos],
+            records=[L.store_record(v) for v in shard_videos],
         params:
             # the videos' label entries: editing one label re-extracts its job's videos only
             entries=shard_entries(shard_videos),
-            frames=config["frames"],
-            classes=CLASSES,
-            findings=config["dataset"]["findings"],
+            config=step_config("extract_frames"),
             code=script_code("extract_frames"),
         resources:
             runtime=lambda w, input: 10 + len(input.videos),
         log:
-            f"{R}/logs/extract/{shard}.log",
+            L.log("extract", str(shard)),
         benchmark:
-            f"{R}/benchmarks/extract/{shard}.tsv"
+            L.benchmark("extract", str(shard))
         conda:
             "../envs/lus.yaml"
         script:
@@ -42,11 +40,12 @@ rule verify_frame_stores:
         stores=all_frame_stores,
         records=all_store_records,
     output:
-        f"{R}/frames/verified.json",
+        L.stores_verified(),
     params:
+        config=step_config("verify_frame_stores"),
         code=script_code("verify_frame_stores"),
     log:
-        f"{R}/logs/verify_frame_stores.log",
+        L.log("verify_frame_stores"),
     conda:
         "../envs/lus.yaml"
     script:
@@ -56,15 +55,16 @@ rule verify_frame_stores:
 rule frame_index:
     input:
         stores=all_frame_stores,
-        verified=f"{R}/frames/verified.json",
+        verified=L.stores_verified(),
     output:
-        index=f"{R}/frame_index.csv",
-        vds=f"{R}/frames.h5",
-        skipped=f"{R}/skipped_videos.csv",
+        index=L.frame_index(),
+        vds=L.frames_vds(),
+        skipped=L.skipped_videos(),
     params:
+        config=step_config("frame_index"),
         code=script_code("frame_index"),
     log:
-        f"{R}/logs/frame_index.log",
+        L.log("frame_index"),
     conda:
         "../envs/lus.yaml"
     script:

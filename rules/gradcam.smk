@@ -1,18 +1,19 @@
-# Grad-CAM of the report's gallery frames, with the selected configuration's model (lus_core.gradcam).
+# Grad-CAM of the report's gallery frames, with the selected configuration's model (lus_core.cnn.gradcam).
 
 
 rule gradcam:
-    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.dag)
+    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.workflow.dag)
     input:
-        summary=f"{R}/eval/summary.json",
-        models=expand(f"{R}/models/{{backbone}}/all.pt", backbone=BACKBONES),
-        index=f"{R}/frame_index.csv",
+        unpack(all_models),
+        summary=L.summary(),
+        index=L.frame_index(),
     output:
-        f"{R}/gradcam/index.json",
+        L.gradcam_index(),
     params:
+        config=step_config("gradcam"),
         code=script_code("gradcam"),
     log:
-        f"{R}/logs/gradcam.log",
+        L.log("gradcam"),
     conda:
         "../envs/lus.yaml"
     script:

@@ -3,25 +3,23 @@
 
 
 rule build_index:
-    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.dag)
+    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.workflow.dag)
     input:
-        predictions=f"{R}/predictions/{{backbone}}.h5",
-        index=f"{R}/frame_index.csv",
+        predictions=L.predictions("{backbone}"),
+        index=L.frame_index(),
     output:
-        ann=f"{R}/index/{{backbone}}/{{space}}.ann",
-        ids=f"{R}/index/{{backbone}}/{{space}}.ids.csv",
-        meta=f"{R}/index/{{backbone}}/{{space}}.json",
+        **L.index_files("{backbone}", "{space}"),
     wildcard_constraints:
         space="raw|softmax|embedding",
     params:
-        similarity=config["similarity"],
+        config=step_config("build_index"),
         code=script_code("build_index"),
     # one thread: a two-thread job waits for both cores, i.e. for every training to finish
     threads: 1
     log:
-        f"{R}/logs/index/{{backbone}}/{{space}}.log",
+        L.log("index", "{backbone}", "{space}"),
     benchmark:
-        f"{R}/benchmarks/index/{{backbone}}/{{space}}.tsv"
+        L.benchmark("index", "{backbone}", "{space}")
     conda:
         "../envs/lus.yaml"
     script:
@@ -30,29 +28,26 @@ rule build_index:
 
 use rule build_index as build_tsne_index with:
     output:
-        ann=f"{R}/index/{{backbone}}/{{space}}.ann",
-        ids=f"{R}/index/{{backbone}}/{{space}}.ids.csv",
-        meta=f"{R}/index/{{backbone}}/{{space}}.json",
-        tsne=f"{R}/index/{{backbone}}/{{space}}.tsne.pkl",
+        **L.index_files("{backbone}", "{space}", tsne=True),
     wildcard_constraints:
         space="tsne",
 
 
 rule query_neighbors:
-    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.dag)
+    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.workflow.dag)
     input:
         unpack(index_files),
-        predictions=f"{R}/predictions/{{backbone}}.h5",
-        index=f"{R}/frame_index.csv",
+        predictions=L.predictions("{backbone}"),
+        index=L.frame_index(),
     output:
-        f"{R}/neighbors/{{backbone}}/{{space}}.h5",
+        L.neighbors("{backbone}", "{space}"),
     params:
-        similarity=config["similarity"],
+        config=step_config("query_neighbors"),
         code=script_code("query_neighbors"),
     log:
-        f"{R}/logs/neighbors/{{backbone}}/{{space}}.log",
+        L.log("neighbors", "{backbone}", "{space}"),
     benchmark:
-        f"{R}/benchmarks/neighbors/{{backbone}}/{{space}}.tsv"
+        L.benchmark("neighbors", "{backbone}", "{space}")
     conda:
         "../envs/lus.yaml"
     script:

@@ -3,18 +3,17 @@
 
 rule balance_split:
     input:
-        f"{R}/frame_index.csv",
+        L.frame_index(),
     output:
-        f"{R}/split.json",
+        L.split(),
     params:
-        split=config["split"],
-        seed=config["seed"],
+        config=step_config("balance_split"),
         code=script_code("balance_split"),
     threads: 2
     log:
-        f"{R}/logs/balance_split.log",
+        L.log("balance_split"),
     benchmark:
-        f"{R}/benchmarks/balance_split.tsv"
+        L.benchmark("balance_split")
     conda:
         "../envs/lus.yaml"
     script:

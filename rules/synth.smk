@@ -3,15 +3,13 @@
 
 rule synth:
     output:
-        labels=f"{SYNTH_DIR}/labels.csv",
+        labels=L.synthetic_labels(),
         videos=[VIDEOS[v]["path"] for v in sorted(VIDEOS)] if SYNTHETIC else [],
     params:
-        synthetic=config["dataset"]["synthetic"],
-        classes=CLASSES,
-        seed=config["seed"],
+        config=step_config("synth"),
         code=script_code("synth"),
     log:
-        f"{R}/logs/synth.log",
+        L.log("synth"),
     conda:
         "../envs/lus.yaml"
     script:

@@ -5,18 +5,17 @@
 
 rule train:
     input:
-        index=f"{R}/frame_index.csv",
-        split=f"{R}/split.json",
+        index=L.frame_index(),
+        split=L.split(),
         embeddings=embedding_caches,
     output:
-        model=f"{R}/models/{{backbone}}/{{fold}}.pt",
-        metrics=f"{R}/models/{{backbone}}/{{fold}}.metrics.csv",
-        curve=f"{R}/models/{{backbone}}/{{fold}}.curve.png",
+        model=L.model("{backbone}", "{fold}"),
+        metrics=L.model_metrics("{backbone}", "{fold}"),
+        curve=L.model_curve("{backbone}", "{fold}"),
     params:
-        train=config["train"],
-        seed=config["seed"],
+        config=step_config("train"),
         # resumable state lives outside the declared outputs (Snakemake deletes those on failure)
-        checkpoint_dir=lambda w: f"{R}/checkpoints/{w.backbone}/{w.fold}",
+        checkpoint_dir=lambda w: L.checkpoints(w.backbone, w.fold),
         code=script_code("train"),
     # one thread per job: on 2 cores two single-thread trainings finished the default run's 8 jobs
     # in 234 s against 331 s for one two-thread job at a time; --set-threads train=N on big nodes
@@ -27,9 +26,9 @@ rule train:
         runtime=120,
         gpu=0,
     log:
-        f"{R}/logs/train/{{backbone}}/{{fold}}.log",
+        L.log("train", "{backbone}", "{fold}"),
     benchmark:
-        f"{R}/benchmarks/train/{{backbone}}/{{fold}}.tsv"
+        L.benchmark("train", "{backbone}", "{fold}")
     conda:
         "../envs/lus.yaml"
     script:
@@ -39,13 +38,14 @@ rule train:
 rule infer:
     input:
         unpack(fold_models),
-        index=f"{R}/frame_index.csv",
-        split=f"{R}/split.json",
+        index=L.frame_index(),
+        split=L.split(),
         embeddings=embedding_caches,
     output:
-        f"{R}/predictions/{{backbone}}.h5",
+        L.predictions("{backbone}"),
     params:
         folds=FOLDS + ["all"],
+        config=step_config("infer"),
         code=script_code("infer"),
     threads: 1
     priority: AFTER_TRAIN_PRIORITY
@@ -54,9 +54,9 @@ rule infer:
         runtime=60,
         gpu=0,
     log:
-        f"{R}/logs/infer/{{backbone}}.log",
+        L.log("infer", "{backbone}"),
     benchmark:
-        f"{R}/benchmarks/infer/{{backbone}}.tsv"
+        L.benchmark("infer", "{backbone}")
     conda:
         "../envs/lus.yaml"
     script:

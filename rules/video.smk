@@ -1,26 +1,26 @@
-# The learned video-level score (lus_core.video_model): attention pooling over a video's frame
+# The learned video-level score (lus_core.videolevel.model): attention pooling over a video's frame
 # softmax or embeddings, out-of-fold for training videos, beside the fixed aggregations.
 
 
 rule fit_video_model:
-    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.dag)
+    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.workflow.dag)
     input:
-        predictions=f"{R}/predictions/{{backbone}}.h5",
-        split=f"{R}/split.json",
+        predictions=L.predictions("{backbone}"),
+        split=L.split(),
     output:
-        table=f"{R}/video/{{backbone}}.csv",
-        model=f"{R}/video/{{backbone}}.pt",
+        table=L.video_table("{backbone}"),
+        model=L.video_model("{backbone}"),
     params:
-        video_model=config["video_model"],
+        config=step_config("fit_video_model"),
         code=script_code("fit_video_model"),
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
     log:
-        f"{R}/logs/video/{{backbone}}.log",
+        L.log("video", "{backbone}"),
     benchmark:
-        f"{R}/benchmarks/video/{{backbone}}.tsv"
+        L.benchmark("video", "{backbone}")
     conda:
         "../envs/lus.yaml"
     script:

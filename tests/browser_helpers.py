@@ -78,18 +78,18 @@ def first_screen(driver, selector: str) -> dict:
 def build_tiny_report(root: Path) -> Path:
     """A small results folder (tests' fixture files), its evaluation, Grad-CAM tiles and report."""
     import torch
-    from test_evaluation import build_results  # tests/ on sys.path
+    from test_evaluation import build_results, report_config  # tests/ on sys.path
 
-    from lus_core import evaluation as E
-    from lus_core import report as R
-    from lus_core.frame_store import frames_by_id, read_frame_index
-    from lus_core.gradcam import gradcam_maps, gradcam_overlay, write_png
+    from lus_core.cnn.backbones import build_model
+    from lus_core.cnn.gradcam import gradcam_maps, gradcam_overlay, write_png
+    from lus_core.evaluation.step import run_evaluate
+    from lus_core.frames.store import frames_by_id, read_frame_index
     from lus_core.io_utils import read_json, write_json
-    from lus_core.models import build_model
+    from lus_core.report import html as R
 
     root = Path(root)
     args = build_results(root, n_patients=6, frames_per_video=5, n_boot=100)
-    E.run_evaluate(**args, figures=True)
+    run_evaluate(**args, figures=True)
     summary = read_json(args["out_summary_json"])
     gals = [g for g in summary["galleries"] if "frame_id" in g]
     # Grad-CAM tiles of an untrained scratch CNN (the fixture run has no model files)
@@ -106,6 +106,6 @@ def build_tiny_report(root: Path) -> Path:
     out = root / "report" / "index.html"
     # a wide csv among the extra tables, as the workflow's confidence metrics are: the page must not widen
     extra = {"gradcam": cam_dir / "index.json", "tables": {"Every column of the matrix": args["out_matrix_csv"]}}
-    R.run_report(root / "eval", args["split_json"], args["config"], out, extra)
+    R.run_report(root / "eval", args["split_json"], report_config(args), out, extra)
     (root / "args.json").write_text(json.dumps({"summary": str(args["out_summary_json"])}))
     return out

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lus_core.frame_store import build_frame_index, write_frame_index, write_video_store
+from lus_core.config import validate_config
+from lus_core.frames.store import build_frame_index, write_frame_index, write_video_store
 from lus_core.io_utils import write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,7 +88,7 @@ def make_split(index_csv: Path, out: Path, n_test: int = 3, k: int = 3, seed: in
 
 
 def small_config(**train) -> dict:
-    """The embedded config.yaml with a small, fast `train` section (overridable)."""
+    """The embedded config.yaml with a small, fast `train` section (overridable), validated."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config = copy.deepcopy(config)
     config["classes"] = [0, 1, 2, 3]
@@ -108,4 +109,4 @@ def small_config(**train) -> dict:
         }
     )
     config["train"].update(train)
-    return config
+    return validate_config(config)  # the schema's defaults, as every step receives them

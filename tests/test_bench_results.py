@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from lus_core import bench_results as B
-from lus_core.summarize import readme_block
+from lus_core.runs import bench_records as B
+from lus_core.runs.readme_blocks import block_text
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def test_every_kept_record_renders_and_the_readme_table_is_the_one_they_give():
     for name in results:
         assert name in B.ROWS
     text = (REPO / "README.md").read_text()
-    assert readme_block(text, B.BLOCK) == B.bench_table(results), (
+    assert block_text(text, B.BLOCK) == B.bench_table(results), (
         "README's benchmark table differs from bench/results: run `lus bench-table --readme README.md`")
 
 
@@ -49,4 +49,4 @@ def test_the_readme_block_is_rewritten_in_place(tmp_path):
     B.write_bench_block(readme, tmp_path / "none")
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("after\n") and "old" not in text
-    assert readme_block(text, B.BLOCK) == B.bench_table({})
+    assert block_text(text, B.BLOCK) == B.bench_table({})

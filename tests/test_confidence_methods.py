@@ -8,12 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
-from lus_core.confidence import METHODS, choose_threshold, make_method, method_params
-from lus_core.confidence import metrics as M
-from lus_core.confidence.base import TRUST_NOTHING
+from lus_core.confidence import failure_metrics as M
+from lus_core.confidence.base import TRUST_NOTHING, choose_threshold
 from lus_core.confidence.baselines import TemperatureScaling
 from lus_core.confidence.conformal import ConformalSets, row_uniforms
+from lus_core.confidence.methods import METHODS, make_method, method_params
 from lus_core.confidence.study import SVCConfidence, balanced_subsample
+from lus_core.config import validate_config
 
 C = 4
 
@@ -52,15 +53,16 @@ def test_registry_holds_every_method_and_config_reaches_constructors():
         "svc",
         "svc_per_class",
     }
-    cfg = {
-        "seed": 7,
+    cfg = validate_config({
+        "seed": 7, "dataset": {"synthetic": {"enabled": True}},
         "confidence": {"conformal_alpha": 0.2, "svc_balance": "subsample", "params": {"mlp": {"hidden": 8}}},
-    }
+    })
     assert make_method("conformal", cfg).alpha == 0.2
     assert make_method("svc_per_class", cfg).balance == "subsample"
     assert make_method("mlp", cfg).hidden == 8
     assert make_method("msp", cfg).seed == 7
-    assert method_params("svc", {})["balance"] == "class_weight"
+    assert method_params("svc", validate_config({"dataset": {"synthetic": {"enabled": True}}}))["balance"] == \
+        "class_weight"  # the schema's default
     with pytest.raises(KeyError):
         make_method("nope", cfg)
 
@@ -68,7 +70,7 @@ def test_registry_holds_every_method_and_config_reaches_constructors():
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_method_fits_scores_thresholds(name):
     sm, lg, emb, y, correct = separable(240, seed=1)
-    m = make_method(name, {"seed": 0}).fit(sm[:160], lg[:160], emb[:160], y[:160])
+    m = make_method(name, seed=0).fit(sm[:160], lg[:160], emb[:160], y[:160])
     conf = m.score(sm[160:], lg[160:], emb[160:])
     assert conf.shape == (80,) and np.all((conf >= 0) & (conf <= 1))
     t = m.choose_threshold(m.score(sm[:160], lg[:160], emb[:160]), correct[:160], "balanced_accuracy")
@@ -82,7 +84,7 @@ def test_separable_frames_reach_auroc_one(name):
     """Correct and wrong frames differ clearly in the softmax (and, for the trust score, wrong
     predictions sit in another class's embedding cluster): every method ranks them perfectly."""
     sm, lg, emb, y, correct = separable(400, seed=2)
-    m = make_method(name, {"seed": 0}).fit(sm[:200], lg[:200], emb[:200], y[:200])
+    m = make_method(name, seed=0).fit(sm[:200], lg[:200], emb[:200], y[:200])
     conf = m.score(sm[200:], lg[200:], emb[200:])
     if name == "conformal":
         # conformal's confidence has resolution 1 / (n + 1): perfect up to ties
@@ -97,12 +99,12 @@ def test_methods_are_deterministic_given_seed(name):
     sm, lg, emb, y, _ = separable(200, seed=3)
     sm = sm * 0.7 + 0.3 / C  # blur the classes so the learned models have something to learn
     a = (
-        make_method(name, {"seed": 5})
+        make_method(name, seed=5)
         .fit(sm[:120], lg[:120], emb[:120], y[:120])
         .score(sm[120:], lg[120:], emb[120:])
     )
     b = (
-        make_method(name, {"seed": 5})
+        make_method(name, seed=5)
         .fit(sm[:120], lg[:120], emb[:120], y[:120])
         .score(sm[120:], lg[120:], emb[120:])
     )
@@ -131,11 +133,11 @@ def test_balanced_subsample_is_balanced_and_seeded():
 
 def test_svc_per_class_has_one_model_per_predicted_class():
     sm, lg, emb, y, _ = separable(400, seed=5)
-    m = make_method("svc_per_class", {"seed": 0}).fit(sm, labels=y)
+    m = make_method("svc_per_class", seed=0).fit(sm, labels=y)
     assert set(m.models_) == set(range(C))
     # a class never predicted in training falls back to the pooled model
     keep = sm.argmax(axis=1) != 3
-    m = make_method("svc_per_class", {"seed": 0}).fit(sm[keep], labels=y[keep])
+    m = make_method("svc_per_class", seed=0).fit(sm[keep], labels=y[keep])
     assert 3 not in m.models_
     conf = m.score(sm[~keep])
     assert np.all((conf >= 0) & (conf <= 1))
@@ -168,7 +170,7 @@ def test_msp_and_entropy_extremes():
 
 def test_trust_score_is_half_between_classes():
     emb = np.array([[0.0, 0.0], [10.0, 0.0]])
-    m = make_method("trust_score", {}, standardize=False).fit(np.eye(2), None, emb, np.array([0, 1]))
+    m = make_method("trust_score", standardize=False).fit(np.eye(2), None, emb, np.array([0, 1]))
     mid = np.array([[5.0, 0.0], [1.0, 0.0], [9.0, 0.0]])
     conf = m.score(np.array([[0.9, 0.1]] * 3), None, mid)
     assert conf[0] == pytest.approx(0.5) and conf[1] == pytest.approx(0.9) and conf[2] == pytest.approx(0.1)

@@ -9,17 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lus_core.confidence import METHODS
-from lus_core.confidence import metrics as M
+from lus_core.cnn.predictions import Predictions, read_predictions
+from lus_core.cnn.predictions import write_predictions as write_store
+from lus_core.confidence import failure_metrics as M
 from lus_core.confidence.base import ConfidenceMethod, choose_threshold
-from lus_core.confidence.step import (
-    LeakageError,
-    fit_confidence_model,
-    run_confidence_report,
-    run_fit_confidence,
-)
-from lus_core.predictions import Predictions, read_predictions
-from lus_core.predictions import write_predictions as write_store
+from lus_core.confidence.methods import METHODS
+from lus_core.confidence.report import run_confidence_report
+from lus_core.confidence.step import LeakageError, fit_confidence_model, run_fit_confidence
+from lus_core.config import validate_config
+from lus_core.workflow.step_config import step_config
 
 C, D = 4, 6
 N_PAT, FRAMES, N_TEST = 9, 16, 3
@@ -34,7 +32,9 @@ def config(**conf):
         "svc_balance": "class_weight",
     }
     c.update(conf)
-    return {"seed": 3, "classes": list(range(C)), "confidence": c}
+    full = validate_config({"seed": 3, "classes": list(range(C)), "dataset": {"synthetic": {"enabled": True}},
+                            "confidence": c})
+    return step_config(full, "fit_confidence")  # what the step receives
 
 
 def write_predictions(path, seed=0, test_values=None):

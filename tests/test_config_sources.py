@@ -3,7 +3,7 @@
 import pytest
 
 from lus_core.config import ConfigError, ConfigSources, validate_config
-from lus_core.dag import check_split_feasible
+from lus_core.workflow.dag import check_split_feasible
 from tests.workflow_helpers import REPO, snakemake
 
 

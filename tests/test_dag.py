@@ -7,8 +7,8 @@ from tests.workflow_helpers import planned_jobs, run_ok
 
 @pytest.fixture(scope="module")
 def default_plan(tmp_path_factory):
-    results = tmp_path_factory.mktemp("plan")
-    return planned_jobs("--config", f"results={results}")
+    workdir = tmp_path_factory.mktemp("plan")
+    return planned_jobs(workdir=workdir)
 
 
 def test_dry_run_lists_every_step(default_plan):
@@ -21,13 +21,18 @@ def test_dry_run_lists_every_step(default_plan):
     }
 
 
-def test_snakemake_lint_is_clean():
-    proc = run_ok("--lint", timeout=300)
+def test_the_local_profile_plans_the_same_jobs(default_plan, tmp_path):
+    """profiles/local (one workstation, GPU jobs one at a time) schedules, it does not change the DAG."""
+    assert planned_jobs("--workflow-profile", "profiles/local", workdir=tmp_path) == default_plan
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    proc = run_ok("--lint", timeout=300, workdir=tmp_path)
     assert "Congratulations" in proc.stdout + proc.stderr
 
 
 def test_embedding_jobs_share_the_videos_and_a_new_video_changes_one_job_only():
-    from lus_core.dag import job_shards
+    from lus_core.workflow.dag import job_shards
 
     videos = [f"patient_{p:02d}_video_{v}" for p in range(40) for v in range(6)]
     shards = job_shards(videos, 8)

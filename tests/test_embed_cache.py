@@ -9,11 +9,12 @@ import pytest
 import torch
 from fixtures_frames import make_frame_store, make_split, small_config
 
-from lus_core.backbone_settings import cache_enabled, encoder_settings
-from lus_core.embed_cache import encode_video, encode_videos, load_features, read_cache
-from lus_core.frame_store import read_frame_index
-from lus_core.inference import load_model, predict_index, run_infer
-from lus_core.training import run_train
+from lus_core.cnn.embedding_cache import encode_video, encode_videos, load_features, read_cache
+from lus_core.cnn.infer import predict_index, run_infer
+from lus_core.cnn.model_file import load_model
+from lus_core.cnn.settings import cache_enabled, encoder_settings
+from lus_core.cnn.train import run_train
+from lus_core.frames.store import read_frame_index
 
 torch.set_num_threads(1)
 NO_AUGMENT = {"p_affine": 0, "p_multiply": 0, "p_blur": 0, "p_hflip": 0}
@@ -65,7 +66,7 @@ def test_cache_holds_the_encoders_embedding_of_every_stored_frame(store, caches)
     config = frozen_config()
     feats = load_features(index, caches, encoder_settings(config, "efficientnet_lite0"))
     assert feats.shape == (len(index), 1, 1280)
-    from lus_core.models import build_model
+    from lus_core.cnn.backbones import build_model
 
     model = build_model("efficientnet_lite0", 4, "imagenet", "head")
     _, _, emb = predict_index(model, index, 32)
@@ -153,31 +154,3 @@ def test_inference_from_cache_equals_inference_through_the_model(store, caches, 
         np.testing.assert_allclose(got["model"][k], got["cache"][k], rtol=1e-4, atol=1e-4)
     model, _ = load_model(models["all"])
     assert model.backbone == "efficientnet_lite0"
-
-
-@pytest.mark.slow
-def test_workflow_embeds_once_per_video_and_trains_heads_from_the_cache(tmp_path):
-    """The tiny config with a frozen efficientnet_lite0: every video embedded once (one file per
-    video, train.embedding_jobs jobs), nothing for backbones that train end to end, and the whole
-    workflow runs on the cached features."""
-    import yaml
-
-    from tests.workflow_helpers import REPO, planned_jobs, run_ok
-
-    config = yaml.safe_load((REPO / "configs/tiny.yaml").read_text())
-    config["train"].update({"embedding_jobs": 3, "backbones": ["scratch", "efficientnet_lite0"], "weights": {"efficientnet_lite0": "imagenet", "default": "none"}, "finetune": "head", "loss": "sord"})
-    path = tmp_path / "frozen.yaml"
-    path.write_text(yaml.safe_dump(config))
-    results = tmp_path / "run"
-    args = ("--configfile", str(path), "--config", f"results={results}")
-    plan = planned_jobs(*args)
-    synthetic = config["dataset"]["synthetic"]
-    n_videos = synthetic["n_patients"] * synthetic["videos_per_patient"]
-    assert plan["embed"] == 3  # train.embedding_jobs; efficientnet_lite0 only: scratch trains end to end
-    run_ok("--cores", "2", *args, workdir=tmp_path)
-    assert len(list((results / "embeddings" / "efficientnet_lite0").glob("*.h5"))) == n_videos
-    assert not (results / "embeddings" / "scratch").exists()
-    meta = torch.load(results / "models/efficientnet_lite0/all.pt", weights_only=True)
-    assert meta["trained_from"] == "embedding_cache" and meta["loss"] == "sord"
-    assert (results / "report/index.html").exists()
-    assert planned_jobs(*args) == {}  # a second run has nothing to do

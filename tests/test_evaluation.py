@@ -13,11 +13,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lus_core import evaluation as E
 from lus_core import metrics as M
-from lus_core.confidence import metrics as CM
-from lus_core.predictions import Predictions, read_predictions, write_predictions
+from lus_core.cnn.predictions import Predictions, read_predictions, write_predictions
+from lus_core.confidence import failure_metrics as CM
+from lus_core.config import validate_config
+from lus_core.evaluation.matrix import DEPLOYABLE, TestSet, evaluate_matrix
+from lus_core.evaluation.selection import select_configuration
+from lus_core.evaluation.step import inputs_from_keys, run_evaluate
+from lus_core.evaluation.summary import CONFIDENCE_COLUMNS
 from lus_core.similarity.fallback import fallback_scores
+from lus_core.workflow.step_config import step_config
 
 CLASSES = [0, 1, 2, 3]
 BACKBONES = ["scratch", "resnet18"]
@@ -137,6 +142,9 @@ def build_results(root: Path, n_patients: int = 10, videos_per_patient: int = 2,
         "similarity": {"spaces": SPACES, "k": KS, "fallback": MODES, "raw_size": 8},
         "evaluate": {"n_bootstrap": n_boot, "ci": 0.95, "n_gallery": 2, "tsne_max_points": 60},
     }
+    config = validate_config(config)
+    (root / "run_config.json").write_text(json.dumps(config))  # the whole config: see report_config
+    config = step_config(config, "evaluate")  # what the workflow's step receives
     return {
         "predictions": predictions, "confidence": confidence, "neighbors": neighbors,
         "split_json": root / "split.json", "frame_index_csv": root / "frame_index.csv",
@@ -145,10 +153,15 @@ def build_results(root: Path, n_patients: int = 10, videos_per_patient: int = 2,
     }
 
 
+def report_config(args: dict) -> dict:
+    """The `report` step's config of a build_results run."""
+    return step_config(json.loads((Path(args["split_json"]).parent / "run_config.json").read_text()), "report")
+
+
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
     args = build_results(tmp_path_factory.mktemp("results"))
-    matrix = E.run_evaluate(**args, figures=False)
+    matrix = run_evaluate(**args, figures=False)
     return args, matrix
 
 
@@ -273,7 +286,7 @@ def test_reproducible(evaluated, tmp_path):
     args, matrix = evaluated
     args2 = {**args, "out_matrix_csv": tmp_path / "m.csv", "out_summary_json": tmp_path / "s.json",
              "out_dir_figures": tmp_path}
-    again = E.run_evaluate(**args2, figures=False)
+    again = run_evaluate(**args2, figures=False)
     pd.testing.assert_frame_equal(matrix, again)
 
 
@@ -303,7 +316,7 @@ def test_rejects_test_patient_leak(tmp_path):
         del f["split"]
         f["split"] = _str(split)
     with pytest.raises(ValueError, match="marked 'train'"):
-        E.run_evaluate(**args, figures=False)
+        run_evaluate(**args, figures=False)
 
 
 def test_fallback_modes_of_the_shared_function():
@@ -324,7 +337,7 @@ def test_fallback_modes_of_the_shared_function():
 
 def test_figures_and_gallery(tmp_path):
     args = build_results(tmp_path, n_patients=6, frames_per_video=6, n_boot=50)
-    E.run_evaluate(**args, figures=True)
+    run_evaluate(**args, figures=True)
     s = json.loads(Path(args["out_summary_json"]).read_text())
     files = {Path(f["file"]).name for f in s["figures"]}
     assert {"confusion_cnn_scratch.png", "confusion_selected.png", "forest_accuracy.png", "risk_coverage_scratch.png",
@@ -339,14 +352,14 @@ def test_missing_neighbours_keep_the_cnn_score():
     n = 8
     y = np.array([0, 1, 2, 3, 0, 1, 2, 3])
     counts = M.patient_resample_counts(2, 20, 0)
-    ts = E.TestSet(np.arange(n), y, np.repeat(["a", "b"], 4), np.repeat(["va", "vb"], 4), 4, counts, 0.95)
+    ts = TestSet(np.arange(n), y, np.repeat(["a", "b"], 4), np.repeat(["va", "vb"], 4), 4, counts, 0.95)
     sm = np.eye(4)[[0, 1, 2, 2, 0, 1, 2, 2]]  # CNN wrong on frames 3 and 7
     preds = {"b": sm.argmax(axis=1)}
     conf = {("b", "m"): (np.zeros(n), np.zeros(n, bool))}  # nothing trusted
     nlab = np.full((n, 2), -1)
     nlab[3] = 3  # only frame 3 has neighbours, and they fix it
     dist = np.where(nlab >= 0, 1.0, np.inf)
-    df = E.evaluate_matrix(preds, conf, {("b", "s", "none"): (nlab, dist)}, ts, [2], ["vote"], ["0", "1", "2", "3"])
+    df = evaluate_matrix(preds, conf, {("b", "s", "none"): (nlab, dist)}, ts, [2], ["vote"], ["0", "1", "2", "3"])
     comb = df[df["row_type"] == "combined"].iloc[0]
     assert comb["frames_fixed"] == 1 and comb["frames_broken"] == 0
     assert comb["accuracy"] == pytest.approx(7 / 8)
@@ -369,11 +382,11 @@ def test_selected_configuration_is_recorded(evaluated):
     args, matrix = evaluated
     s = _summary(args)
     sel = s["selected"]
-    dep = matrix[matrix["row_type"].isin(E.DEPLOYABLE)]
+    dep = matrix[matrix["row_type"].isin(DEPLOYABLE)]
     assert matrix["selected"].sum() == 1 and matrix.loc[matrix["selected"], "config_id"].item() == sel["config_id"]
     assert sel["criterion"] == "qwk" and "training patients" in sel["chosen_on"]
     assert sel["validation_score"] == pytest.approx(dep["val_qwk"].max())
-    assert matrix.loc[~matrix["row_type"].isin(E.DEPLOYABLE), "val_qwk"].isna().all()
+    assert matrix.loc[~matrix["row_type"].isin(DEPLOYABLE), "val_qwk"].isna().all()
     row = matrix[matrix["selected"]].iloc[0]
     assert sel["test"]["qwk"]["estimate"] == pytest.approx(row["qwk"])
     assert sel["test"]["qwk"]["lo"] <= row["qwk"] <= sel["test"]["qwk"]["hi"]
@@ -387,7 +400,7 @@ def test_test_patients_cannot_change_the_selection(tmp_path):
     """Shuffled test labels, random test softmax, random test confidence and trust: the test
     scores change, the selected configuration and every validation score do not."""
     args = build_results(tmp_path / "a", n_patients=8, frames_per_video=6, n_boot=50)
-    before = E.run_evaluate(**args, figures=False)
+    before = run_evaluate(**args, figures=False)
     rng = np.random.default_rng(7)
     test_p = json.loads(Path(args["split_json"]).read_text())["test_patients"]
     first = read_predictions(args["predictions"]["scratch"])
@@ -407,7 +420,7 @@ def test_test_patients_cannot_change_the_selection(tmp_path):
         t.loc[te, "confidence"] = rng.random(int(te.sum()))
         t.loc[te, "trusted"] = rng.random(int(te.sum())) < 0.5
         t.to_csv(csv, index=False)
-    after = E.run_evaluate(**args, figures=False)
+    after = run_evaluate(**args, figures=False)
     key = ["config_id"]
     a, b = before.sort_values(key).reset_index(drop=True), after.sort_values(key).reset_index(drop=True)
     assert not np.allclose(a["accuracy"], b["accuracy"])  # the test scores did change
@@ -420,7 +433,7 @@ def test_training_patients_do_change_the_selection(tmp_path):
     """A CNN that is perfect out of fold on the training patients is selected (and the tie with
     combined configurations that also score 1 goes to the one with fewer moving parts)."""
     args = build_results(tmp_path / "a", n_patients=8, frames_per_video=6, n_boot=50)
-    before = E.run_evaluate(**args, figures=False)
+    before = run_evaluate(**args, figures=False)
     assert before.loc[before["selected"], "config_id"].item() != "resnet18 · CNN alone"
 
     def perfect_on_train(p):
@@ -428,7 +441,7 @@ def test_training_patients_do_change_the_selection(tmp_path):
         p.softmax[tr] = np.eye(p.softmax.shape[1])[p.label[tr]] * 0.9 + 0.025
 
     _rewrite_predictions(args["predictions"]["resnet18"], perfect_on_train)
-    after = E.run_evaluate(**args, figures=False)
+    after = run_evaluate(**args, figures=False)
     assert after.loc[after["selected"], "config_id"].item() == "resnet18 · CNN alone"
     assert _summary(args)["selected"]["validation_score"] == pytest.approx(1.0)
 
@@ -436,13 +449,13 @@ def test_training_patients_do_change_the_selection(tmp_path):
 def test_criterion_comes_from_the_config(tmp_path):
     args = build_results(tmp_path / "a", n_patients=8, frames_per_video=6, n_boot=50)
     args["config"]["evaluate"]["selection"] = {"criterion": "accuracy"}
-    m = E.run_evaluate(**args, figures=False)
-    dep = m[m["row_type"].isin(E.DEPLOYABLE)]
+    m = run_evaluate(**args, figures=False)
+    dep = m[m["row_type"].isin(DEPLOYABLE)]
     sel = _summary(args)["selected"]
     assert sel["criterion"] == "accuracy" and sel["validation_score"] == pytest.approx(dep["val_accuracy"].max())
     args["config"]["evaluate"]["selection"] = {"criterion": "auroc"}
     with pytest.raises(Exception, match="criterion"):
-        E.run_evaluate(**args, figures=False)
+        run_evaluate(**args, figures=False)
 
 
 def test_tie_break_prefers_fewer_moving_parts_then_lower_fallback_rate():
@@ -452,12 +465,12 @@ def test_tie_break_prefers_fewer_moving_parts_then_lower_fallback_rate():
         "val_qwk": [0.8, 0.8, 0.8, 0.7, 0.8],
         "val_fallback_rate": [0.1, 0.3, 1.0, 0.0, 0.1],
     })
-    assert E.select_configuration(val, "qwk")["config_id"] == "m · fallback only"
-    assert E.select_configuration(val.drop(index=2), "qwk")["config_id"] == "b · combined"  # rate, then name
+    assert select_configuration(val, "qwk")["config_id"] == "m · fallback only"
+    assert select_configuration(val.drop(index=2), "qwk")["config_id"] == "b · combined"  # rate, then name
     val.loc[3, "val_qwk"] = 0.8
-    assert E.select_configuration(val, "qwk")["config_id"] == "q · CNN alone"
+    assert select_configuration(val, "qwk")["config_id"] == "q · CNN alone"
     val["val_qwk"] = np.nan  # nothing scorable: still deterministic
-    assert E.select_configuration(val, "qwk")["config_id"] == "q · CNN alone"
+    assert select_configuration(val, "qwk")["config_id"] == "q · CNN alone"
 
 
 def test_neighbours_from_test_frames_are_rejected(tmp_path):
@@ -471,7 +484,7 @@ def test_neighbours_from_test_frames_are_rejected(tmp_path):
         nid[-1, 0] = test_frame
         f["neighbor_frame_id"][...] = nid
     with pytest.raises(ValueError, match="not training frames"):
-        E.run_evaluate(**args, figures=False)
+        run_evaluate(**args, figures=False)
 
 
 def test_confidence_table_has_one_value_per_metric_from_the_shared_implementation(evaluated):
@@ -484,7 +497,7 @@ def test_confidence_table_has_one_value_per_metric_from_the_shared_implementatio
     correct = p.pred[t] == p.label[t]
     assert row["augrc"] == pytest.approx(CM.augrc(conf["confidence"].to_numpy(), correct))
     assert row["aurc"] == pytest.approx(CM.aurc(conf["confidence"].to_numpy(), correct))
-    assert list(E.CONFIDENCE_COLUMNS)[0] == "augrc"
+    assert list(CONFIDENCE_COLUMNS)[0] == "augrc"
 
 
 def test_named_inputs_are_matched_by_name_not_position():
@@ -493,13 +506,13 @@ def test_named_inputs_are_matched_by_name_not_position():
             "neighbors": [["scratch", "raw", "neighbors_scratch_raw"]]}
     named = {"neighbors_scratch_raw": "n.h5", "summary_scratch_svc_per_class": "s.json", "split": "split.json",
              "scores_scratch_svc_per_class": "c.csv", "predictions_scratch": "p.h5"}
-    p, c, n = E.inputs_from_keys(json.dumps(keys), named)
+    p, c, n = inputs_from_keys(json.dumps(keys), named)
     assert p == {"scratch": "p.h5"} and c == {("scratch", "svc_per_class"): ("c.csv", "s.json")}
     assert n == {("scratch", "raw"): "n.h5"}
     with pytest.raises(KeyError, match="not in input_keys"):
-        E.inputs_from_keys(keys, {**named, "neighbors_scratch_tsne": "t.h5"})
+        inputs_from_keys(keys, {**named, "neighbors_scratch_tsne": "t.h5"})
     with pytest.raises(KeyError, match="does not have"):
-        E.inputs_from_keys(keys, {k: v for k, v in named.items() if k != "scores_scratch_svc_per_class"})
+        inputs_from_keys(keys, {k: v for k, v in named.items() if k != "scores_scratch_svc_per_class"})
 
 
 def test_configurations_validated_through_a_learned_all_model_embedding_are_not_candidates():
@@ -513,9 +526,9 @@ def test_configurations_validated_through_a_learned_all_model_embedding_are_not_
         "val_out_of_fold": [False, True],
     })
     # the in-sample row has the higher validation score, and still is not chosen
-    assert E.select_configuration(val, "qwk")["config_id"] == "b · CNN alone"
+    assert select_configuration(val, "qwk")["config_id"] == "b · CNN alone"
     with pytest.raises(ValueError, match="out-of-fold"):
-        E.select_configuration(val.iloc[:1], "qwk")
+        select_configuration(val.iloc[:1], "qwk")
     learned, frozen = {"b": True}, {"b": False}
     for meta, expected in (({"backbone": "b", "space": "embedding"}, True), ({"backbone": "b", "space": "tsne"}, True),
                            ({"backbone": "b", "confidence": "trust_score"}, True), ({"backbone": "b", "space": "raw"}, False),

@@ -13,17 +13,18 @@ import torch
 from fixtures_frames import make_frame_store, make_split, small_config
 from sklearn.metrics import roc_auc_score
 
-from lus_core.confidence.metrics import failure_auroc
+from lus_core.cnn.infer import predict_index, run_infer
+from lus_core.cnn.losses import ScoreAndFindingsLoss, make_criterion
+from lus_core.cnn.model_file import load_model
+from lus_core.cnn.predictions import Predictions, read_predictions, write_predictions
+from lus_core.cnn.train import run_train
+from lus_core.confidence.failure_metrics import failure_auroc
 from lus_core.config import validate_config
 from lus_core.evaluation.findings import auroc_with_interval, findings_table, weighted_auroc
-from lus_core.extract import extract_video, run_frame_index
-from lus_core.frame_store import read_frame_index
-from lus_core.inference import load_model, predict_index, run_infer
-from lus_core.ingest import DatasetError, build_video_table
-from lus_core.losses import ScoreAndFindingsLoss, make_criterion
+from lus_core.frames.extract import extract_video, run_frame_index
+from lus_core.frames.labels import DatasetError, build_video_table
+from lus_core.frames.store import read_frame_index
 from lus_core.metrics import patient_resample_counts
-from lus_core.predictions import Predictions, read_predictions, write_predictions
-from lus_core.training import run_train
 from tests.video_helpers import fan_frames, write_video
 
 BLUES = Path(__file__).resolve().parents[2] / "shared" / "data" / "covid-blues"
@@ -274,7 +275,7 @@ def test_a_predictions_file_without_findings_reads_as_none(tmp_path):
 
 
 def test_the_video_model_takes_the_finding_probabilities_after_the_frame_features():
-    from lus_core.video_model import frame_features
+    from lus_core.videolevel.model import frame_features
 
     softmax, embedding = np.full((3, 4), 0.25, np.float32), np.ones((3, 5), np.float32)
     findings = np.array([[0.1, 0.9], [0.2, 0.8], [0.3, 0.7]], np.float32)

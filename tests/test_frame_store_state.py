@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lus_core.synth import generate_dataset
+from lus_core.synth.dataset import generate_dataset
 from tests.video_helpers import fan_frames, write_video
 from tests.workflow_helpers import planned_jobs, run_ok, snakemake
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from lus_core.dataset import frames_to_tensor, prepare_batch
-from lus_core.gradcam import TARGET_LAYERS, gradcam_maps, gradcam_overlay
-from lus_core.models import BACKBONES, build_model
+from lus_core.cnn.backbones import BACKBONES, build_model
+from lus_core.cnn.frame_dataset import frames_to_tensor, prepare_batch
+from lus_core.cnn.gradcam import TARGET_LAYERS, gradcam_maps, gradcam_overlay
 from lus_core.synth.artefacts import smooth_noise
 
 SIZE = 64
@@ -108,12 +108,12 @@ def _scratch_checkpoint(path, n_classes: int = 4, image_size: int = SIZE):
 def test_workflow_step_draws_every_gallery_frame(tmp_path):
     from test_evaluation import build_results  # tests/ on sys.path
 
-    from lus_core import evaluation as E
-    from lus_core.gradcam import run_gradcam_step
+    from lus_core.evaluation.step import run_evaluate
     from lus_core.io_utils import read_json
+    from lus_core.report.gradcam_step import run_gradcam_step
 
     args = build_results(tmp_path, n_patients=6, frames_per_video=5, n_boot=20)
-    E.run_evaluate(**args, figures=True)
+    run_evaluate(**args, figures=True)
     summary = read_json(args["out_summary_json"])
     chosen = summary.get("selected") or summary.get("best_deployable")
     # the fixture's backbones are stand-ins: give the chosen one a real (untrained) CNN
@@ -136,8 +136,8 @@ def test_workflow_step_draws_every_gallery_frame(tmp_path):
 def test_predict_draws_one_map_per_gallery_row(tmp_path):
     from types import SimpleNamespace
 
-    from lus_core.gradcam import gradcam_maps, gradcam_overlay
-    from lus_core.predict import gradcam_tiles
+    from lus_core.cnn.gradcam import gradcam_maps, gradcam_overlay
+    from lus_core.runs.predict import gradcam_tiles
 
     predictor = SimpleNamespace(model=_scratch_checkpoint(tmp_path / "m.pt"), image_size=SIZE, device="cpu")
     rng = np.random.default_rng(0)

@@ -10,10 +10,11 @@ import pytest
 import torch
 from fixtures_frames import make_frame_store, make_split, small_config
 
-from lus_core.frame_store import FrameReader, read_frame_index
-from lus_core.inference import load_model, predict_frames, run_infer
+from lus_core.cnn.infer import predict_frames, run_infer
+from lus_core.cnn.model_file import load_model
+from lus_core.cnn.train import run_train
+from lus_core.frames.store import FrameReader, read_frame_index
 from lus_core.io_utils import read_json
-from lus_core.training import run_train
 
 torch.set_num_threads(1)
 FOLDS = ["0", "1", "2", "all"]
@@ -125,7 +126,7 @@ def test_wrong_or_missing_models_are_refused(run, tmp_path):
 
 
 def test_predict_groups_consecutive_videos_up_to_a_frame_budget():
-    from lus_core.predict import frame_batches
+    from lus_core.runs.predict import frame_batches
 
     videos = [(f"v{i}", np.zeros((n, 2, 2, 1), np.uint8)) for i, n in enumerate([3, 4, 2, 9, 1, 1])]
     groups = [[name for name, _ in batch] for batch in frame_batches(iter(videos), 8)]

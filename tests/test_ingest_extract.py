@@ -11,11 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lus_core import extract as extract_module
-from lus_core import video as video_module
 from lus_core.config import validate_config
-from lus_core.extract import extract_video, extract_videos, run_frame_index
-from lus_core.frame_store import (
+from lus_core.frames import decode as video_module
+from lus_core.frames import extract as extract_module
+from lus_core.frames.decode import VideoError, decode, find_sector, keep_plan
+from lus_core.frames.extract import extract_video, extract_videos, run_frame_index
+from lus_core.frames.labels import DatasetError, build_video_table
+from lus_core.frames.store import (
     FORMAT_VERSION,
     FRAME_CODEC,
     FrameReader,
@@ -24,8 +26,6 @@ from lus_core.frame_store import (
     read_frame_index,
     write_video_store,
 )
-from lus_core.ingest import DatasetError, build_video_table
-from lus_core.video import VideoError, decode, find_sector, keep_plan
 from tests.video_helpers import fan_frames, faststart, write_video
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -292,10 +292,10 @@ def test_format_1_gzip_store_stays_readable(tmp_path):
 
 
 def test_an_error_while_storing_a_decoded_frame_stops_the_decoding_thread():
-    """Decoded frames are stored by a second thread (lus_core.video._FrameConsumer); a frame it
+    """Decoded frames are stored by a second thread (lus_core.frames.decode._FrameConsumer); a frame it
     cannot store (here: a different size) fails the decode with that error, and frames stay in
     decoding order."""
-    from lus_core.video import VideoError, _FrameCollector, _FrameConsumer, _SectorSampler
+    from lus_core.frames.decode import VideoError, _FrameCollector, _FrameConsumer, _SectorSampler
 
     collector, sampler = _FrameCollector(Path("v.mp4"), 8), _SectorSampler(Path("v.mp4"), 8)
     with _FrameConsumer(collector, sampler) as consumer:

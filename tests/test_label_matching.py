@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from lus_core.config import validate_config
-from lus_core.ingest import DatasetError, build_video_table
+from lus_core.frames.labels import DatasetError, build_video_table
 
 
 def _dataset(tmp_path, rows, **dataset):
@@ -26,7 +26,7 @@ def _scores(entries):
 
 def test_rows_matching_no_video_are_listed_in_a_warning(tmp_path, caplog):
     cfg = _dataset(tmp_path, [("site1/patient_A_x.mp4", 1), ("site2/patient_B_y", 2), ("patient_C_gone.mp4", 3)])
-    with caplog.at_level(logging.WARNING, logger="lus_core.ingest"):
+    with caplog.at_level(logging.WARNING, logger="lus_core.frames.labels"):
         entries = build_video_table(cfg["dataset"], cfg["classes"])
     assert _scores(entries) == {"site1": [1], "site2": [2]}
     assert "1 label row(s) match no video" in caplog.text and "row 4 ('patient_C_gone.mp4')" in caplog.text
@@ -43,7 +43,7 @@ def test_a_folder_part_is_never_dropped(tmp_path, caplog):
     # '../../elsewhere/patient_A_x.mp4' names another file: it must not label site1's patient_A_x.mp4,
     # nor may 'site1/patient_B_y.mp4' label site2's patient_B_y.mp4
     cfg = _dataset(tmp_path, [("../../elsewhere/patient_A_x.mp4", 3), ("site1/patient_B_y.mp4", 1)])
-    with caplog.at_level(logging.WARNING, logger="lus_core.ingest"):
+    with caplog.at_level(logging.WARNING, logger="lus_core.frames.labels"):
         entries = build_video_table(cfg["dataset"], cfg["classes"])
     assert _scores(entries) == {"site1": [], "site2": []}  # both stay unlabelled (skipped)
     assert "../../elsewhere/patient_A_x.mp4" in caplog.text and "site1/patient_B_y.mp4" in caplog.text

@@ -8,8 +8,8 @@ import torch
 from fixtures_frames import make_frame_store, make_split, small_config
 from torch import nn
 
-from lus_core.losses import SORDLoss, make_criterion, sord_targets
-from lus_core.training import run_train
+from lus_core.cnn.losses import SORDLoss, make_criterion, sord_targets
+from lus_core.cnn.train import run_train
 
 
 def _reference_targets(y: int, n_classes: int, alpha: float) -> np.ndarray:

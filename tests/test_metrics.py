@@ -191,7 +191,7 @@ def test_resample_counts_shape_and_sum():
 
 
 # --------------------------------------------------------------------------- failure detection
-# Brute-force definitions, written independently of lus_core.confidence.metrics: enumerate the
+# Brute-force definitions, written independently of lus_core.confidence.failure_metrics: enumerate the
 # thresholds (or the orders of tied frames) one by one.
 
 
@@ -256,7 +256,7 @@ CASES = [
 
 @pytest.mark.parametrize("conf,correct", CASES)
 def test_failure_metrics_equal_their_brute_force_definitions(conf, correct):
-    from lus_core.confidence import metrics as CM
+    from lus_core.confidence import failure_metrics as CM
 
     assert CM.augrc(conf, correct) == pytest.approx(_bf_augrc(conf, correct), abs=1e-12)
     assert CM.augrc(conf, correct) == pytest.approx(_bf_augrc_over_orders(conf, correct), abs=1e-12)
@@ -277,7 +277,7 @@ def test_failure_metrics_equal_their_brute_force_definitions(conf, correct):
 
 
 def test_augrc_known_values_and_random_cases():
-    from lus_core.confidence import metrics as CM
+    from lus_core.confidence import failure_metrics as CM
 
     rng = np.random.default_rng(0)
     correct = rng.random(400) < 0.7

@@ -28,7 +28,7 @@ def _run(tmp_path, shipped_config: str, extra: str) -> tuple:
     override.write_text(extra)
     results = tmp_path / "results"
     run_ok("--cores", "2", "--configfile", shipped_config, str(override), "--config", f"results={results}",
-           timeout=1500)
+           timeout=1500, workdir=tmp_path)
     return results, pd.read_csv(results / "eval" / "matrix.csv"), json.loads((results / "split.json").read_text())
 
 
@@ -56,7 +56,7 @@ def test_covid_blues_handful_of_patients(tmp_path):
 
 def test_pocus_five_containers(tmp_path):
     # the five sample videos hold scores 0, 1 and 3 only; a class no patient has is an error
-    extra = TINY.format(k=1) + "classes: [0, 1, 3]\n"
+    extra = TINY.format(k=1) + "classes: [0, 1, 3]\n" + f"data_root: {DATA / 'pocus-formats'}\n"
     results, matrix, split = _run(tmp_path, "configs/pocus.yaml", extra)
     index = pd.read_csv(results / "frame_index.csv", dtype={"patient": str})
     assert index.video.nunique() == 5 and index.patient.nunique() == 5

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from lus_core.recipes import compare_recipes, recipes_markdown
-from lus_core.run_record import record_run
+from lus_core.runs.recipes import compare_recipes, recipes_markdown
+from lus_core.runs.run_time import record_run
 
 SCORES = ("max", "mean", "majority", "confident_mean", "attention")
 

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from lus_core.report_forest import forest_png, main_rows
+from lus_core.report.forest import forest_png, main_rows
 
 
 def _matrix():

@@ -7,8 +7,7 @@ import time
 import pandas as pd
 import pytest
 
-from lus_core.synth import generate_dataset
-from lus_core.workflow import code_version
+from lus_core.synth.dataset import generate_dataset
 from tests.workflow_helpers import planned_jobs, run_ok
 
 pytestmark = pytest.mark.slow
@@ -35,7 +34,7 @@ def user_dataset(tmp_path_factory):
         f"  video_dirs: [{labels.parent / 'videos'}]\n  labels: {labels}\n  patient_from: column\n"
         "frames: {size: 32}\nsplit: {k_test: 1, n_folds: 2}\n"
     )
-    args = (f"--configfile={config}",)
+    args = (f"--configfile={config}", "--directory", str(root / "wd"))  # Snakemake's state beside the data
     run_ok(f"{root / 'results'}/frame_index.csv", "--cores", "2", *args)
     return root, labels, spare, args
 
@@ -81,13 +80,20 @@ def test_adding_a_video_extracts_only_its_job(user_dataset):
 
 
 def test_code_version_follows_module_source(tmp_path, monkeypatch):
-    import lus_core.workflow as wf
+    """A step's code version is the hash of the lus_core files its script imports: an edit of one
+    of them changes it, an edit elsewhere does not."""
+    import lus_core.workflow.code_version as wf
 
-    pkg = tmp_path / "pkg"
-    shutil.copytree(wf.PACKAGE / "split", pkg / "split")
+    pkg = tmp_path / "lus_core"
+    shutil.copytree(wf.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(wf, "PACKAGE", pkg)
-    before = code_version("split")
-    assert code_version("split") == before
+    script = tmp_path / "balance_split.py"
+    script.write_text("from lus_core.split.step import run_balance_split\n")
+    before = wf.code_version_for(script)
+    assert wf.code_version_for(script) == before
+    with open(pkg / "similarity" / "index.py", "a") as f:  # not imported by the split step
+        f.write("\n# an edit\n")
+    assert wf.code_version_for(script) == before
     with open(pkg / "split" / "search.py", "a") as f:
         f.write("\n# an edit\n")
-    assert code_version("split") != before
+    assert wf.code_version_for(script) != before

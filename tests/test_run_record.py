@@ -6,8 +6,9 @@ import os
 
 import pandas as pd
 
-from lus_core import summarize as S
-from lus_core.run_record import (
+from lus_core.runs import markdown as S
+from lus_core.runs.readme_blocks import block_text
+from lus_core.runs.run_time import (
     FULL_RUN,
     LAST_RUN,
     benchmark_table,
@@ -74,4 +75,4 @@ def test_readme_run_time_block_is_rewritten_beside_the_default_run_block(tmp_pat
     S.write_readme_block(tmp_path, readme)
     text = readme.read_text()
     assert "stale" not in text and "results\n" in text and "**2 min 05 s**" in text
-    assert S.readme_block(text, S.RUN_TIME_BLOCK) == S.run_time_block(tmp_path)
+    assert block_text(text, S.RUN_TIME_BLOCK) == S.run_time_block(tmp_path)

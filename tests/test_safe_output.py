@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from lus_core.safe_output import OWN_MANIFEST, OutputError, check_output_dir, publish, staging_dir
+from lus_core.runs.safe_output import OWN_MANIFEST, OutputError, check_output_dir, publish, staging_dir
 
 
 def _stage(out, files):

@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lus_core.frame_store import build_frame_index, read_frame_index, write_frame_index, write_video_store
+from lus_core.config import validate_config
+from lus_core.frames.store import build_frame_index, read_frame_index, write_frame_index, write_video_store
 from lus_core.io_utils import read_json
-from lus_core.similarity.fallback import blend, fallback_from_lists, fallback_scores, neighbor_distribution
+from lus_core.similarity.fallback import fallback_scores
 from lus_core.similarity.features import (
     fit_tsne,
     place_on_tsne_map,
@@ -22,12 +23,33 @@ from lus_core.similarity.features import (
     select_index_rows,
 )
 from lus_core.similarity.gallery import GalleryRow, compose_gallery, render_frame_gallery, render_gallery
-from lus_core.similarity.index import SimilarityIndex, exact_search, recall_at_k
+from lus_core.similarity.index import IndexedFrames, IndexSettings, SimilarityIndex, exact_search, recall_at_k
 from lus_core.similarity.neighbors import read_neighbors, stored_diversities
 from lus_core.similarity.step import run_build_index, run_query_neighbors
+from lus_core.workflow.step_config import step_config
 
 N_CLASSES = 4
 
+
+
+def exact_frames(index, queries, query_patients, k):
+    """The brute-force reference of ``index.query``: (frame ids, distances) of the k nearest items of
+    other patients."""
+    items, dist = exact_search(index.item_vectors(), queries, k, index.metric,
+                               index.ids["patient"].astype(str).to_numpy(), query_patients)
+    frame_ids = index.ids["frame_id"].to_numpy()[np.maximum(items, 0)]
+    return np.where(items >= 0, frame_ids, -1), dist
+
+
+def patients_of(index, frame_ids):
+    """The patient of each indexed frame id ('' for -1)."""
+    lookup = dict(zip(index.ids["frame_id"].tolist(), index.ids["patient"].astype(str).tolist(), strict=True))
+    return np.vectorize(lambda f: lookup.get(int(f), ""), otypes=[object])(np.asarray(frame_ids)).astype(str)
+
+
+def _vote(labels: np.ndarray) -> np.ndarray:
+    """Majority vote per row, ties to the lower score (fallback_scores' rule), by counting."""
+    return np.array([np.bincount(row, minlength=N_CLASSES).argmax() for row in labels])
 
 def clustered(n: int, dim: int, n_clusters: int, seed: int, spread: float = 1.0) -> np.ndarray:
     rng = np.random.default_rng(seed)
@@ -38,9 +60,8 @@ def clustered(n: int, dim: int, n_clusters: int, seed: int, spread: float = 1.0)
 def make_index(vectors, patients, labels=None, metric="euclidean", n_trees=10):
     n = len(vectors)
     labels = np.zeros(n, dtype=int) if labels is None else labels
-    return SimilarityIndex.build(
-        "embedding", vectors, np.arange(n) + 1000, patients, labels, metric=metric, n_trees=n_trees, seed=0
-    )
+    return SimilarityIndex.build("embedding", vectors, IndexedFrames(np.arange(n) + 1000, patients, labels),
+                                 IndexSettings(metric, n_trees, seed=0))
 
 
 # --------------------------------------------------------------------------- annoy vs exact
@@ -54,7 +75,7 @@ def test_annoy_agrees_with_exact_search(metric):
     q = clustered(60, 16, 6, seed=1)[:60] + 0.1
     q_pat = np.array([f"p{i % 12}" for i in range(60)])
     f_annoy, _, d_annoy = index.query(q, q_pat, 10)
-    f_exact, _, d_exact = index.exact_query(q, q_pat, 10)
+    f_exact, d_exact = exact_frames(index, q, q_pat, 10)
     assert recall_at_k(d_annoy, d_exact) >= 0.9
     # same distance definition: where both found the same frame, the distances agree
     same = f_annoy[:, 0] == f_exact[:, 0]
@@ -84,16 +105,16 @@ def test_query_never_returns_own_patient():
     index = make_index(x, patients)
     q = np.zeros((3, 8), dtype=np.float32)
     frames, _, dist = index.query(q, ["a", "a", "b0"], k=7)
-    pats = index.patients_of(frames)
+    pats = patients_of(index, frames)
     assert (pats[:2] != "a").all() and (frames[:2] >= 1200).all()
     assert (pats[2] != "b0").all() and (frames[2] < 1200).all()  # b0's query sees a's frames
     assert np.isfinite(dist).all()
     # the exact search obeys the same rule
-    ef, _, _ = index.exact_query(q, ["a", "a", "b0"], k=7)
-    assert (index.patients_of(ef)[:2] != "a").all()
+    ef, _ = exact_frames(index, q, ["a", "a", "b0"], k=7)
+    assert (patients_of(index, ef)[:2] != "a").all()
     # a new patient (None) excludes nobody
     frames_new, _, _ = index.query(q, None, k=3)
-    assert (index.patients_of(frames_new) == "a").all()
+    assert (patients_of(index, frames_new) == "a").all()
 
 
 def test_query_pads_when_other_patients_run_out():
@@ -191,25 +212,6 @@ def test_fallback_ignores_padding_and_rejects_bad_input():
         fallback_scores([[1]], None, N_CLASSES, "median")
 
 
-def test_neighbor_distribution_and_blend():
-    dist = neighbor_distribution([[0, 0, 1, -1]], None, N_CLASSES)
-    np.testing.assert_allclose(dist, [[2 / 3, 1 / 3, 0, 0]])
-    smooth = neighbor_distribution([[0, 0]], None, N_CLASSES, smoothing=1.0)
-    np.testing.assert_allclose(smooth, [[3 / 6, 1 / 6, 1 / 6, 1 / 6]])
-    weighted = neighbor_distribution([[0, 1]], [[0.0, 1.0]], N_CLASSES, weighting="distance")
-    assert weighted[0, 0] > 0.99
-    empty = neighbor_distribution([[-1, -1]], None, N_CLASSES)
-    np.testing.assert_allclose(empty, [[0.25] * 4])
-    sm = np.array([[0.0, 0.0, 1.0, 0.0]])
-    np.testing.assert_allclose(blend(sm, dist, 0.5), [[1 / 3, 1 / 6, 0.5, 0]])
-    np.testing.assert_allclose(blend(sm, dist, 0.0), sm)
-    with pytest.raises(ValueError):
-        blend(sm, dist, 1.5)
-
-
-# --------------------------------------------------------------------------- features and subsample
-
-
 def test_raw_features_are_normalised_and_accept_gray_and_colour():
     rng = np.random.default_rng(0)
     gray = rng.integers(0, 256, size=(3, 40, 30, 1), dtype=np.uint8)
@@ -266,7 +268,7 @@ def tiny_run(tmp_path_factory):
     centres = rng.normal(scale=4, size=(N_CLASSES, 12))
     embedding_all = (centres[label] + rng.normal(size=(n, 12))).astype(np.float32)
     split = index["patient"].map(PATIENTS).to_numpy()
-    # as lus_core.inference writes it: out-of-fold `embedding` of training frames comes from fold
+    # as lus_core.cnn.infer writes it: out-of-fold `embedding` of training frames comes from fold
     # models (another feature space: here a rotation plus shift), test frames from the `all` model
     rotation = np.linalg.qr(rng.normal(size=(12, 12)))[0]
     embedding = np.where((split == "train")[:, None], embedding_all @ rotation + 5.0, embedding_all)
@@ -290,6 +292,7 @@ def tiny_run(tmp_path_factory):
         "results": str(root),
         "seed": 0,
         "classes": [0, 1, 2, 3],
+        "dataset": {"synthetic": {"enabled": True}},
         "similarity": {
             "spaces": ["raw", "softmax", "embedding", "tsne"],
             "k": [3, 5],
@@ -301,17 +304,17 @@ def tiny_run(tmp_path_factory):
             "tsne_perplexity": 30,
         },
     }
-    return root, config
+    return root, validate_config(config)
 
 
 def _build_and_query(root, config, space):
     out = root / "index" / "tiny"
     tsne = out / f"{space}.tsne.pkl" if space == "tsne" else None
     files = (out / f"{space}.ann", out / f"{space}.ids.csv", out / f"{space}.json", tsne)
-    run_build_index(space, root / "predictions.h5", root / "frame_index.csv", *files, config)
+    run_build_index(space, root / "predictions.h5", root / "frame_index.csv", *files, step_config(config, "build_index"))
     nb = root / "neighbors" / "tiny" / f"{space}.h5"
     metrics = run_query_neighbors(
-        space, root / "predictions.h5", root / "frame_index.csv", *files, nb, config
+        space, root / "predictions.h5", root / "frame_index.csv", *files, nb, step_config(config, "query_neighbors")
     )
     return files, nb, metrics
 
@@ -340,7 +343,7 @@ def test_build_and_query_steps(tiny_run, space):
         nb_label = f["neighbor_label"][()]
         dist = f["distance"][()]
         stored = json.loads(f.attrs["metrics"])
-        assert json.loads(f.attrs["config"]) == config
+        assert json.loads(f.attrs["config"]) == step_config(config, "query_neighbors")
     assert frame_id.tolist() == frame_index["frame_id"].tolist()  # every frame, train and test
     assert nb_frame.shape == nb_label.shape == dist.shape == (120, 5)
     assert (nb_frame >= 0).all() and np.isfinite(dist).all()
@@ -371,7 +374,7 @@ def test_features_for_works_from_memory_and_matches_the_index(tiny_run):
     index = SimilarityIndex.load(ann, ids_csv, meta_json)
     frame_index = read_frame_index(root / "frame_index.csv")
     some = index.ids["frame_id"].to_numpy()[:7]
-    from lus_core.frame_store import FrameReader
+    from lus_core.frames.store import FrameReader
 
     frames = FrameReader(frame_index).frames(some)
     v = index.features_for(frames=frames)
@@ -404,12 +407,12 @@ def test_build_index_subsample_and_argument_checks(tiny_run, tmp_path):
     cfg = json.loads(json.dumps(config))
     cfg["similarity"]["per_patient_per_class"] = 2
     out = [tmp_path / "e.ann", tmp_path / "e.ids.csv", tmp_path / "e.json"]
-    meta = run_build_index("embedding", root / "predictions.h5", None, *out, None, cfg)
+    meta = run_build_index("embedding", root / "predictions.h5", None, *out, None, step_config(cfg, "build_index"))
     ids = pd.read_csv(out[1], dtype={"patient": str})
     assert ids.groupby(["patient", "label"]).size().max() == 2
     assert meta["n_items"] == len(ids) and meta["params"]["per_patient_per_class"] == 2
     with pytest.raises(ValueError):
-        run_build_index("tsne", root / "predictions.h5", None, *out, None, cfg)  # tsne needs out_tsne
+        run_build_index("tsne", root / "predictions.h5", None, *out, None, step_config(cfg, "build_index"))
 
 
 def test_a_predictions_file_of_an_older_version_is_a_clear_error(tiny_run, tmp_path):
@@ -425,7 +428,7 @@ def test_a_predictions_file_of_an_older_version_is_a_clear_error(tiny_run, tmp_p
         read_predictions(preds)
     out = [tmp_path / "e.ann", tmp_path / "e.ids.csv", tmp_path / "e.json"]
     with pytest.raises(ValueError, match="rerun the `infer` step"):
-        run_build_index("embedding", preds, None, *out, None, config)
+        run_build_index("embedding", preds, None, *out, None, step_config(config, "build_index"))
 
 
 def test_gallery_png(tiny_run, tmp_path):
@@ -523,9 +526,10 @@ def test_neighbors_file_holds_plain_and_diverse_lists(tiny_run, tmp_path):
     cfg["similarity"].update(diversity="patient", fallback_diversity=["none", "video"])
     out = root / "index" / "tiny"
     files = (out / "softmax.ann", out / "softmax.ids.csv", out / "softmax.json", None)
-    run_build_index("softmax", root / "predictions.h5", root / "frame_index.csv", *files, cfg)
+    run_build_index("softmax", root / "predictions.h5", root / "frame_index.csv", *files, step_config(cfg, "build_index"))
     nb = tmp_path / "softmax.h5"
-    run_query_neighbors("softmax", root / "predictions.h5", root / "frame_index.csv", *files, nb, cfg)
+    run_query_neighbors("softmax", root / "predictions.h5", root / "frame_index.csv", *files, nb,
+                        step_config(cfg, "query_neighbors"))
     assert stored_diversities(nb) == ["none", "patient", "video"]
     frame_index = read_frame_index(root / "frame_index.csv")
     wanted = frame_index["frame_id"].to_numpy()[::-1][:30]
@@ -543,15 +547,13 @@ def test_neighbors_file_holds_plain_and_diverse_lists(tiny_run, tmp_path):
     # the fallback from either list: its own neighbours' labels
     for lists in (plain, diverse):
         np.testing.assert_array_equal(
-            fallback_from_lists(lists, 3, N_CLASSES, "vote"),
             fallback_scores(lists.neighbor_label[:, :3], lists.distance[:, :3], N_CLASSES, "vote"),
+            _vote(label_of.loc[lists.neighbor_frame_id[:, :3].ravel()].to_numpy().reshape(-1, 3)),
         )
-    with pytest.raises(ValueError, match="k=6"):
-        fallback_from_lists(diverse, 6, N_CLASSES)
     with pytest.raises(ValueError, match="frame"):
         read_neighbors(nb, [10**9])
     cfg["similarity"].update(diversity="none", fallback_diversity=["none"])
-    run_query_neighbors("softmax", root / "predictions.h5", root / "frame_index.csv", *files, nb, cfg)
+    run_query_neighbors("softmax", root / "predictions.h5", root / "frame_index.csv", *files, nb, step_config(cfg, "query_neighbors"))
     with pytest.raises(ValueError, match="diversity 'video'"):
         read_neighbors(nb, diversity="video")
 

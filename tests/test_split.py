@@ -12,13 +12,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from lus_core.split import (
-    balanced_split,
-    balanced_split_reference,
-    natural_sorted,
-    patient_folds,
-    run_balance_split,
-)
+from lus_core.split.folds import natural_sorted, patient_folds
+from lus_core.split.search import balanced_split, balanced_split_reference
+from lus_core.split.step import run_balance_split
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -17,17 +17,11 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from lus_core.synth import (
-    LABEL_COLUMNS,
-    VideoRenderer,
-    artefacts,
-    generate_dataset,
-    plan_cohort,
-    planned_videos,
-    render_frame,
-    render_video,
-    severity_of,
-)
+from lus_core.config import validate_config
+from lus_core.synth import artefacts
+from lus_core.synth.cohort import plan_cohort, planned_videos, severity_of
+from lus_core.synth.dataset import LABEL_COLUMNS, generate_dataset
+from lus_core.synth.render import VideoRenderer, render_frame, render_video
 
 CFG = {
     "enabled": True,
@@ -38,6 +32,13 @@ CFG = {
     "fps": 10,
 }
 CLASSES = [0, 1, 2, 3]
+# dataset.synthetic with the schema's defaults (the only source of them)
+SYNTH_DEFAULTS = validate_config({"dataset": {"synthetic": {"enabled": True}}})["dataset"]["synthetic"]
+
+
+def synth(**keys) -> dict:
+    """dataset.synthetic: the schema's defaults with `keys` changed."""
+    return {**SYNTH_DEFAULTS, **keys}
 SEED = 0
 PATIENT_REGEX = re.compile(r"patient_(\w+?)_")  # config.yaml dataset.patient_regex
 
@@ -154,7 +155,7 @@ def test_finding_flags_follow_what_was_drawn(dataset, plans):
 
 
 def test_some_videos_change_score_and_patients_have_score_mixes():
-    cohort = plan_cohort({"n_patients": 100, "videos_per_patient": 3}, 4, seed=3)
+    cohort = plan_cohort(synth(n_patients=100, videos_per_patient=3), 4, seed=3)
     changed = np.mean([len(p.segments) == 2 for p in cohort])
     assert 0.1 < changed < 0.3
     classes_of = defaultdict(list)
@@ -207,13 +208,25 @@ def test_black_background_outside_fan(dataset, plans):
         assert frames[:, ~outside].mean() > 10, name  # and the fan itself is not
 
 
+def to_polar(geometry, image: np.ndarray) -> np.ndarray:
+    """Resample a rendered frame back onto the (n_depth, n_angle) polar grid (the inverse of the
+    renderer's warp), to measure what a beam shows."""
+    ax, ay = geometry.apex
+    r = geometry.radius_of_row(np.arange(geometry.n_depth, dtype=np.float64))[:, None] * geometry.scale
+    theta = geometry.angles()[None, :]
+    map_x = (ax + r * np.sin(theta)).astype(np.float32)
+    map_y = (ay + r * np.cos(theta)).astype(np.float32)
+    return cv2.remap(image.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                     borderValue=0.0)
+
+
 def _severity_statistic(frame: np.ndarray, renderer: VideoRenderer) -> float:
     """Brightness of the lung deep below the pleura relative to the chest wall (gain-free).
 
     Per beam (polar column) the median over depth ignores thin horizontal A-lines but not
     B-lines (which span the whole depth) or white lung; averaged over the central beams.
     """
-    polar = renderer.geometry.to_polar(frame)
+    polar = to_polar(renderer.geometry, frame)
     n_depth, n_angle = polar.shape
     pleura = float(renderer.layout.pleura_rows.mean())
     c0, c1 = int(0.3 * n_angle), int(0.7 * n_angle)
@@ -288,7 +301,7 @@ def test_four_classes_give_the_clinical_scheme():
     for curve in (artefacts.white_lung, artefacts.consolidation_probability):
         assert curve(severity_of(2, 4)) < 0.1 and curve(severity_of(3, 4)) > 0.9  # score 3 only
     # and the drawn findings follow: more B-lines with higher scores, consolidation only at 3
-    cohort = plan_cohort({"n_patients": 16, "size": 64, "frames_per_video": 2}, 4, seed=2)
+    cohort = plan_cohort(synth(n_patients=16, size=64, frames_per_video=2), 4, seed=2)
     counts, consolidated = defaultdict(list), defaultdict(list)
     for plan in cohort:
         renderer = VideoRenderer(plan)
@@ -304,7 +317,7 @@ def test_four_classes_give_the_clinical_scheme():
 @pytest.mark.parametrize("n_classes", [2, 3, 5])
 def test_any_number_of_ordered_classes(n_classes):
     cohort = plan_cohort(
-        {"n_patients": 10, "videos_per_patient": 2, "frames_per_video": 4, "size": 64}, n_classes, 1
+        synth(n_patients=10, videos_per_patient=2, frames_per_video=4, size=64), n_classes, 1
     )
     seen = {s.class_index for p in cohort for s in p.segments}
     assert seen <= set(range(n_classes)) and {0, n_classes - 1} <= seen
@@ -316,7 +329,7 @@ def test_any_number_of_ordered_classes(n_classes):
 
 
 def test_class_values_written_as_given_and_stale_videos_removed(tmp_path):
-    cfg = {"n_patients": 3, "videos_per_patient": 1, "frames_per_video": 3, "size": 64, "fps": 5}
+    cfg = synth(n_patients=3, videos_per_patient=1, frames_per_video=3, size=64, fps=5)
     generate_dataset(tmp_path, cfg, ["normal", "severe"], seed=5, progress=False)
     assert len(list((tmp_path / "videos").glob("*.mp4"))) == 3
     (tmp_path / "videos" / "notes.txt").write_text("user file")
@@ -330,16 +343,16 @@ def test_class_values_written_as_given_and_stale_videos_removed(tmp_path):
 
 
 def test_planned_videos_needs_no_rendering_and_validates():
-    assert planned_videos({"n_patients": 2, "videos_per_patient": 2}) == [
+    assert planned_videos(synth(n_patients=2, videos_per_patient=2)) == [
         ("patient_P01_v1.mp4", "P01"),
         ("patient_P01_v2.mp4", "P01"),
         ("patient_P02_v1.mp4", "P02"),
         ("patient_P02_v2.mp4", "P02"),
     ]
-    assert planned_videos({"n_patients": 120, "videos_per_patient": 1})[0] == ("patient_P001_v1.mp4", "P001")
+    assert planned_videos(synth(n_patients=120, videos_per_patient=1))[0] == ("patient_P001_v1.mp4", "P001")
     with pytest.raises(ValueError):
-        planned_videos({"size": 97})
+        planned_videos(synth(size=97))
     with pytest.raises(ValueError):
-        planned_videos({"n_patients": 0})
+        planned_videos(synth(n_patients=0))
     with pytest.raises(ValueError):
-        plan_cohort({}, 1, 0)
+        plan_cohort(synth(), 1, 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from dataclasses import asdict
 
 import h5py
 import numpy as np
@@ -13,21 +14,23 @@ import torch
 from fixtures_frames import make_frame_store, make_split, small_config
 from torch.utils.data import DataLoader
 
-from lus_core.augment import Augment, AugmentConfig, affine, gaussian_blur
-from lus_core.dataset import FrameDataset, StoreReader, frames_to_tensor
-from lus_core.frame_store import FrameReader, read_frame_index
-from lus_core.inference import load_model, predict_index
-from lus_core.io_utils import read_json
-from lus_core.training import (
+from lus_core.cnn.augment import Augment, AugmentConfig, affine, gaussian_blur
+from lus_core.cnn.frame_dataset import FrameDataset, StoreReader, frames_to_tensor
+from lus_core.cnn.infer import predict_index
+from lus_core.cnn.loop import TrainingInterrupted
+from lus_core.cnn.model_file import load_model
+from lus_core.cnn.train import (
     METRIC_COLUMNS,
-    TrainingInterrupted,
     class_weights,
     holdout_patients,
     patients_for_fold,
     run_train,
 )
+from lus_core.frames.store import FrameReader, read_frame_index
+from lus_core.io_utils import read_json
 
 torch.set_num_threads(1)
+NO_AUGMENT = asdict(AugmentConfig.none())
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -58,16 +61,16 @@ def test_augment_is_deterministic_in_its_generator_and_stays_in_range():
 
 def test_augment_draws_the_same_amount_whatever_is_applied():
     g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    Augment({"p_affine": 0.0})(_batch(), g1)
-    Augment({"p_affine": 1.0, "rotation": 10, "p_blur": 1.0})(_batch(), g2)
+    Augment(NO_AUGMENT | {"p_affine": 0.0})(_batch(), g1)
+    Augment(NO_AUGMENT | {"p_affine": 1.0, "rotation": 10, "p_blur": 1.0, "blur_sigma": (0.1, 1.5)})(_batch(), g2)
     assert torch.equal(g1.get_state(), g2.get_state())
 
 
 def test_single_transforms_do_what_they_say():
     x = _batch(2, 16)
-    flip = Augment({"p_hflip": 1.0})(x, torch.Generator().manual_seed(0))
+    flip = Augment(NO_AUGMENT | {"p_hflip": 1.0})(x, torch.Generator().manual_seed(0))
     assert torch.equal(flip, x.flip(-1))
-    mul = Augment({"p_multiply": 1.0, "multiply": [1.5, 1.5]})(x, torch.Generator().manual_seed(0))
+    mul = Augment(NO_AUGMENT | {"p_multiply": 1.0, "multiply": [1.5, 1.5]})(x, torch.Generator().manual_seed(0))
     assert torch.allclose(mul, (x * 1.5).clamp(0, 1))
     one, zero = torch.ones(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
     assert torch.allclose(affine(x, zero, zero, zero, one, zero), x, atol=1e-5)
@@ -82,11 +85,11 @@ def test_single_transforms_do_what_they_say():
 
 def test_augment_config_is_validated():
     with pytest.raises(ValueError, match="unknown"):
-        AugmentConfig.from_dict({"p_rotate": 0.5})
+        AugmentConfig.from_dict(NO_AUGMENT | {"p_rotate": 0.5})
     with pytest.raises(ValueError, match="probability"):
-        AugmentConfig.from_dict({"p_blur": 1.5})
+        AugmentConfig.from_dict(NO_AUGMENT | {"p_blur": 1.5})
     with pytest.raises(ValueError, match="pair"):
-        AugmentConfig.from_dict({"scale": 1.1})
+        AugmentConfig.from_dict(NO_AUGMENT | {"scale": 1.1})
 
 
 # --------------------------------------------------------------------------- dataset

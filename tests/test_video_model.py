@@ -7,8 +7,15 @@ import pytest
 import torch
 
 from lus_core.metrics import aggregate_by_group
-from lus_core.video_model import AttentionMIL, VideoBags, VideoModel, fit_video_model, pad_bags, score_videos
-from lus_core.video_table import confident_mean
+from lus_core.videolevel.model import (
+    AttentionMIL,
+    VideoBags,
+    VideoModel,
+    fit_video_model,
+    pad_bags,
+    score_videos,
+)
+from lus_core.videolevel.table import confident_mean
 
 torch.set_num_threads(1)
 CFG = {"hidden": 16, "epochs": 200, "lr": 0.02, "weight_decay": 0.0, "loss": "ce", "sord_alpha": 1.0,

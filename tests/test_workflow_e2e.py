@@ -1,6 +1,7 @@
 """End to end: the tiny synthetic config through the real Snakefile, then `lus predict` on its run."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,19 +12,12 @@ import pandas as pd
 import pytest
 
 from lus_core.metrics import accuracy
+from lus_core.runs.readme_blocks import block_text
 from tests.workflow_helpers import REPO, planned_jobs, run_ok
 
 pytestmark = pytest.mark.slow
 POCUS = REPO.parent / "shared" / "data" / "pocus-formats"
 LUS = str(Path(sys.executable).with_name("lus"))
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    results = tmp_path_factory.mktemp("tiny_run")
-    args = ("--configfile", "configs/tiny.yaml", "--config", f"results={results}")
-    run_ok("--cores", "2", *args, timeout=1500)
-    return results, args
 
 
 def test_report_and_matrix_exist_and_match_predictions(tiny_run):
@@ -39,8 +33,8 @@ def test_report_and_matrix_exist_and_match_predictions(tiny_run):
     assert patients == set(split["test_patients"])
     cnn_row = matrix[matrix.row_type == "cnn"].iloc[0]
     assert cnn_row.accuracy == pytest.approx(cnn_acc)
-    # every configuration of the tiny config is in the matrix: 5 methods x 3 spaces x 1 k x 2 modes
-    assert (matrix.row_type == "combined").sum() == 5 * 3 * 1 * 2
+    # every configuration of the tiny config is in the matrix: 2 backbones x 5 methods x 3 spaces x 1 k x 2 modes
+    assert (matrix.row_type == "combined").sum() == 2 * 5 * 3 * 1 * 2
     summary = json.loads((results / "eval" / "summary.json").read_text())
     sel = summary["selected"]
     assert sel["criterion"] == "qwk" and "training patients" in sel["chosen_on"]
@@ -72,6 +66,22 @@ def test_the_run_trains_and_reports_the_auxiliary_findings(tiny_run):
     assert "Auxiliary findings" in html and "b_lines" in html
 
 
+def test_the_frozen_encoder_embeds_every_video_once_and_trains_its_head_from_the_cache(tiny_run):
+    """configs/tiny.yaml's frozen efficientnet_lite0: every video embedded once (one file per video,
+    train.embedding_jobs jobs), nothing for the backbone that trains end to end, and its output
+    layer trained on the cached features."""
+    results, _ = tiny_run
+    n_videos = len(list((results / "frames").glob("*.h5")))
+    assert len(list((results / "embeddings" / "efficientnet_lite0").glob("*.h5"))) == n_videos
+    assert len(list((results / "benchmarks" / "embed" / "efficientnet_lite0").glob("*.tsv"))) == 3
+    assert not (results / "embeddings" / "scratch").exists()
+    import torch
+
+    meta = torch.load(results / "models/efficientnet_lite0/all.pt", weights_only=True)
+    assert meta["trained_from"] == "embedding_cache" and meta["loss"] == "sord"
+    assert torch.load(results / "models/scratch/all.pt", weights_only=True)["trained_from"] == "frames"
+
+
 def test_second_run_runs_nothing(tiny_run):
     _, args = tiny_run
     assert planned_jobs(*args) == {}
@@ -87,11 +97,12 @@ def test_a_full_run_records_its_wall_time(tiny_run):
 
 
 def test_changing_epochs_reruns_training_not_extraction(tiny_run, tmp_path):
-    results, _ = tiny_run
     more_epochs = tmp_path / "epochs.yaml"
     more_epochs.write_text("train: {epochs: 2}\n")
-    jobs = planned_jobs("--configfile", "configs/tiny.yaml", str(more_epochs), "--config", f"results={results}")
-    assert jobs.get("train") == 3 and "extract_frames" not in jobs and "balance_split" not in jobs
+    jobs = planned_jobs(*tiny_run.with_configs(str(more_epochs)))
+    # 2 backbones x (2 folds + all); the frozen encoder's embeddings are not made again
+    assert jobs.get("train") == 6 and "embed" not in jobs
+    assert "extract_frames" not in jobs and "balance_split" not in jobs
     assert {"infer", "fit_confidence", "evaluate", "report"} <= set(jobs)
 
 
@@ -168,7 +179,8 @@ def test_predict_best_configuration_writes_galleries(tiny_run, tmp_path):
 def test_predict_galleries_can_be_capped_or_switched_off_and_show_one_neighbour_per_video(tiny_run, tmp_path):
     import cv2
 
-    from lus_core.predict import Predictor, choose_configuration, gallery_frames
+    from lus_core.runs.predict import Predictor, choose_configuration, gallery_frames
+    from lus_core.runs.reader import FinishedRun
 
     results, _ = tiny_run
     _, path = _test_video(results)
@@ -195,7 +207,8 @@ def test_predict_galleries_can_be_capped_or_switched_off_and_show_one_neighbour_
     assert run.returncode == 0, run.stderr
     assert (out / "frames.csv").exists() and not (out / "galleries").exists()
 
-    predictor = Predictor(results, choose_configuration(results, name), "cpu")
+    run = FinishedRun(results)
+    predictor = Predictor(run, choose_configuration(run, name), "cpu")
     assert predictor.gallery_diversity == "video" and predictor.choice.diversity == "none"
     res = predictor.score(predictor.load_video(path)[0])
     shown = gallery_frames(res, 8)
@@ -210,11 +223,13 @@ def test_predict_galleries_can_be_capped_or_switched_off_and_show_one_neighbour_
 def test_videos_scored_in_one_batch_equal_videos_scored_one_by_one(tiny_run):
     """`lus predict` places the untrusted frames of several videos on the t-SNE map in one call;
     a frame's place, neighbours and fallback do not depend on the other videos of its batch."""
-    from lus_core.predict import Predictor, choose_configuration
+    from lus_core.runs.predict import Predictor, choose_configuration
+    from lus_core.runs.reader import FinishedRun
 
     results, _ = tiny_run
     name = "scratch · fallback only · tsne · k=3 · mean"  # every frame untrusted, placed on the map
-    predictor = Predictor(results, choose_configuration(results, name), "cpu")
+    run = FinishedRun(results)
+    predictor = Predictor(run, choose_configuration(run, name), "cpu")
     paths = sorted((results / "synthetic" / "videos").iterdir())[:3]
     videos = [predictor.load_video(p)[0] for p in paths]
     together = predictor.score_videos(videos)
@@ -292,7 +307,9 @@ def test_summarize_writes_markdown_results(tiny_run, tmp_path):
     assert "# Tiny" in text and "scratch · CNN alone" in text and "Video level" in text
     assert (tmp_path / "results-figures" / "forest_accuracy.png").exists()
     assert "## The selected configuration" in text and "| method | AUGRC |" in text
-    assert "## Recipes" in text and f"scratch @ {results.name} (chosen)" in text
+    assert "## Recipes" in text and f"scratch @ {results.name}" in text and f"efficientnet_lite0 @ {results.name}" in text
+    # one recipe chosen (the run is given twice here, as the run and as a recipe run: its rows twice)
+    assert len(set(re.findall(r"^\| (\S+ @ \S+) \(chosen\) \|", text, re.M))) == 1
     assert "The last full run of this results folder took" in text
     assert "Grad-CAM, test frame" in text and any((tmp_path / "results-figures").glob("gradcam_*.png"))
     assert "## Auxiliary findings" in text and "| scratch | b_lines | video |" in text
@@ -300,7 +317,7 @@ def test_summarize_writes_markdown_results(tiny_run, tmp_path):
 
 
 def test_summarize_rewrites_the_readme_block_from_the_run(tiny_run, tmp_path):
-    from lus_core.summarize import default_run_block, readme_block
+    from lus_core.runs.markdown import BLOCK, default_run_block
 
     results, _ = tiny_run
     readme = tmp_path / "README.md"
@@ -311,7 +328,7 @@ def test_summarize_rewrites_the_readme_block_from_the_run(tiny_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = readme.read_text()
     assert text.startswith("intro 1.0\n<!-- BEGIN") and text.endswith("<!-- END default-run -->\noutro 2.0\n")
-    assert readme_block(text) == default_run_block(results)
+    assert block_text(text, BLOCK) == default_run_block(results)
     selected = json.loads((results / "eval" / "summary.json").read_text())["selected"]["config_id"]
     assert f"**{selected}**" in text
     assert (tmp_path / "img" / "risk_coverage_scratch.png").exists()

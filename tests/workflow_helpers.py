@@ -11,19 +11,24 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
-def snakemake(*args: str, timeout: int = 900, workdir: Path = REPO) -> subprocess.CompletedProcess:
-    """Run the project's Snakefile; a separate `workdir` keeps its own .snakemake state (locks)."""
-    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+def snakemake(*args: str, timeout: int = 900, workdir: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the project's Snakefile from the repository; the working directory (Snakemake's own
+    state, and where relative results folders live) is `workdir`, or the `--directory` in `args`.
+    Tests never use the repository itself as a working directory."""
+    if workdir is None and "--directory" not in args:
+        raise ValueError("give the run a working directory of its own (workdir= or --directory in args)")
+    where = ("--directory", str(workdir)) if workdir is not None else ()
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), *where, *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
-def run_ok(*args: str, timeout: int = 900, workdir: Path = REPO) -> subprocess.CompletedProcess:
+def run_ok(*args: str, timeout: int = 900, workdir: Path | None = None) -> subprocess.CompletedProcess:
     proc = snakemake(*args, timeout=timeout, workdir=workdir)
     assert proc.returncode == 0, f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     return proc
 
 
-def planned_jobs(*args: str, workdir: Path = REPO) -> dict[str, int]:
+def planned_jobs(*args: str, workdir: Path | None = None) -> dict[str, int]:
     """Rule -> number of jobs a dry run would execute (empty when nothing is to be done); the jobs
     of the per-video steps (extract_frames_N, embed_N) count under extract_frames and embed."""
     proc = run_ok("-n", *args, timeout=300, workdir=workdir)

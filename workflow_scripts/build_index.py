@@ -1,5 +1,5 @@
 from lus_core.similarity.step import run_build_index
-from lus_core.workflow import step_logging
+from lus_core.workflow.script import config_of, step_logging
 
 sm = snakemake  # noqa: F821
 with step_logging(sm):
@@ -11,6 +11,6 @@ with step_logging(sm):
         sm.output.ids,
         sm.output.meta,
         sm.output.get("tsne"),
-        sm.config,
+        config_of(sm),
         n_jobs=sm.threads,
     )

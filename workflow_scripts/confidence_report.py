@@ -1,5 +1,5 @@
-from lus_core.confidence.step import run_confidence_report
-from lus_core.workflow import step_logging
+from lus_core.confidence.report import run_confidence_report
+from lus_core.workflow.script import config_of, step_logging
 
 sm = snakemake  # noqa: F821
 with step_logging(sm):
@@ -10,5 +10,5 @@ with step_logging(sm):
         sm.output.table,
         sm.output.risk,
         sm.output.reliability,
-        sm.config,
+        config_of(sm),
     )

@@ -1,7 +1,7 @@
 import json
 
 from lus_core.evaluation.step import inputs_from_keys, run_evaluate
-from lus_core.workflow import step_logging
+from lus_core.workflow.script import config_of, step_logging
 
 sm = snakemake  # noqa: F821
 with step_logging(sm):
@@ -18,6 +18,6 @@ with step_logging(sm):
         sm.output.matrix,
         sm.output.summary,
         sm.output.figures,
-        sm.config,
+        config_of(sm),
         video_tables=video_tables,
     )

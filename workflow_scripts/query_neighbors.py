@@ -1,5 +1,5 @@
 from lus_core.similarity.step import run_query_neighbors
-from lus_core.workflow import step_logging
+from lus_core.workflow.script import config_of, step_logging
 
 sm = snakemake  # noqa: F821
 with step_logging(sm):
@@ -12,5 +12,5 @@ with step_logging(sm):
         sm.input.meta,
         sm.input.get("tsne"),
         sm.output[0],
-        sm.config,
+        config_of(sm),
     )

@@ -1,12 +1,9 @@
 from pathlib import Path
 
-from lus_core.synth import generate_dataset
-from lus_core.workflow import step_logging
+from lus_core.synth.dataset import generate_dataset
+from lus_core.workflow.script import config_of, step_logging
 
-with step_logging(snakemake):  # noqa: F821
-    generate_dataset(
-        Path(snakemake.output.labels).parent,  # noqa: F821
-        snakemake.params.synthetic,  # noqa: F821
-        snakemake.params.classes,  # noqa: F821
-        snakemake.params.seed,  # noqa: F821
-    )
+sm = snakemake  # noqa: F821
+with step_logging(sm):
+    config = config_of(sm)
+    generate_dataset(Path(sm.output.labels).parent, config["dataset"]["synthetic"], config["classes"], config["seed"])

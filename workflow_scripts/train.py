@@ -1,8 +1,8 @@
 import torch
 
-from lus_core.embed_cache import cache_paths_by_video
-from lus_core.training import run_train
-from lus_core.workflow import step_logging
+from lus_core.cnn.embedding_cache import cache_paths_by_video
+from lus_core.cnn.train import run_train
+from lus_core.workflow.script import config_of, step_logging
 
 sm = snakemake  # noqa: F821
 with step_logging(sm):
@@ -16,6 +16,6 @@ with step_logging(sm):
         sm.output.metrics,
         sm.output.curve,
         sm.params.checkpoint_dir,
-        sm.config,
+        config_of(sm),
         cache_paths=cache_paths_by_video(sm.input.embeddings),
     )

@@ -1,5 +1,5 @@
-from lus_core.store_check import verify_frame_stores
-from lus_core.workflow import step_logging
+from lus_core.frames.verify import verify_frame_stores
+from lus_core.workflow.script import step_logging
 
 sm = snakemake  # noqa: F821
 with step_logging(sm):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+from sklearn.neighbors import NearestNeighbors
 
 from .base import ConfidenceMethod, as_probs, clip01, logits_or_log_probs, softmax_of
 
@@ -128,8 +129,6 @@ class TrustScore(ConfidenceMethod):
         return x
 
     def _fit(self, softmax, logits, embedding, labels):
-        from sklearn.neighbors import NearestNeighbors
-
         if labels is None or embedding is None:
             raise ValueError("trust_score needs embedding and labels")
         x = np.asarray(embedding, dtype=np.float64)

@@ -114,12 +114,6 @@ class ConformalSets(ConfidenceMethod):
     def set_size(self, softmax, logits=None, embedding=None) -> np.ndarray:
         return self.prediction_sets(softmax).sum(axis=1)
 
-    def p_values(self, softmax) -> np.ndarray:
-        """(N, C) conformal p-values (1 + #{cal >= s}) / (n + 1)."""
-        s = self._scores(as_probs(softmax))
-        n_ge = self.n_cal_ - np.searchsorted(self.cal_scores_, s, side="left")
-        return (1.0 + n_ge) / (self.n_cal_ + 1.0)
-
     def score(self, softmax, logits=None, embedding=None) -> np.ndarray:
         p = as_probs(softmax)
         runner_up = np.argsort(-p, axis=1, kind="stable")[:, 1]

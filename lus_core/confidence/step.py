@@ -9,23 +9,23 @@ predictions store's `fold` column = a group of training patients), score that fo
 threshold is chosen on these scores; the training rows' trust decision in the output table uses
 a threshold chosen without the row's fold, so the evaluation can score a configuration on the
 training patients with nothing in-sample. The final model is fitted on all training rows. Methods that use an embedding (the trust score) read the predictions store's
-`embedding_all` (one feature space for every frame, :mod:`lus_core.predictions`).
+`embedding_all` (one feature space for every frame, :mod:`lus_core.cnn.predictions`).
 """
 
 from __future__ import annotations
 
+import joblib
 import numpy as np
-import pandas as pd
 
 import lus_core
+from lus_core.cnn.predictions import Predictions, read_predictions
+from lus_core.confidence import failure_metrics as M
+from lus_core.confidence.base import ConfidenceMethod, choose_threshold
+from lus_core.confidence.baselines import TemperatureScaling
+from lus_core.confidence.conformal import ConformalSets
+from lus_core.confidence.methods import METHODS, make_method, method_params
+from lus_core.confidence.scores_file import write_scores
 from lus_core.io_utils import atomic_path, config_json, write_json
-from lus_core.predictions import Predictions, read_predictions
-
-from . import METHODS, make_method, method_params
-from . import metrics as M
-from .base import ConfidenceMethod, choose_threshold
-from .baselines import TemperatureScaling
-from .conformal import ConformalSets
 
 SELECTIVE_COVERAGE = 0.8
 
@@ -44,7 +44,7 @@ def assert_train_only(split) -> None:
         )
 
 
-def _fit_rows(name: str, config: dict, rows: Predictions) -> ConfidenceMethod:
+def fit_rows(name: str, config: dict, rows: Predictions) -> ConfidenceMethod:
     assert_train_only(rows.split)
     return make_method(name, config).fit(rows.softmax, rows.logits, rows.embedding_all, rows.label)
 
@@ -67,12 +67,12 @@ def cross_fit_scores(name: str, config: dict, train: Predictions) -> tuple[np.nd
     assert_train_only(train.split)
     groups, scheme = crossfit_groups(train)
     if groups is None:
-        m = _fit_rows(name, config, train)
+        m = fit_rows(name, config, train)
         return m.score(train.softmax, train.logits, train.embedding_all), scheme
     conf = np.empty(len(train))
     for g in np.unique(groups):
         held = groups == g
-        m = _fit_rows(name, config, train.subset(~held))
+        m = fit_rows(name, config, train.subset(~held))
         part = train.subset(held)
         conf[held] = m.score(part.softmax, part.logits, part.embedding_all)
     return conf, scheme
@@ -91,9 +91,9 @@ def fit_confidence_model(
     score a configuration on training patients without an in-sample threshold.
     """
     assert_train_only(train.split)
-    cc = config.get("confidence", {}) or {}
-    rule, coverage = cc.get("threshold_rule", "balanced_accuracy"), float(cc.get("target_coverage", 0.8))
-    model = _fit_rows(name, config, train)
+    cc = config["confidence"]
+    rule, coverage = cc["threshold_rule"], float(cc["target_coverage"])
+    model = fit_rows(name, config, train)
     conf_oof, scheme = cross_fit_scores(name, config, train)
     model.choose_threshold(conf_oof, train.correct, rule, coverage)
     groups, _ = crossfit_groups(train)
@@ -149,13 +149,11 @@ def run_fit_confidence(predictions_h5, method: str, out_model, out_csv, out_json
     was chosen on, and an out-of-fold trust decision whose threshold was chosen without the
     row's group) and `out_json` (method, params, threshold, train (oof) and test metrics, config).
     """
-    import joblib
-
     if method not in METHODS:
         raise KeyError(f"unknown confidence method {method!r}; known: {sorted(METHODS)}")
     pred = read_predictions(predictions_h5)
     n_classes = pred.softmax.shape[1]
-    if "classes" in config and len(config["classes"]) != n_classes:
+    if len(config["classes"]) != n_classes:
         raise ValueError(f"config has {len(config['classes'])} classes, predictions have {n_classes}")
     is_train = pred.split == "train"
     unknown = set(np.unique(pred.split)) - {"train", "test"}
@@ -173,19 +171,10 @@ def run_fit_confidence(predictions_h5, method: str, out_model, out_csv, out_json
     conf[is_train], conf[~is_train] = conf_oof, conf_test
     trusted = np.empty(len(pred), dtype=bool)
     trusted[is_train], trusted[~is_train] = trusted_oof, trusted_test
-    table = pd.DataFrame(
-        {"frame_id": pred.frame_id, "split": pred.split, "confidence": conf, "trusted": trusted}
-    )
-    if isinstance(model, ConformalSets):
-        table["set_size"] = model.set_size(pred.softmax).astype(int)
-    else:
-        table["set_size"] = pd.array([pd.NA] * len(pred), dtype="Int64")
-
+    set_size = model.set_size(pred.softmax) if isinstance(model, ConformalSets) else None
     with atomic_path(out_model) as tmp:
         joblib.dump(model, tmp)
-    with atomic_path(out_csv) as tmp:
-        table.to_csv(tmp, index=False)
-    cc = config.get("confidence", {}) or {}
+    write_scores(out_csv, pred.frame_id, pred.split, conf, trusted, set_size)
     record = {
         "method": method,
         "backbone": pred.attrs.get("backbone"),
@@ -195,7 +184,7 @@ def run_fit_confidence(predictions_h5, method: str, out_model, out_csv, out_json
         "fitted": model.fitted_params(),
         "threshold": model.threshold_,
         "threshold_rule": model.threshold_rule_,
-        "target_coverage": float(cc.get("target_coverage", 0.8)),
+        "target_coverage": float(config["confidence"]["target_coverage"]),
         "oof_scores": scheme,
         "n_train": int(len(train)),
         "n_test": int(len(test)),
@@ -206,97 +195,3 @@ def run_fit_confidence(predictions_h5, method: str, out_model, out_csv, out_json
         "config": config_json(config),
     }
     write_json(out_json, _finite(record))
-
-
-# -- report ------------------------------------------------------------------------------------
-def _temperature_for_report(method_records: list[dict], train: Predictions, config: dict) -> float:
-    for rec in method_records:
-        t = (rec.get("fitted") or {}).get("temperature") if rec.get("method") == "temperature" else None
-        if t:
-            return float(t)
-    return _fit_rows("temperature", config, train).temperature_ if len(train) else 1.0
-
-
-def run_confidence_report(
-    predictions_h5,
-    method_jsons: list,
-    method_csvs: list,
-    out_table_csv,
-    out_risk_png,
-    out_reliability_png,
-    config: dict,
-) -> None:
-    """One table row per method (test-patient metrics, AUGRC first, plus out-of-fold AUGRC / AUROC / AURC), a
-    risk-coverage plot of every method and the reliability diagram before / after temperature
-    scaling, for one backbone."""
-    from lus_core.io_utils import read_json
-
-    from .plots import plot_reliability, plot_risk_coverage
-
-    if len(method_jsons) != len(method_csvs):
-        raise ValueError("one JSON per CSV")
-    pred = read_predictions(predictions_h5)
-    is_test = pred.split == "test"
-    test, train = pred.subset(is_test), pred.subset(pred.split == "train")
-    backbone = pred.attrs.get("backbone", "")
-    records = [read_json(p) for p in method_jsons]
-    temperature = _temperature_for_report(records, train, config)
-    ts = TemperatureScaling(seed=int(config.get("seed", 0)))
-    ts.temperature_ = temperature
-    ece_before = M.ece(test.softmax, test.label) if len(test) else float("nan")
-    probs_after = ts.calibrated(test.softmax, test.logits) if len(test) else test.softmax
-    ece_after = M.ece(probs_after, test.label) if len(test) else float("nan")
-
-    rows, curves = [], {}
-    for rec, csv in zip(records, method_csvs, strict=True):
-        table = pd.read_csv(csv)
-        by_id = table.set_index("frame_id")
-        missing = np.setdiff1d(test.frame_id, by_id.index.to_numpy())
-        if len(missing):
-            raise ValueError(f"{csv}: {len(missing)} test frames missing")
-        t = by_id.loc[test.frame_id]
-        conf = t["confidence"].to_numpy(dtype=np.float64)
-        trusted = t["trusted"].astype(str).str.lower().isin(["true", "1"]).to_numpy()
-        name = rec["method"]
-        curves[name] = (conf, test.correct)
-        metrics = M.confidence_metrics(conf, test.correct, trusted, SELECTIVE_COVERAGE) if len(test) else {}
-        row = {  # AUGRC is the primary column of every confidence table
-            "backbone": backbone,
-            "method": name,
-            "augrc": metrics.pop("augrc", None),
-            "threshold_rule": rec.get("threshold_rule"),
-            "threshold": rec.get("threshold"),
-        }
-        row.update(metrics)
-        oof = rec.get("train_oof_metrics") or {}
-        row["oof_augrc"], row["oof_auroc"], row["oof_aurc"] = oof.get("augrc"), oof.get("auroc"), oof.get("aurc")
-        row["cnn_ece_before_ts"], row["cnn_ece_after_ts"], row["temperature"] = (
-            ece_before,
-            ece_after,
-            temperature,
-        )
-        reported = rec.get("test_metrics") or {}
-        row.update({k: v for k, v in reported.items() if k.startswith("conformal_")})
-        sizes = pd.to_numeric(t["set_size"], errors="coerce") if "set_size" in t else pd.Series(dtype=float)
-        if sizes.notna().any():
-            row["conformal_mean_set_size"] = float(sizes.mean())
-        rows.append(row)
-
-    out = pd.DataFrame(rows)
-    with atomic_path(out_table_csv) as tmp:
-        out.to_csv(tmp, index=False)
-    err = float(1.0 - test.correct.mean()) if len(test) else None
-    plot_risk_coverage(
-        curves,
-        out_risk_png,
-        title=f"Risk-coverage, {backbone} (test patients)",
-        error_rate=err,
-        oracle=(test.correct.astype(float), test.correct) if len(test) else None,
-    )
-    plot_reliability(
-        (test.softmax, test.label),
-        (probs_after, test.label),
-        out_reliability_png,
-        title=f"{backbone}: CNN softmax on test patients",
-        temperature=temperature,
-    )

@@ -17,6 +17,9 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.neural_network import MLPClassifier
+from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
 from .base import ConfidenceMethod, as_probs, clip01
@@ -60,9 +63,6 @@ class MLPConfidence(ConfidenceMethod):
         self.hidden, self.alpha, self.max_iter = int(hidden), float(alpha), int(max_iter)
 
     def _fit(self, softmax, logits, embedding, labels):
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.neural_network import MLPClassifier
-
         y = _correct(softmax, labels)
         self.base_rate_ = float(y.mean()) if len(y) else 0.5
         if y.all() or not y.any():
@@ -117,8 +117,6 @@ class _SVCBase(ConfidenceMethod):
         self.max_train = None if max_train is None else int(max_train)
 
     def _fit_one(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
-        from sklearn.svm import SVC
-
         if len(y) == 0:
             return None
         if y.all() or not y.any():

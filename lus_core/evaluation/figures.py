@@ -5,7 +5,7 @@ most uncertain test frames beside their nearest training frames.
 Every ``plot_*`` function takes plain arrays and one output path and writes one png
 (matplotlib, Agg backend, written atomically).  :func:`evaluation_figures` draws the whole set
 for :func:`lus_core.evaluation.step.run_evaluate` and returns a manifest the report reads.
-Risk-coverage curves and their areas come from lus_core.confidence.metrics, raw-pixel vectors
+Risk-coverage curves and their areas come from lus_core.confidence.failure_metrics, raw-pixel vectors
 from lus_core.similarity.features, fallback scores from lus_core.similarity.fallback and the
 galleries from lus_core.similarity.gallery: one implementation of each.
 """
@@ -15,50 +15,31 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from openTSNE import TSNE
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from lus_core.confidence import metrics as CM  # noqa: E402
-from lus_core.frame_store import read_frame_index  # noqa: E402
-from lus_core.io_utils import atomic_path  # noqa: E402
-from lus_core.similarity.fallback import fallback_scores  # noqa: E402
-from lus_core.similarity.features import raw_features_from_store  # noqa: E402
-from lus_core.similarity.gallery import render_frame_gallery  # noqa: E402
+from lus_core import plotting
+from lus_core.confidence.plots import plot_risk_coverage
+from lus_core.frames.store import read_frame_index
+from lus_core.similarity.fallback import fallback_scores
+from lus_core.similarity.features import raw_features_from_store
+from lus_core.similarity.gallery import render_frame_gallery
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "FigureInputs",
     "plot_confusion",
-    "plot_risk_coverage",
     "plot_forest",
     "plot_tsne_panels",
     "tsne_2d",
     "evaluation_figures",
 ]
 
-SCORE_COLORS = ["#2c7bb6", "#abd9e9", "#fdae61", "#d7191c", "#7b3294", "#008837", "#636363"]
-DPI = 110
-
-
-def _save(fig, out_png) -> Path:
-    out_png = Path(out_png)
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format="png")
-    plt.close(fig)
-    return out_png
-
-
-def _colors(n: int) -> list[str]:
-    if n <= len(SCORE_COLORS):
-        return SCORE_COLORS[:n]
-    cmap = plt.get_cmap("viridis", n)
-    return [matplotlib.colors.to_hex(cmap(i)) for i in range(n)]
 
 
 # --------------------------------------------------------------------------- confusion matrix
@@ -70,7 +51,9 @@ def plot_confusion(cm, class_names: Sequence[str], title: str, out_png, normaliz
     rows = cm.sum(axis=1, keepdims=True)
     shown = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0) if normalize else cm
     c = cm.shape[0]
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * c, 0.8 + 0.9 * c))
+    fig = plotting.figure((1.0 + 0.9 * c, 0.8 + 0.9 * c))
+    ax = plotting.subplots(fig)
+    ax.grid(False)
     im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
     for i in range(c):
         for j in range(c):
@@ -83,41 +66,7 @@ def plot_confusion(cm, class_names: Sequence[str], title: str, out_png, normaliz
     ax.set_ylabel("true score")
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    return _save(fig, out_png)
-
-
-# --------------------------------------------------------------------------- risk-coverage
-
-
-def plot_risk_coverage(curves: Mapping[str, tuple], title: str, out_png) -> Path:
-    """One curve per confidence method: keep the most confident frames first; y = CNN error
-    among the kept frames.  ``curves[method] = (confidence, correct, trusted)``; the marker is
-    the method's operating point (its ``trusted`` set).  Dashed: the best any detector could do."""
-    fig, ax = plt.subplots(figsize=(6.0, 4.2))
-    cmap = plt.get_cmap("tab10")
-    correct_any = None
-    for i, (name, (conf, correct, trusted)) in enumerate(sorted(curves.items())):
-        correct = np.asarray(correct, bool)
-        trusted = np.asarray(trusted, bool)
-        correct_any = correct
-        cov, risk, _ = CM.risk_coverage_curve(conf, correct)
-        col = cmap(i % 10)
-        ax.plot(cov, risk, color=col, lw=1.4, label=f"{name} (AUGRC {CM.augrc(conf, correct):.3f})")
-        if trusted.any():
-            ax.plot([trusted.mean()], [1.0 - correct[trusted].mean()], "o", color=col, ms=6, mec="black")
-    if correct_any is not None and len(correct_any):
-        acc = correct_any.mean()
-        cov = np.linspace(1.0 / len(correct_any), 1.0, 200)
-        ax.plot(cov, np.clip((cov - acc) / cov, 0, None), "k--", lw=1, label="oracle detector")
-        ax.axhline(1 - acc, color="grey", lw=0.8, ls=":", label=f"CNN error, all frames ({1 - acc:.1%})")
-    ax.set_xlabel("coverage (share of test frames the CNN keeps)")
-    ax.set_ylabel("selective risk (CNN error on kept frames)")
-    ax.set_xlim(0, 1.01)
-    ax.set_ylim(0, None)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="upper left", frameon=False)
-    ax.grid(alpha=0.3)
-    return _save(fig, out_png)
+    return plotting.save_png(fig, out_png)
 
 
 # --------------------------------------------------------------------------- forest plot
@@ -125,7 +74,7 @@ def plot_risk_coverage(curves: Mapping[str, tuple], title: str, out_png) -> Path
 
 def plot_forest(matrix: pd.DataFrame, out_png, top: int = 30, metric: str = "accuracy") -> Path:
     """Gain over the CNN alone (paired bootstrap CI) for the ``top`` combined configurations and
-    the best row of every framing type; red = CI excludes 0."""
+    the best row of every framing type; red = CI excludes 0, grey = oracle rows."""
     d = f"delta_{metric}"
     comb = matrix[matrix["row_type"] == "combined"].head(top)
     framing = [matrix[matrix["row_type"] == t].head(1) for t in
@@ -133,48 +82,30 @@ def plot_forest(matrix: pd.DataFrame, out_png, top: int = 30, metric: str = "acc
     sub = pd.concat([comb, *framing])
     if sub.empty:
         sub = matrix.head(top)
-    n = len(sub)
-    fig, ax = plt.subplots(figsize=(8.0, 1.2 + 0.22 * n))
-    y = np.arange(n)[::-1]
-    est = sub[d].to_numpy(float) * 100
-    lo = sub[f"{d}_lo"].to_numpy(float) * 100
-    hi = sub[f"{d}_hi"].to_numpy(float) * 100
     sig = sub[f"{d}_significant"].astype(bool).to_numpy()
     oracle = sub["row_type"].str.startswith("oracle").to_numpy()
-    for yi, e, lo_, hi_, s, o in zip(y, est, lo, hi, sig, oracle, strict=True):
-        col = "#888888" if o else ("#d7191c" if s else "#2c7bb6")
-        ax.plot([lo_, hi_], [yi, yi], color=col, lw=1.5)
-        ax.plot([e], [yi], "o", color=col, ms=4)
-    ax.axvline(0, color="black", lw=0.8)
-    ax.set_yticks(y, sub["config_id"].tolist(), fontsize=6.5)
-    ax.set_xlabel(f"{metric} minus CNN alone (percentage points), {n} rows")
-    ax.set_title("Gain over the CNN alone, paired patient bootstrap (red: CI excludes 0, grey: oracle)",
-                 fontsize=9)
-    ax.grid(axis="x", alpha=0.3)
-    return _save(fig, out_png)
+    colors = [plotting.ROW_COLORS["oracle"] if o else ("#d7191c" if s else "#2c7bb6") for s, o in zip(sig, oracle, strict=True)]
+    fig = plotting.forest(sub["config_id"].tolist(), sub[d].to_numpy(float) * 100, sub[f"{d}_lo"].to_numpy(float) * 100,
+                          sub[f"{d}_hi"].to_numpy(float) * 100, colors,
+                          xlabel=f"{metric} minus CNN alone (percentage points), {len(sub)} rows",
+                          title="Gain over the CNN alone, paired patient bootstrap (red: CI excludes 0, grey: oracle)",
+                          reference=[0.0], width=8.0)
+    return plotting.save_png(fig, out_png)
 
 
 # --------------------------------------------------------------------------- t-SNE
 
 
 def tsne_2d(x: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
-    """2-D t-SNE of the rows of ``x`` (openTSNE, one thread; sklearn if openTSNE is missing)."""
+    """2-D t-SNE of the rows of ``x`` (openTSNE, one thread)."""
     x = np.asarray(x, dtype=np.float64)
     n = len(x)
     if n < 5:
         return np.zeros((n, 2))
     perp = float(max(2.0, min(perplexity, (n - 1) / 3.0)))
     x = (x - x.mean(axis=0)) / (x.std(axis=0).mean() + 1e-12)
-    try:
-        from openTSNE import TSNE
-
-        emb = TSNE(n_components=2, perplexity=perp, random_state=seed, n_jobs=1, initialization="pca",
-                   verbose=False).fit(x)
-        return np.asarray(emb)
-    except ImportError:
-        from sklearn.manifold import TSNE
-
-        return TSNE(n_components=2, perplexity=perp, random_state=seed, init="pca").fit_transform(x)
+    emb = TSNE(n_components=2, perplexity=perp, random_state=seed, n_jobs=1, initialization="pca", verbose=False).fit(x)
+    return np.asarray(emb)
 
 
 def plot_tsne_panels(panels: Mapping[str, np.ndarray], labels, class_names: Sequence[str], title: str,
@@ -182,9 +113,10 @@ def plot_tsne_panels(panels: Mapping[str, np.ndarray], labels, class_names: Sequ
     """One scatter per feature space, points coloured by score; test frames ringed in black."""
     labels = np.asarray(labels, dtype=np.int64)
     is_test = np.zeros(len(labels), bool) if is_test is None else np.asarray(is_test, bool)
-    cols = _colors(len(class_names))
+    cols = plotting.score_colors(len(class_names))
     n = len(panels)
-    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.6), squeeze=False)
+    fig = plotting.figure((3.6 * n, 3.6))
+    axes = plotting.subplots(fig, 1, n, squeeze=False)
     for ax, (name, xy) in zip(axes[0], panels.items(), strict=True):
         xy = np.asarray(xy)
         for ci, cname in enumerate(class_names):
@@ -196,9 +128,10 @@ def plot_tsne_panels(panels: Mapping[str, np.ndarray], labels, class_names: Sequ
         ax.set_title(name, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    axes[0][0].legend(fontsize=7, markerscale=2, frameon=False, loc="best")
+        ax.grid(False)
+    axes[0][0].legend(markerscale=2, loc="best")
     fig.suptitle(title + " (ringed: test patients)", fontsize=10)
-    return _save(fig, out_png)
+    return plotting.save_png(fig, out_png)
 
 
 # --------------------------------------------------------------------------- the whole set
@@ -208,17 +141,37 @@ def _entry(path, title, caption, kind) -> dict:
     return {"file": str(path), "title": title, "caption": caption, "kind": kind}
 
 
-def evaluation_figures(*, matrix: pd.DataFrame, ts, cnn_test: Mapping[str, np.ndarray], preds_full, conf_full,
-                       neigh_full, frame_index_csv, out_dir, neigh_gallery: Mapping | None = None, class_names: Sequence[str], selected: Mapping,
-                       gallery_config: Mapping | None, seed: int, n_gallery: int, tsne_max_points: int,
-                       raw_size: int) -> tuple[list[dict], list[dict]]:
-    """All evaluation figures; returns (figures manifest, galleries manifest).
+@dataclass
+class FigureInputs:
+    """What the evaluation's figures are drawn from. ``selected``: the matrix row of the selected
+    configuration; ``gallery_config``: the row whose confidence and fallback the galleries show (a
+    configuration with a fallback), or None; ``neigh_gallery``: the galleries' neighbour lists."""
 
-    ``selected``: the matrix row of the selected configuration; ``gallery_config``: the row
-    whose confidence and fallback the galleries show (a configuration with a fallback), or None.
-    Settings come from the validated config (lus_core.config_schema.yaml).
-    """
-    out_dir = Path(out_dir)
+    matrix: pd.DataFrame
+    ts: object  # lus_core.evaluation.matrix.TestSet
+    cnn_test: Mapping[str, np.ndarray]
+    preds_full: Mapping
+    conf_full: Mapping
+    neigh_full: Mapping
+    neigh_gallery: Mapping | None
+    frame_index_csv: str | Path
+    out_dir: str | Path
+    class_names: Sequence[str]
+    selected: Mapping
+    gallery_config: Mapping | None
+    seed: int
+    n_gallery: int
+    tsne_max_points: int
+    raw_size: int
+
+
+def evaluation_figures(inputs: FigureInputs) -> tuple[list[dict], list[dict]]:
+    """All evaluation figures; returns (figures manifest, galleries manifest)."""
+    matrix, ts, cnn_test, preds_full = inputs.matrix, inputs.ts, inputs.cnn_test, inputs.preds_full
+    conf_full, neigh_full, neigh_gallery = inputs.conf_full, inputs.neigh_full, inputs.neigh_gallery
+    frame_index_csv, class_names, selected = inputs.frame_index_csv, inputs.class_names, inputs.selected
+    seed, n_gallery, raw_size = inputs.seed, inputs.n_gallery, inputs.raw_size
+    out_dir = Path(inputs.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     figs: list[dict] = []
     gals: list[dict] = []
@@ -252,7 +205,7 @@ def evaluation_figures(*, matrix: pd.DataFrame, ts, cnn_test: Mapping[str, np.nd
         curves = {m: (c, cnn == ts.y, t) for (bb, m), (c, t, _s) in conf_full.items() if bb == b}
         if not curves:
             continue
-        p = plot_risk_coverage(curves, f"Risk-coverage on test frames, {b}", out_dir / f"risk_coverage_{b}.png")
+        p = plot_risk_coverage(curves, out_dir / f"risk_coverage_{b}.png", f"Risk-coverage on test frames, {b}")
         figs.append(_entry(p, f"Risk-coverage curves ({b})",
                            "Frames kept most-confident first (tied confidences as one step); CNN error among "
                            "kept frames. Legend: AUGRC (lower is better). Dots: each method's threshold; "
@@ -262,7 +215,8 @@ def evaluation_figures(*, matrix: pd.DataFrame, ts, cnn_test: Mapping[str, np.nd
     ref = next(iter(preds_full.values()))
     rng = np.random.default_rng(seed)
     n_all = len(ref.frame_id)
-    take = np.sort(rng.choice(n_all, size=min(tsne_max_points, n_all), replace=False)) if n_all else np.zeros(0, int)
+    take = (np.sort(rng.choice(n_all, size=min(inputs.tsne_max_points, n_all), replace=False)) if n_all
+            else np.zeros(0, int))
     if len(take) >= 5:
         ids = ref.frame_id[take]
         raw_xy = None
@@ -285,7 +239,7 @@ def evaluation_figures(*, matrix: pd.DataFrame, ts, cnn_test: Mapping[str, np.nd
                                "tsne"))
 
     # galleries: the most uncertain test frames of a configuration with a fallback, and their neighbours
-    g = gallery_config
+    g = inputs.gallery_config
     if g is not None and n_gallery > 0 and g["row_type"] == "combined":
         b, m, s, k = g["backbone"], g["confidence"], g["space"], int(g["k"])
         conf, trusted, _ = conf_full[(b, m)]

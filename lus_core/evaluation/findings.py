@@ -10,7 +10,7 @@ Per finding (`dataset.findings`), backbone and level:
 On the test patients with a patient-bootstrap interval (patients resampled with replacement, the
 frames of one patient together, the resamples of `lus_core.metrics.patient_resample_counts`),
 and on the training patients out-of-fold (`val_auroc`: what a choice may look at). AUROC is
-`lus_core.confidence.metrics.failure_auroc` (the Mann-Whitney statistic, ties 1/2); the bootstrap
+`lus_core.confidence.failure_metrics.failure_auroc` (the Mann-Whitney statistic, ties 1/2); the bootstrap
 evaluates it on every resample at once by weighting each frame by its patient's draw count.
 """
 
@@ -19,9 +19,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lus_core.confidence.metrics import failure_auroc
+from lus_core.cnn.predictions import Predictions
+from lus_core.confidence.failure_metrics import failure_auroc
 from lus_core.metrics import ci_from_samples, patient_resample_counts
-from lus_core.predictions import Predictions
 
 LEVELS = ("frame", "video")
 COLUMNS = ["backbone", "finding", "level", "auroc", "auroc_lo", "auroc_hi", "n_test", "n_test_positive",

@@ -1,11 +1,13 @@
 """Reading the evaluation's inputs aligned to a list of frame ids: confidence tables
 (``confidence/{backbone}/{method}.csv``) and neighbour files (``neighbors/{backbone}/{space}.h5``).
-The predictions store is read through :mod:`lus_core.predictions`."""
+The predictions store is read through :mod:`lus_core.cnn.predictions`, the confidence tables
+through :mod:`lus_core.confidence.scores_file`."""
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
+
+from lus_core.confidence.scores_file import read_scores
 
 __all__ = ["align", "load_confidence", "check_neighbours_are_training_frames"]
 
@@ -28,24 +30,13 @@ def align(source_ids, wanted, what: str) -> np.ndarray:
     return rows
 
 
-def _to_bool(s: pd.Series) -> np.ndarray:
-    if s.dtype == bool:
-        return s.to_numpy()
-    return s.astype(str).str.strip().str.lower().isin(["true", "1", "yes", "t", "1.0"]).to_numpy()
-
-
 def load_confidence(csv_path, frame_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(confidence, trusted, set_size or None) aligned to ``frame_ids``."""
-    df = pd.read_csv(csv_path)
-    missing = {"frame_id", "confidence", "trusted"} - set(df.columns)
-    if missing:
-        raise ValueError(f"confidence table {csv_path}: missing column(s) {sorted(missing)}")
+    df = read_scores(csv_path)
     rows = align(df["frame_id"].to_numpy(np.int64), frame_ids, f"confidence {csv_path}")
     conf = df["confidence"].to_numpy(np.float64)[rows]
-    trusted = _to_bool(df["trusted"])[rows]
-    set_size = None
-    if "set_size" in df.columns and df["set_size"].notna().any():
-        set_size = df["set_size"].to_numpy(np.float64)[rows]
+    trusted = df["trusted"].to_numpy(bool)[rows]
+    set_size = df["set_size"].to_numpy(np.float64)[rows] if df["set_size"].notna().any() else None
     return conf, trusted, set_size
 
 

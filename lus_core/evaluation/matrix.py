@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from lus_core import metrics as M
+from lus_core.io_utils import atomic_path
 from lus_core.similarity.fallback import fallback_scores
 
 __all__ = ["TestSet", "ROW_TYPES", "DEPLOYABLE", "MAIN_METRICS", "DELTA_METRICS", "CONFIG_COLUMNS",
@@ -270,3 +271,14 @@ def evaluate_matrix(
     df.insert(0, "rank", np.arange(1, len(df) + 1))
     first = ["rank", "config_id", *CONFIG_COLUMNS]
     return df[first + [col for col in df.columns if col not in first]]
+
+
+def write_matrix(matrix: pd.DataFrame, path) -> None:
+    """``eval/matrix.csv``: one row per configuration (atomically)."""
+    with atomic_path(path) as tmp:
+        matrix.to_csv(tmp, index=False)
+
+
+def read_matrix(path) -> pd.DataFrame:
+    """``eval/matrix.csv`` as written: empty cells (a CNN-alone row has no space, k or fallback) are NaN."""
+    return pd.read_csv(path, keep_default_na=True)

@@ -8,23 +8,48 @@ import json
 import logging
 import math
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from lus_core.confidence import metrics as CM
+from lus_core.confidence import failure_metrics as CM
+from lus_core.evaluation.findings import findings_table
+from lus_core.frames.skipped import skipped_summary
+from lus_core.io_utils import read_json, write_json
 
-from .matrix import CONFIG_COLUMNS, DELTA_METRICS, DEPLOYABLE, MAIN_METRICS, TestSet
+from .matrix import CONFIG_COLUMNS, DELTA_METRICS, DEPLOYABLE, MAIN_METRICS, ROW_TYPES, TestSet
 from .selection import TIE_BREAK, VAL_COLUMNS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["row_summary", "fmt_p", "significance_statement", "confidence_table", "dataset_counts",
+__all__ = ["write_summary", "read_summary", "selected_of", "NoSelection", "row_summary", "fmt_p", "significance_statement", "confidence_table", "dataset_counts",
            "selected_entry", "winners_curse", "clean_json", "CONFIDENCE_COLUMNS"]
 
-# spaces whose training-frame vectors come from the `all` model, which trained on those frames
 # the confidence table's columns, primary first (AUGRC, Traub et al. 2024)
 CONFIDENCE_COLUMNS = ("augrc", "auroc", "aurc", "eaurc")
+
+
+class NoSelection(ValueError):
+    """A summary without a `selected` configuration (a run older than selection on training patients)."""
+
+
+def write_summary(summary: dict, path) -> None:
+    """``eval/summary.json`` (strict JSON: NaN as null), atomically."""
+    write_json(path, clean_json(summary))
+
+
+def read_summary(path) -> dict:
+    return read_json(path)
+
+
+def selected_of(summary: Mapping, path) -> dict:
+    """The configuration chosen on the training patients; an error naming ``path`` when the run has none."""
+    selected = summary.get("selected")
+    if not selected:
+        raise NoSelection(f"{path}: no `selected` configuration; the run predates selection on training "
+                          "patients: rerun `evaluate` (snakemake --forcerun evaluate)")
+    return selected
 
 
 def _plain(v):
@@ -135,7 +160,7 @@ def winners_curse(matrix: pd.DataFrame, selected_id: str, criterion: str) -> dic
 
 def confidence_table(ts: TestSet, cnn_pred: Mapping[str, np.ndarray], conf_full, conf_json: Mapping) -> list[dict]:
     """One row per (backbone, method) on the test frames, every failure metric computed once
-    here (lus_core.confidence.metrics); ``reported`` keeps only what the confidence step
+    here (lus_core.confidence.failure_metrics); ``reported`` keeps only what the confidence step
     measured that this table does not (e.g. conformal set coverage)."""
     out = []
     for (b, m), (confidence, trusted, set_size) in conf_full.items():
@@ -208,3 +233,83 @@ def clean_json(o):
     if isinstance(o, np.ndarray):
         return clean_json(o.tolist())
     return o
+
+
+def build_summary(matrix: pd.DataFrame, val: pd.DataFrame, data, settings, test_patients: list[str], split: Mapping,
+                  frame_index_csv, config: Mapping, matrix_csv: str, chosen_on: str) -> dict:
+    """``eval/summary.json`` without its figures and video level: the selected configuration with
+    its one test score, the winner's curse, the exploratory significance, counts, the confidence
+    table and what the step was given. ``data`` / ``settings``: lus_core.evaluation.step's
+    EvaluationInputs / EvaluationSettings."""
+    records = matrix.to_dict("records")
+    sel_row = next(r for r in records if r["selected"])
+    combined = [r for r in records if r["row_type"] == "combined"]
+    best = combined[0] if combined else None
+    n_boot, ci, criterion = settings.n_bootstrap, settings.ci, settings.criterion
+    ts, ref_train = data.ts, data.ref_train
+    n_candidates = int(val["val_out_of_fold"].sum())
+    summary: dict = {
+        "selected": selected_entry(sel_row, criterion, n_candidates, chosen_on),
+        "winners_curse": winners_curse(matrix, sel_row["config_id"], criterion),
+        "best": row_summary(best) if best else None,
+        "cnn_alone": {r["backbone"]: row_summary(r) for r in records if r["row_type"] == "cnn"},
+        "best_per_row_type": {t: row_summary(next(r for r in records if r["row_type"] == t))
+                              for t in ROW_TYPES if any(r["row_type"] == t for r in records)},
+        "significance": _significance(best, combined, n_boot, ci),
+        "counts": {
+            "n_test_frames": int(len(ts.y)),
+            "n_test_patients": int(ts.n_patients),
+            "n_test_videos": int(ts.n_videos),
+            "n_validation_frames": int(len(ref_train.frame_id)),
+            "n_validation_patients": int(len(set(ref_train.patient))),
+            "test_class_counts": np.bincount(ts.y, minlength=settings.n_classes).tolist(),
+            "rows": int(len(matrix)),
+            "rows_per_type": {t: int((matrix["row_type"] == t).sum()) for t in ROW_TYPES},
+            "backbones": list(data.test),
+            "confidence_methods": sorted({m for (_, m) in data.conf_full}),
+            "spaces": sorted({key[1] for key in data.neigh_full}),
+            "fallback_diversity": settings.diversities,
+            "k": settings.ks,
+            "fallback_modes": settings.modes,
+            "dataset": dataset_counts(frame_index_csv, split, settings.n_classes),
+        },
+        "test_patients": test_patients,
+        "classes": settings.classes,
+        "n_bootstrap": n_boot,
+        "ci": ci,
+        "seed": settings.seed,
+        "confidence_methods": confidence_table(ts, data.cnn_test, data.conf_full, data.conf_json),
+        "fallback_function": "lus_core.similarity.fallback.fallback_scores",
+        "matrix_csv": matrix_csv,
+        "matrix_order": "test accuracy, best first: exploratory (the deployed configuration is `selected`)",
+        "validation_columns": list(VAL_COLUMNS),
+        "figures": [],
+        "galleries": [],
+        "config": dict(config),
+        # skipped_videos.csv sits beside frame_index.csv (both written by frame_index)
+        "skipped_videos": skipped_summary(Path(frame_index_csv).parent),
+    }
+    if any(p.finding_names for p in data.preds_full.values()):
+        summary["findings"] = findings_table(data.preds_full, n_boot, ci, settings.seed).to_dict("records")
+    return summary
+
+
+def _significance(best: Mapping | None, combined: list[Mapping], n_boot: int, ci: float) -> dict:
+    """Exploratory: how many combined configurations beat the CNN alone on the test patients."""
+    n = len(combined)
+    out = {
+        "n_configurations": n,
+        "n_significantly_better": int(sum(bool(r["delta_accuracy_significant"]) and r["delta_accuracy"] > 0
+                                          for r in combined)),
+        "n_significantly_worse": int(sum(bool(r["delta_accuracy_significant"]) and r["delta_accuracy"] < 0
+                                         for r in combined)),
+        "best_gain_accuracy": None,
+        "best_p_value_bonferroni": None,
+        "statement": significance_statement(best, n, n_boot, ci),
+    }
+    if best:
+        out["best_gain_accuracy"] = {k: row_summary(best)[k] for k in (
+            "delta_accuracy", "delta_accuracy_lo", "delta_accuracy_hi", "delta_accuracy_p",
+            "delta_accuracy_significant")}
+        out["best_p_value_bonferroni"] = min(1.0, float(best["delta_accuracy_p"]) * n)
+    return out

@@ -22,7 +22,7 @@ from lus_core.metrics import round_half_up
 FALLBACK_MODES = ("mean", "vote", "weighted")
 EPS = 1e-6
 
-__all__ = ["FALLBACK_MODES", "fallback_scores", "fallback_from_lists", "neighbor_distribution", "blend"]
+__all__ = ["FALLBACK_MODES", "fallback_scores"]
 
 
 def _prepare(neighbor_labels, distances, n_classes: int):
@@ -70,46 +70,3 @@ def fallback_scores(
             counts = np.round(counts / np.maximum(counts.max(1, keepdims=True), 1e-300), 12)
         score = counts.argmax(1)  # argmax returns the first (lowest) class of a tie
     return np.where(n_valid > 0, score, -1).astype(np.int64)
-
-
-def neighbor_distribution(
-    neighbor_labels,
-    distances,
-    n_classes: int,
-    weighting: str = "uniform",
-    smoothing: float = 0.0,
-    eps: float = EPS,
-) -> np.ndarray:
-    """(N, C) label distribution of the neighbours (rows sum to 1).
-
-    ``weighting``: ``uniform`` (each neighbour counts 1) or ``distance`` (1 / (d + eps)).
-    ``smoothing``: Laplace pseudo-count added to every class before normalising. A row without
-    valid neighbours (and no smoothing) is uniform.
-    """
-    if weighting not in ("uniform", "distance"):
-        raise ValueError(f"weighting must be 'uniform' or 'distance', got {weighting!r}")
-    labels, dist, valid = _prepare(neighbor_labels, distances, n_classes)
-    weights = np.ones(labels.shape) if weighting == "uniform" else 1.0 / (dist + eps)
-    counts = _class_weights(labels, weights, valid, n_classes) + float(smoothing)
-    total = counts.sum(1, keepdims=True)
-    return np.where(total > 0, counts / np.where(total > 0, total, 1.0), 1.0 / n_classes)
-
-
-def blend(softmax, distribution, weight: float) -> np.ndarray:
-    """``(1 - weight) * softmax + weight * distribution``: a soft fallback (weight 1 = neighbours only)."""
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"blend weight must be in [0, 1], got {weight}")
-    softmax = np.asarray(softmax, dtype=np.float64)
-    distribution = np.asarray(distribution, dtype=np.float64)
-    if softmax.shape != distribution.shape:
-        raise ValueError(f"softmax {softmax.shape} and distribution {distribution.shape} differ in shape")
-    return (1.0 - weight) * softmax + weight * distribution
-
-
-def fallback_from_lists(lists, k: int, n_classes: int, mode: str = "mean") -> np.ndarray:
-    """:func:`fallback_scores` from the first ``k`` neighbours of a neighbour list, plain or
-    diverse (``lus_core.similarity.neighbors.NeighborLists``, e.g. ``read_neighbors(path,
-    diversity="video")``: at most one neighbour per video)."""
-    if k > lists.neighbor_label.shape[1]:
-        raise ValueError(f"the {lists.diversity} neighbour list holds {lists.neighbor_label.shape[1]} neighbours, k={k} asked")
-    return fallback_scores(lists.neighbor_label[:, :k], lists.distance[:, :k], n_classes, mode)

@@ -12,7 +12,7 @@ Spaces (docs/architecture.md, "Similarity"):
   frames), never by refitting (the study refitted per query, ~30 s each).
 
 Everything here works on in-memory arrays; the ``*_from_store`` helpers read frames through
-:class:`lus_core.frame_store.FrameReader` for the workflow steps.
+:class:`lus_core.frames.store.FrameReader` for the workflow steps.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from lus_core.frame_store import FrameReader
-from lus_core.predictions import Predictions, read_predictions
+from lus_core.cnn.predictions import Predictions, read_predictions
+from lus_core.frames.store import FrameReader
 
 SPACES = ("raw", "softmax", "embedding", "tsne")
 
@@ -43,7 +43,7 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- predictions store
-# The store has one reader (lus_core.predictions); the embedding and tsne spaces use its
+# The store has one reader (lus_core.cnn.predictions); the embedding and tsne spaces use its
 # `embedding_all`: every frame embedded by the `all` model, one feature space, the same model
 # `lus predict` uses for new videos.
 
@@ -146,7 +146,7 @@ def fit_tsne(embeddings: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_
 
     Coordinates of the fitted points: ``np.asarray(result)``; new points: :func:`place_on_tsne_map`.
     """
-    from openTSNE import TSNE
+    from openTSNE import TSNE  # only the t-SNE space pays for openTSNE's import (numba compilation)
 
     x = np.ascontiguousarray(embeddings, dtype=np.float64)
     if len(x) < 4:

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from lus_core.frame_store import FrameReader
+from lus_core.frames.store import FrameReader
 from lus_core.io_utils import atomic_path
 
 __all__ = ["GalleryRow", "compose_gallery", "write_png", "render_gallery", "render_rows", "render_frame_gallery"]

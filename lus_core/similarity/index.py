@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +149,26 @@ def recall_at_k(approx_distances: np.ndarray, exact_distances: np.ndarray, rtol:
     return float(hits.sum() / total) if total else float("nan")
 
 
+@dataclass(frozen=True)
+class IndexedFrames:
+    """What each indexed vector is: its frame id, patient and label (class index)."""
+
+    frame_ids: Sequence[int]
+    patients: Sequence[str]
+    labels: Sequence[int]
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """How an index is built and searched (`similarity.metric`, `n_trees`, `search_k`, the run's seed)."""
+
+    metric: str
+    n_trees: int
+    seed: int
+    search_k: int = -1  # annoy's own default (n_trees x k nodes)
+    n_jobs: int = 1  # build threads: no effect on the index
+
+
 class SimilarityIndex:
     """An annoy index of training frames in one space, with its id table and t-SNE map.
 
@@ -176,42 +197,30 @@ class SimilarityIndex:
     # ------------------------------------------------------------------ construction and files
 
     @classmethod
-    def build(
-        cls,
-        space: str,
-        vectors: np.ndarray,
-        frame_ids: Sequence[int],
-        patients: Sequence[str],
-        labels: Sequence[int],
-        metric: str = "euclidean",
-        n_trees: int = 20,
-        seed: int = 0,
-        params: dict | None = None,
-        tsne=None,
-        config: dict | None = None,
-        search_k: int = -1,
-        n_jobs: int = 1,
-    ) -> SimilarityIndex:
-        """Index ``vectors`` (row i = item i) with their frame ids, patients and labels."""
+    def build(cls, space: str, vectors: np.ndarray, frames: IndexedFrames, settings: IndexSettings,
+              params: dict | None = None, tsne=None, config: dict | None = None) -> SimilarityIndex:
+        """Index ``vectors`` (row i = item i, the frame ``frames`` row i) with ``settings``;
+        ``params``: how the space's vectors were made (kept in the metadata), ``tsne``: the fitted
+        map of the t-SNE space, ``config``: the step's config, recorded."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        annoy = build_annoy(vectors, metric, n_trees, seed, n_jobs)
+        annoy = build_annoy(vectors, settings.metric, settings.n_trees, settings.seed, settings.n_jobs)
         ids = pd.DataFrame(
             {
                 "item": np.arange(len(vectors), dtype=np.int64),
-                "frame_id": np.asarray(frame_ids, dtype=np.int64),
-                "patient": np.asarray(patients).astype(str),
-                "label": np.asarray(labels, dtype=np.int64),
+                "frame_id": np.asarray(frames.frame_ids, dtype=np.int64),
+                "patient": np.asarray(frames.patients).astype(str),
+                "label": np.asarray(frames.labels, dtype=np.int64),
             }
         )
         meta = {
             "space": space,
             "dim": int(vectors.shape[1]),
-            "metric": metric,
-            "n_trees": int(n_trees),
+            "metric": settings.metric,
+            "n_trees": int(settings.n_trees),
             "n_items": len(vectors),
             "n_patients": int(ids["patient"].nunique()),
-            "seed": int(seed),
-            "search_k": int(search_k),
+            "seed": int(settings.seed),
+            "search_k": int(settings.search_k),
             "params": dict(params or {}),
             "config": config_json(config or {}),
         }
@@ -400,30 +409,3 @@ class SimilarityIndex:
         Neighbours never belong to the query's patient; -1 / -1 / NaN where fewer than k exist.
         """
         return self._to_frames(*self.query_items(vectors, patients, k, search_k))
-
-    def exact_query(
-        self, vectors: np.ndarray, patients: Sequence[str] | None, k: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """As :meth:`query`, by brute force over the stored vectors (ground truth for recall)."""
-        vectors, patients = self._check(vectors, patients)
-        items, dists = exact_search(
-            self.item_vectors(),
-            vectors,
-            k,
-            self.metric,
-            self._patients if patients is not None else None,
-            patients,
-        )
-        return self._to_frames(items, dists)
-
-    def patients_of(self, frame_ids: np.ndarray) -> np.ndarray:
-        """Patient ids of indexed frames (e.g. neighbours, for a gallery); '' for -1."""
-        lookup = dict(zip(self._frame_ids.tolist(), self._patients.tolist(), strict=True))
-        return np.vectorize(lambda f: lookup.get(int(f), ""), otypes=[object])(np.asarray(frame_ids)).astype(
-            str
-        )
-
-
-def load_index(ann: str | Path, ids: str | Path, meta: str | Path, tsne_pkl: str | Path | None = None):
-    """Shorthand for :meth:`SimilarityIndex.load`."""
-    return SimilarityIndex.load(ann, ids, meta, tsne_pkl)

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lus_core.frame_store import read_frame_index
+from lus_core.frames.store import read_frame_index
 from lus_core.io_utils import config_json
 from lus_core.metrics import accuracy, quadratic_weighted_kappa
-from lus_core.similarity.fallback import FALLBACK_MODES, fallback_scores
+from lus_core.similarity.fallback import fallback_scores
 from lus_core.similarity.features import (
     SPACES,
     fit_tsne,
@@ -35,25 +35,10 @@ from lus_core.similarity.features import (
     select_index_rows,
     tsne_perplexity,
 )
-from lus_core.similarity.index import SimilarityIndex, exact_search, recall_at_k
+from lus_core.similarity.index import IndexedFrames, IndexSettings, SimilarityIndex, exact_search, recall_at_k
 from lus_core.similarity.neighbors import write_neighbors
 
 __all__ = ["similarity_settings", "run_build_index", "run_query_neighbors", "knn_metrics"]
-
-DEFAULTS = {
-    "k": [5, 10],
-    "fallback": list(FALLBACK_MODES),
-    "metric": "euclidean",
-    "n_trees": 20,
-    "raw_size": 16,
-    "per_patient_per_class": 0,
-    "tsne_perplexity": 30,
-    "search_k": 1000,
-    "recall_queries": 2000,
-    "diversity": "video",
-    "fallback_diversity": ["none"],
-}
-
 
 def stored_list_diversities(settings: dict) -> list[str]:
     """Diverse neighbour lists a neighbours file holds: the gallery's and the fallback's."""
@@ -62,21 +47,19 @@ def stored_list_diversities(settings: dict) -> list[str]:
 
 
 def similarity_settings(config: dict) -> dict:
-    """The ``similarity`` section with defaults filled in (keys the schema may not list yet too)."""
-    out = dict(DEFAULTS)
-    out.update(config.get("similarity", {}) or {})
-    out["seed"] = int(config.get("seed", 0))
-    out["n_classes"] = len(config.get("classes", [0, 1, 2, 3]))
+    """The step's ``similarity`` keys with the run's seed and class count beside them."""
+    out = dict(config["similarity"])
+    out["seed"] = int(config["seed"])
+    if "classes" in config:
+        out["n_classes"] = len(config["classes"])
     return out
 
 
-def _space_vectors(space, preds, rows, frame_index_csv, settings) -> np.ndarray:
+def _space_vectors(space, preds, rows, frame_index_csv, raw_size: int | None) -> np.ndarray:
     if space == "raw":
         if frame_index_csv is None:
             raise ValueError("space 'raw' needs frame_index.csv to read the frames")
-        return raw_features_from_store(
-            read_frame_index(frame_index_csv), preds.frame_id[rows], settings["raw_size"]
-        )
+        return raw_features_from_store(read_frame_index(frame_index_csv), preds.frame_id[rows], raw_size)
     if space == "softmax":
         return preds.softmax[rows]
     if space in ("embedding", "tsne"):
@@ -112,7 +95,7 @@ def run_build_index(
     if len(rows) == 0:
         raise ValueError(f"{predictions_h5}: no training frames (split == 'train') to index")
     assert (preds.split[rows] == "train").all(), "a non-training frame would enter the index"
-    vectors = _space_vectors(space, preds, rows, frame_index_csv, s)
+    vectors = _space_vectors(space, preds, rows, frame_index_csv, s["raw_size"])
     params: dict = {}
     tsne = None
     if space == "raw":
@@ -129,19 +112,9 @@ def run_build_index(
         params["embedding_source"] = "embedding_all"
     params["per_patient_per_class"] = int(s["per_patient_per_class"])
     index = SimilarityIndex.build(
-        space,
-        vectors,
-        preds.frame_id[rows],
-        preds.patient[rows],
-        preds.label[rows],
-        metric=s["metric"],
-        n_trees=s["n_trees"],
-        seed=s["seed"],
-        params=params,
-        tsne=tsne,
+        space, vectors, IndexedFrames(preds.frame_id[rows], preds.patient[rows], preds.label[rows]),
+        IndexSettings(s["metric"], s["n_trees"], s["seed"], s["search_k"], n_jobs), params=params, tsne=tsne,
         config=config,
-        search_k=s["search_k"],
-        n_jobs=n_jobs,
     )
     index.meta["backbone"] = str(preds.attrs.get("backbone", Path(predictions_h5).stem))
     index.meta["build_seconds"] = round(time.perf_counter() - t0, 3)
@@ -173,12 +146,12 @@ def knn_metrics(y_true, neighbor_labels, distances, ks, modes, n_classes: int) -
     return out
 
 
-def _query_vectors(space, index: SimilarityIndex, preds, frame_index_csv, settings) -> np.ndarray:
+def _query_vectors(space, index: SimilarityIndex, preds, frame_index_csv) -> np.ndarray:
     all_rows = np.arange(len(preds))
     if space != "tsne":
-        return np.ascontiguousarray(
-            _space_vectors(space, preds, all_rows, frame_index_csv, settings), np.float32
-        )
+        # the raw vectors' size is the index's own (what its items were built with)
+        raw_size = int(index.meta["params"]["raw_size"]) if space == "raw" else None
+        return np.ascontiguousarray(_space_vectors(space, preds, all_rows, frame_index_csv, raw_size), np.float32)
     # indexed frames keep their fitted map position; every other frame is placed by transform
     mask, fitted = index.vectors_of_frames(preds.frame_id)
     out = np.empty((len(preds), 2), dtype=np.float32)
@@ -215,7 +188,7 @@ def run_query_neighbors(
     k_max = ks[-1]
 
     t0 = time.perf_counter()
-    vectors = _query_vectors(space, index, preds, frame_index_csv, s)
+    vectors = _query_vectors(space, index, preds, frame_index_csv)
     t_features = time.perf_counter() - t0
     t0 = time.perf_counter()
     nb_frame, nb_label, nb_dist = index.query(vectors, preds.patient, k_max)

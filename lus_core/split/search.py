@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from . import _kernels as K
 
@@ -375,8 +376,6 @@ def _fast_search(pb: _Problem, prune: bool, n_jobs: int, progress: bool | None):
     show = progress if progress is not None else total >= _PROGRESS_MIN_COMBINATIONS
     bar = None
     if show:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=total, unit="comb", unit_scale=True, desc=f"split C({n},{kf})", mininterval=1.0)
     batches = list(zip(bounds[:-1], bounds[1:], strict=True))
     if n_jobs == 1 or len(batches) == 1:

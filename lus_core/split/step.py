@@ -8,21 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io_utils import config_json, write_json
-from .folds import check_folds, natural_sorted, patient_folds
-from .search import balanced_split
+from lus_core.io_utils import config_json, write_json
+from lus_core.split.folds import check_folds, natural_sorted, patient_folds
+from lus_core.split.search import balanced_split
 
 log = logging.getLogger(__name__)
 
-SPLIT_DEFAULTS = {
-    "k_test": 8,
-    "objective": "std",
-    "force_test": [],
-    "force_train": [],
-    "min_test_frames_per_class": 0,
-    "n_folds": 3,
-    "max_combinations": 2e10,
-}
 _REQUIRED = ("frame_id", "patient", "label")
 
 
@@ -58,9 +49,9 @@ def run_balance_split(frame_index_csv: str, split_json: str, config: dict, n_job
     Returns the written dict (as JSON reads it back: class-index keys are strings).
     n_jobs: search threads (pass the rule's `threads`); default: every CPU this process may use.
     """
-    classes = list(config.get("classes", [0, 1, 2, 3]))
-    sp = {**SPLIT_DEFAULTS, **(config.get("split") or {})}
-    seed = int(config.get("seed", 0))
+    classes = list(config["classes"])
+    sp = config["split"]
+    seed = int(config["seed"])
     frames = pd.read_csv(frame_index_csv, dtype={"patient": str, "video": str})
     missing = [c for c in _REQUIRED if c not in frames.columns]
     if missing:

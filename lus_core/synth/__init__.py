@@ -9,24 +9,3 @@ Public API:
 Modules: `geometry` (fan / polar warp), `artefacts` (anatomy and score-bearing findings),
 `cohort` (patients, settings, scores, seeds), `render` (pixels), `dataset` (files on disk).
 """
-
-from .cohort import AcquisitionSettings, Segment, VideoPlan, plan_cohort, planned_videos, severity_of
-from .dataset import LABEL_COLUMNS, generate_dataset, write_video
-from .geometry import FanGeometry
-from .render import VideoRenderer, render_frame, render_video
-
-__all__ = [
-    "AcquisitionSettings",
-    "FanGeometry",
-    "LABEL_COLUMNS",
-    "Segment",
-    "VideoPlan",
-    "VideoRenderer",
-    "generate_dataset",
-    "plan_cohort",
-    "planned_videos",
-    "render_frame",
-    "render_video",
-    "severity_of",
-    "write_video",
-]

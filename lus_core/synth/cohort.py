@@ -24,7 +24,7 @@ import numpy as np
 
 from .geometry import FanGeometry
 
-DEFAULTS = {"n_patients": 16, "videos_per_patient": 3, "frames_per_video": 20, "size": 160, "fps": 10}
+KEYS = ("n_patients", "videos_per_patient", "frames_per_video", "size", "fps")  # dataset.synthetic's
 CHANGE_PROBABILITY = 0.2  # share of videos whose score changes part-way
 
 
@@ -33,10 +33,13 @@ def rng_for(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=tuple(int(k) for k in key)))
 
 
-def resolve_config(synth_cfg: dict | None) -> dict:
-    """synth_cfg with defaults filled in and values checked (unknown keys, e.g. `enabled`, ignored)."""
-    cfg = dict(DEFAULTS)
-    cfg.update({k: v for k, v in (synth_cfg or {}).items() if k in DEFAULTS})
+def resolve_config(synth_cfg: dict) -> dict:
+    """`dataset.synthetic`'s values checked and typed (other keys, e.g. `enabled`, ignored); every
+    key is needed: its defaults live in the config schema."""
+    missing = [k for k in KEYS if k not in synth_cfg]
+    if missing:
+        raise ValueError(f"dataset.synthetic lacks {missing}: pass the validated config's section")
+    cfg = {k: synth_cfg[k] for k in KEYS}
     for key in ("n_patients", "videos_per_patient", "frames_per_video", "size"):
         if int(cfg[key]) != cfg[key] or int(cfg[key]) < 1:
             raise ValueError(f"dataset.synthetic.{key} must be a positive integer, got {cfg[key]!r}")

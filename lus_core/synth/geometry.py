@@ -87,24 +87,6 @@ class FanGeometry:
         map_y = np.where(inside, row, -10.0).astype(np.float32)
         return map_x, map_y, inside
 
-    def to_polar(self, image: np.ndarray) -> np.ndarray:
-        """Resample a (size, size) frame back onto the (n_depth, n_angle) polar grid (inverse warp)."""
-        if image.shape[:2] != (self.size, self.size):
-            raise ValueError(f"image must be {(self.size, self.size)}, got {image.shape[:2]}")
-        ax, ay = self.apex
-        r = self.radius_of_row(np.arange(self.n_depth, dtype=np.float64))[:, None] * self.scale
-        theta = self.angles()[None, :]
-        map_x = (ax + r * np.sin(theta)).astype(np.float32)
-        map_y = (ay + r * np.cos(theta)).astype(np.float32)
-        return cv2.remap(
-            image.astype(np.float32),
-            map_x,
-            map_y,
-            cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_CONSTANT,
-            borderValue=0.0,
-        )
-
     @property
     def mask(self) -> np.ndarray:
         """bool (size, size): pixels inside the fan."""
