@@ -56,7 +56,7 @@ def dataset(tmp: Path):
         return "covid-blues (30 videos)", validate_config({"dataset": cfg, "frames": {"size": 112}}), 30
     from lus_core.synth.dataset import generate_dataset
 
-    synth = {"n_patients": 6, "videos_per_patient": 3, "frames_per_video": 60, "size": 256, "fps": 10}
+    synth = {"n_patients": 6, "videos_per_patient": 3, "frames_per_video": 60, "size": 256, "fps": 10, "colour_videos": 0}
     labels = generate_dataset(tmp / "synth", synth, [0, 1, 2, 3], 0, progress=False)
     cfg = {"video_dirs": [str(labels.parent / "videos")], "labels": str(labels), "patient_from": "column"}
     return "synthetic", validate_config({"dataset": cfg, "frames": {"size": 112}}), 18

@@ -1,4 +1,8 @@
-"""The `lus` command line: `lus synth`, `lus run`, `lus predict`."""
+"""The `lus` command line: `lus synth`, `lus run`, `lus predict`, `lus summarize`, `lus bench-table`.
+
+Exit status: 0 done; 2 an error (named on stderr, nothing written); 3 `lus predict` scored the
+readable videos but some could not be scored (listed on stderr and in summary.json's `failed`).
+Subcommands import what they need when they run (`lus --help` starts without torch)."""
 
 from __future__ import annotations
 
@@ -45,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-galleries", dest="galleries", action="store_false", help="skip the gallery PNGs")
     p.add_argument("--max-gallery-rows", type=int, default=10, metavar="N",
                    help="untrusted frames drawn per video gallery, least confident first (default 10)")
+    p.add_argument("--on-bad-video", choices=["skip", "error"], default="skip",
+                   help="skip (default): score every readable video, list the others in summary.json "
+                        "(failed) and exit with status 3; error: stop at the first and write nothing")
+    p.add_argument("--min-decoded-fraction", type=float, metavar="F",
+                   help="accept a video when at least this fraction of the frames its container declares "
+                        "decodes (default: the run's dataset.min_decoded_fraction); summary.json records "
+                        "each video's fraction")
 
     p = sub.add_parser("summarize", help="write a finished run's results as a Markdown page or README block")
     p.add_argument("run", type=Path, help="results folder of a finished workflow run")
@@ -106,11 +117,13 @@ def _run(args) -> int:
 
 
 def _predict(args) -> int:
-    from lus_core.runs.predict import run_predict
+    from lus_core.runs.predict import EXIT_SOME_FAILED, run_predict
 
-    run_predict(args.videos, args.run, args.config_name, args.out, device=args.device, overwrite=args.overwrite,
-                gradcam=args.gradcam, galleries=args.galleries, max_gallery_rows=args.max_gallery_rows)
-    return 0
+    result = run_predict(args.videos, args.run, args.config_name, args.out, device=args.device,
+                         overwrite=args.overwrite, gradcam=args.gradcam, galleries=args.galleries,
+                         max_gallery_rows=args.max_gallery_rows, on_bad_video=args.on_bad_video,
+                         min_decoded_fraction=args.min_decoded_fraction)
+    return EXIT_SOME_FAILED if result.failed else 0
 
 
 def _summarize(args) -> int:

@@ -11,6 +11,7 @@ from lus_core.runs.layout import RunLayout
 from lus_core.runs.run_time import record_run
 from lus_core.workflow.code_version import code_version_for
 from lus_core.workflow.dag import AFTER_TRAIN_PRIORITY, check_split_feasible, job_shards, train_priority, video_table
+from lus_core.workflow.results_lock import ResultsFolderBusy, hold_results_folder
 from lus_core.workflow.step_config import step_params
 from snakemake.exceptions import WorkflowError
 
@@ -135,6 +136,15 @@ def local_cores():
 def script_code(name):
     """Code version of a step: a hash of the lus_core modules its script imports (transitively)."""
     return code_version_for(f"{workflow.basedir}/workflow_scripts/{name}.py")
+
+
+onstart:
+    # one run at a time per results folder, whatever the working directory (Snakemake locks only that)
+    if workflow.is_main_process:
+        try:
+            hold_results_folder(R)
+        except ResultsFolderBusy as exc:
+            raise WorkflowError(str(exc)) from None
 
 
 onsuccess:

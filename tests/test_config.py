@@ -66,7 +66,8 @@ def test_load_config_names_the_file(tmp_path):
         load_config(bad)
 
 
-@pytest.mark.parametrize("path", ["configs/covid-blues.yaml", "configs/pocus.yaml", "configs/full.yaml", "configs/tiny.yaml"])
+@pytest.mark.parametrize("path", ["configs/covid-blues.yaml", "configs/pocus.yaml", "configs/pocus-diagnosis.yaml",
+                                  "configs/full.yaml", "configs/tiny.yaml"])
 def test_shipped_configs_are_valid(path):
     load_config(path)
 

@@ -17,7 +17,7 @@ from tests.video_helpers import fan_frames, write_video
 from tests.workflow_helpers import planned_jobs, run_ok, snakemake
 
 pytestmark = pytest.mark.slow
-SYNTH = {"n_patients": 3, "videos_per_patient": 1, "frames_per_video": 6, "size": 64, "fps": 5}
+SYNTH = {"n_patients": 3, "videos_per_patient": 1, "frames_per_video": 6, "size": 64, "fps": 5, "colour_videos": 0}
 BAD = {"patient_X_corrupt.mp4": "corrupt", "patient_X_empty.mp4": "empty", "patient_X_text.mp4": "text",
        "patient_X_unlabelled.mp4": "unlabelled"}
 

@@ -126,9 +126,10 @@ def test_wrong_or_missing_models_are_refused(run, tmp_path):
 
 
 def test_predict_groups_consecutive_videos_up_to_a_frame_budget():
-    from lus_core.runs.predict import frame_batches
+    from lus_core.runs.predict import DecodedFrames, frame_batches
 
-    videos = [(f"v{i}", np.zeros((n, 2, 2, 1), np.uint8)) for i, n in enumerate([3, 4, 2, 9, 1, 1])]
+    videos = [(f"v{i}", DecodedFrames(np.zeros((n, 2, 2, 1), np.uint8), np.arange(n), 1.0))
+              for i, n in enumerate([3, 4, 2, 9, 1, 1])]
     groups = [[name for name, _ in batch] for batch in frame_batches(iter(videos), 8)]
     assert groups == [["v0", "v1"], ["v2"], ["v3"], ["v4", "v5"]]  # v3 alone exceeds the budget
     assert list(frame_batches(iter([]), 8)) == []

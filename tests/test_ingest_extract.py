@@ -1,5 +1,7 @@
+
 """Dataset ingestion and frame extraction: real containers, patient parsing, bad input."""
 
+import json
 import threading
 import time
 import weakref
@@ -15,7 +17,8 @@ from lus_core.config import validate_config
 from lus_core.frames import decode as video_module
 from lus_core.frames import extract as extract_module
 from lus_core.frames.decode import VideoError, decode, find_sector, keep_plan
-from lus_core.frames.extract import extract_video, extract_videos, run_frame_index
+from lus_core.frames.extract import extract_job, extract_video, extract_videos, run_frame_index
+from lus_core.frames.kept import KeptStores, prune
 from lus_core.frames.labels import DatasetError, build_video_table
 from lus_core.frames.store import (
     FORMAT_VERSION,
@@ -26,6 +29,7 @@ from lus_core.frames.store import (
     read_frame_index,
     write_video_store,
 )
+from lus_core.io_utils import sha256_file
 from tests.video_helpers import fan_frames, faststart, write_video
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -433,3 +437,65 @@ def test_colour_from_a_later_frame_on_makes_the_store_rgb(tmp_path):
     assert (box[..., 0] - box[..., 2]).mean() > 100  # red in RGB order
     gray_video = decode(write_video(tmp_path / "gray.mp4", gray))
     assert gray_video.frames.shape[-1] == 1
+
+
+def test_a_frame_cap_chooses_among_the_frames_that_are_not_blank(tmp_path):
+    """max_frames_per_video: 8 on a video whose first 10 frames are black keeps 8 frames, spread
+    over the frames that are not blank (blank frames are dropped before the cap samples)."""
+    frames = fan_frames(40, seed=7)
+    frames[:10] = 0
+    vids, labels = _one_video_dataset(tmp_path, frames)
+    cfg = make_config([vids], labels)
+    cfg["frames"]["max_frames_per_video"] = 8
+    [path] = extract_all(cfg, tmp_path / "frames")
+    with h5py.File(path) as f:
+        numbers = list(f["frame_index"][:])
+    assert numbers == list(keep_plan(30, 1, 8) + 10)  # evenly spaced over frames 10..39
+    # without blank frames the cap samples as before, in one pass
+    vids2, labels2 = _one_video_dataset(tmp_path / "plain", fan_frames(40, seed=7))
+    cfg2 = make_config([vids2], labels2)
+    cfg2["frames"]["max_frames_per_video"] = 8
+    [path2] = extract_all(cfg2, tmp_path / "frames2")
+    with h5py.File(path2) as f:
+        assert list(f["frame_index"][:]) == list(keep_plan(40, 1, 8))
+
+
+def _kept_job(tmp_path, cfg, entries, code="v1"):
+    stores = [tmp_path / "frames" / f"{e.video}.h5" for e in entries]
+    records = [tmp_path / "frames" / f"{e.video}.record.json" for e in entries]
+    for f in [*stores, *records]:  # Snakemake deletes a job's outputs before it runs it again
+        f.unlink(missing_ok=True)
+    kept = KeptStores(tmp_path / "frames", {"config": cfg, "code": code})
+    return extract_job(entries, stores, records, cfg, kept), stores
+
+
+def test_a_rerun_job_keeps_the_stores_of_unchanged_videos_bitwise(tmp_path):
+    vids = tmp_path / "vids"
+    for i in range(3):
+        write_video(vids / f"patient_{i}_1.mp4", fan_frames(6, seed=10 + i))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("video,score\n" + "".join(f"patient_{i}_1.mp4,{i}\n" for i in range(3)))
+    cfg = make_config([vids], labels)
+    entries = build_video_table(cfg["dataset"], cfg["classes"])
+    first, stores = _kept_job(tmp_path, cfg, entries)
+    assert first == {"extracted": [e.video for e in entries], "kept": []}
+    before = {s.name: (s.stat().st_ino, s.read_bytes()) for s in stores}
+    # one video changes (new content), the job runs again: that store only is written anew
+    write_video(vids / "patient_1_1.mp4", fan_frames(6, seed=99))
+    entries = build_video_table(cfg["dataset"], cfg["classes"])
+    again, stores = _kept_job(tmp_path, cfg, entries)
+    assert again == {"extracted": ["patient_1_1"], "kept": ["patient_0_1", "patient_2_1"]}
+    for s in stores:
+        same = (s.stat().st_ino, s.read_bytes()) == before[s.name]
+        assert same == (s.name != "patient_1_1.h5"), s.name
+        assert json.loads((s.with_suffix(".record.json")).read_text())["sha256"] == sha256_file(s)
+    # other settings or other extraction code: nothing is kept
+    cfg2 = {**cfg, "frames": {**cfg["frames"], "size": 40}}
+    assert _kept_job(tmp_path, cfg2, entries)[0]["kept"] == []
+    assert _kept_job(tmp_path, cfg, entries, code="v2")[0]["kept"] == []
+    # one entry per video (the superseded ones are gone), and a video the run dropped goes too
+    assert len(list((tmp_path / "frames" / ".kept").glob("*~patient_1_1.h5"))) == 1
+    dropped = sorted(p.name for p in (tmp_path / "frames" / ".kept").glob("*~patient_2_1.*"))
+    assert len(dropped) == 2  # its store and its record
+    assert sorted(p.name for p in prune(tmp_path / "frames", {"patient_0_1", "patient_1_1"})) == dropped
+    assert not list((tmp_path / "frames" / ".kept").glob("*~patient_2_1.*"))

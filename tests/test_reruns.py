@@ -11,7 +11,7 @@ from lus_core.synth.dataset import generate_dataset
 from tests.workflow_helpers import planned_jobs, run_ok
 
 pytestmark = pytest.mark.slow
-SYNTH = {"n_patients": 5, "videos_per_patient": 2, "frames_per_video": 6, "size": 64, "fps": 5}
+SYNTH = {"n_patients": 5, "videos_per_patient": 2, "frames_per_video": 6, "size": 64, "fps": 5, "colour_videos": 0}
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +77,15 @@ def test_adding_a_video_extracts_only_its_job(user_dataset):
     # downstream of the whole frame store everything reruns
     full = planned_jobs(*args)
     assert full.get("balance_split") == 1 and full.get("extract_frames") == 1
+    # the job that gets the new video writes its store only: the others of the job come back as
+    # they were (the same file), so adding one video re-extracts that video
+    stores = root / "results" / "frames"
+    before = {s.name: (s.stat().st_ino, s.read_bytes()) for s in stores.glob("*.h5")}
+    run_ok(_target(root), "--cores", "2", *args)
+    after = {s.name: (s.stat().st_ino, s.read_bytes()) for s in stores.glob("*.h5")}
+    new = {f"{mp4.stem}.h5" for mp4 in spare.glob("*.mp4")}
+    assert set(after) == set(before) | new
+    assert {name for name in after if after[name] != before.get(name)} == new  # one store written
 
 
 def test_code_version_follows_module_source(tmp_path, monkeypatch):

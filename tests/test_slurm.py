@@ -185,9 +185,11 @@ def _tail(text: str, n: int = 60) -> str:
 
 
 def test_tiny_workflow_runs_through_sbatch_and_matches_local(request, tmp_path):
-    # the tiny config's end-to-end backbone: every step of the workflow, fewer jobs than both backbones
+    # the tiny config's end-to-end backbone with two confidence methods and two spaces: every step of
+    # the workflow, fewer jobs than the whole tiny config
     overlay = tmp_path / "one_backbone.yaml"
-    overlay.write_text("train: {backbones: [scratch]}\n")
+    overlay.write_text("train: {backbones: [scratch]}\nconfidence: {methods: [msp, conformal]}\n"
+                       "similarity: {spaces: [raw, tsne]}\n")
     backbones = ["scratch"]
     workdir, slurm_res, slurm_logs = tmp_path / "wd", tmp_path / "slurm", tmp_path / "slurm_logs"
     workdir.mkdir()

@@ -18,6 +18,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from lus_core.config import validate_config
+from lus_core.frames.decode import decode as decode_video
 from lus_core.synth import artefacts
 from lus_core.synth.cohort import plan_cohort, planned_videos, severity_of
 from lus_core.synth.dataset import LABEL_COLUMNS, generate_dataset
@@ -30,6 +31,7 @@ CFG = {
     "frames_per_video": 6,
     "size": 96,
     "fps": 10,
+    "colour_videos": 0,
 }
 CLASSES = [0, 1, 2, 3]
 # dataset.synthetic with the schema's defaults (the only source of them)
@@ -168,7 +170,7 @@ def test_some_videos_change_score_and_patients_have_score_mixes():
 
 # --- determinism ---------------------------------------------------------------------------------
 def test_same_seed_same_dataset_other_seed_different(tmp_path):
-    cfg = {"n_patients": 4, "videos_per_patient": 2, "frames_per_video": 4, "size": 64, "fps": 10}
+    cfg = synth(n_patients=4, videos_per_patient=2, frames_per_video=4, size=64, fps=10)
     runs = {}
     for run, seed in (("a", 11), ("b", 11), ("c", 12)):
         labels = generate_dataset(tmp_path / run, cfg, CLASSES, seed, progress=False)
@@ -356,3 +358,20 @@ def test_planned_videos_needs_no_rendering_and_validates():
         planned_videos(synth(n_patients=0))
     with pytest.raises(ValueError):
         plan_cohort(synth(), 1, 0)
+
+
+def test_colour_videos_are_spread_over_the_cohort_and_decode_as_colour(tmp_path):
+    """dataset.synthetic.colour_videos: that many videos (first and last included) show a colour
+    Doppler box over the grey image, inside the fan; the others stay grey."""
+    cfg = synth(n_patients=3, videos_per_patient=2, frames_per_video=4, size=96, colour_videos=2)
+    plans = plan_cohort(cfg, 4, seed=1)
+    assert [p.colour for p in plans] == [True, False, False, False, False, True]
+    generate_dataset(tmp_path, cfg, CLASSES, seed=1, progress=False)
+    for plan in plans:
+        video = decode_video(tmp_path / "videos" / plan.name)
+        assert video.frames.shape[-1] == (3 if plan.colour else 1), plan.name
+    colour = decode_video(tmp_path / "videos" / plans[0].name).frames
+    outside = ~plans[0].geometry().mask
+    assert colour[:, outside].max() < 40  # the box is inside the fan: the crop does not move
+    red = (colour[..., 0].astype(int) - colour[..., 2]) > 60
+    assert red.any() and not red[:, outside].any()

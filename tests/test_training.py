@@ -6,6 +6,7 @@ import math
 import pickle
 from dataclasses import asdict
 
+import cv2
 import h5py
 import numpy as np
 import pandas as pd
@@ -110,8 +111,10 @@ def test_grayscale_is_expanded_and_resized_at_load_time(tmp_path):
     assert x.shape == (2, 3, 20, 20) and x.dtype == torch.uint8
     assert torch.equal(x[:, 0], x[:, 2]) and torch.equal(x[:, 0], torch.from_numpy(gray[..., 0]))
     assert frames_to_tensor(gray, 12).shape == (2, 3, 12, 12)
+    # a colour frame reaches the CNN as its grey image (OpenCV's luminance) in all three channels
     color = np.random.default_rng(1).integers(0, 256, (1, 8, 8, 3), dtype=np.uint8)
-    assert torch.equal(frames_to_tensor(color, 8)[0], torch.from_numpy(color[0]).permute(2, 0, 1))
+    luminance = torch.from_numpy(cv2.cvtColor(color[0], cv2.COLOR_RGB2GRAY))
+    assert all(torch.equal(channel, luminance) for channel in frames_to_tensor(color, 8)[0])
     with pytest.raises(ValueError, match="channels"):
         frames_to_tensor(np.zeros((1, 8, 8, 2), np.uint8))
 

@@ -13,7 +13,7 @@ import pytest
 
 from lus_core.metrics import accuracy
 from lus_core.runs.readme_blocks import block_text
-from tests.workflow_helpers import REPO, planned_jobs, run_ok
+from tests.workflow_helpers import REPO, lus, planned_jobs, run_ok
 
 pytestmark = pytest.mark.slow
 POCUS = REPO.parent / "shared" / "data" / "pocus-formats"
@@ -145,8 +145,8 @@ def test_predict_reproduces_stored_predictions(tiny_run, tmp_path):
     results, _ = tiny_run
     video, path = _test_video(results)
     out = tmp_path / "pred"
-    proc = subprocess.run([LUS, "predict", str(path), "--run", str(results), "--out", str(out),
-                           "--config-name", "scratch · CNN alone"], capture_output=True, text=True, cwd=REPO)
+    proc = lus("predict", str(path), "--run", str(results), "--out", str(out),
+                           "--config-name", "scratch · CNN alone")
     assert proc.returncode == 0, proc.stderr
     frames = pd.read_csv(out / "frames.csv")
     with h5py.File(results / "predictions" / "scratch.h5") as f:
@@ -161,8 +161,7 @@ def test_predict_best_configuration_writes_galleries(tiny_run, tmp_path):
     results, _ = tiny_run
     _, path = _test_video(results)
     out = tmp_path / "pred"
-    run = subprocess.run([LUS, "predict", str(path), "--run", str(results), "--out", str(out), "--gradcam"],
-                         capture_output=True, text=True, cwd=REPO)
+    run = lus("predict", str(path), "--run", str(results), "--out", str(out), "--gradcam")
     assert run.returncode == 0, run.stderr
     frames = pd.read_csv(out / "frames.csv")
     summary = json.loads((out / "summary.json").read_text())
@@ -188,29 +187,28 @@ def test_predict_galleries_can_be_capped_or_switched_off_and_show_one_neighbour_
     heights = {}
     for rows in (2, 4):
         out = tmp_path / f"rows{rows}"
-        run = subprocess.run([LUS, "predict", str(path), "--run", str(results), "--out", str(out),
-                              "--config-name", name, "--max-gallery-rows", str(rows)],
-                             capture_output=True, text=True, cwd=REPO)
+        run = lus("predict", str(path), "--run", str(results), "--out", str(out),
+                              "--config-name", name, "--max-gallery-rows", str(rows))
         assert run.returncode == 0, run.stderr
         heights[rows] = cv2.imread(str(out / "galleries" / f"{path.stem}.png")).shape[0]
     assert heights[4] > heights[2] + 100
     out = tmp_path / "cam"  # --gradcam: the same rows, one tile wider (where the CNN looked)
-    run = subprocess.run([LUS, "predict", str(path), "--run", str(results), "--out", str(out), "--config-name", name,
-                          "--max-gallery-rows", "4", "--gradcam"], capture_output=True, text=True, cwd=REPO)
+    run = lus("predict", str(path), "--run", str(results), "--out", str(out), "--config-name", name,
+                          "--max-gallery-rows", "4", "--gradcam")
     assert run.returncode == 0, run.stderr
     cam = cv2.imread(str(out / "galleries" / f"{path.stem}.png"))
     plain = cv2.imread(str(tmp_path / "rows4" / "galleries" / f"{path.stem}.png"))
     assert cam.shape[1] > plain.shape[1]  # a Grad-CAM tile in every row
     out = tmp_path / "none"
-    run = subprocess.run([LUS, "predict", str(path), "--run", str(results), "--out", str(out),
-                          "--config-name", name, "--no-galleries"], capture_output=True, text=True, cwd=REPO)
+    run = lus("predict", str(path), "--run", str(results), "--out", str(out),
+                          "--config-name", name, "--no-galleries")
     assert run.returncode == 0, run.stderr
     assert (out / "frames.csv").exists() and not (out / "galleries").exists()
 
     run = FinishedRun(results)
     predictor = Predictor(run, choose_configuration(run, name), "cpu")
     assert predictor.gallery_diversity == "video" and predictor.choice.diversity == "none"
-    res = predictor.score(predictor.load_video(path)[0])
+    res = predictor.score(predictor.load_video(path).frames)
     shown = gallery_frames(res, 8)
     ids, _, _ = predictor.gallery_neighbors(res, shown)
     video_of = predictor.frame_index.set_index("frame_id")["video"]
@@ -231,7 +229,7 @@ def test_videos_scored_in_one_batch_equal_videos_scored_one_by_one(tiny_run):
     run = FinishedRun(results)
     predictor = Predictor(run, choose_configuration(run, name), "cpu")
     paths = sorted((results / "synthetic" / "videos").iterdir())[:3]
-    videos = [predictor.load_video(p)[0] for p in paths]
+    videos = [predictor.load_video(p).frames for p in paths]
     together = predictor.score_videos(videos)
     for frames, batched in zip(videos, together, strict=True):
         alone = predictor.score(frames)
@@ -246,9 +244,8 @@ def test_predict_on_a_real_pocus_video(tiny_run, tmp_path):
     results, _ = tiny_run
     out = tmp_path / "pocus"
     video = POCUS / "videos" / "Cov-Atlas-Day+2.gif"
-    run = subprocess.run([LUS, "predict", str(video), "--run", str(results), "--out", str(out),
-                          "--config-name", "scratch · fallback only · embedding · k=3 · mean"],
-                         capture_output=True, text=True, cwd=REPO)
+    run = lus("predict", str(video), "--run", str(results), "--out", str(out),
+                          "--config-name", "scratch · fallback only · embedding · k=3 · mean")
     assert run.returncode == 0, run.stderr
     frames = pd.read_csv(out / "frames.csv")
     assert len(frames) > 10 and frames.final_score.isin([0, 1, 2, 3]).all()
@@ -279,14 +276,16 @@ def test_predict_bad_input(tiny_run, tmp_path, problem):
     elif problem == "unknown_config":
         config_name = "resnet50 · magic"
     out = tmp_path / "out"
-    run = subprocess.run([LUS, "predict", str(video), "--run", str(run_dir), "--out", str(out),
-                          "--config-name", config_name], capture_output=True, text=True, cwd=REPO)
-    assert run.returncode != 0
-    assert "error" in run.stderr
-    assert not out.exists()
+    run = lus("predict", str(video), "--run", str(run_dir), "--out", str(out),
+                          "--config-name", config_name)
     expected = {"unreadable": "broken.mp4", "incomplete_run": "manifest.json", "tampered": "checksum",
                 "unknown_config": "no configuration named"}[problem]
     assert expected in run.stderr
+    if problem == "unreadable":  # a video that cannot be used is listed, the command says some failed
+        assert run.returncode == 3 and list(json.loads((out / "summary.json").read_text())["failed"]) == ["broken"]
+        return
+    assert run.returncode == 2 and "error" in run.stderr  # the run folder: nothing can be scored
+    assert not out.exists()
 
 
 def test_snakemake_report_has_the_figures(tiny_run, tmp_path):
@@ -300,8 +299,7 @@ def test_summarize_writes_markdown_results(tiny_run, tmp_path):
     results, _ = tiny_run
     out = tmp_path / "results.md"
     # --recipes with the run itself: the section is built from the run's files (same split by construction)
-    proc = subprocess.run([LUS, "summarize", str(results), "--out", str(out), "--title", "Tiny", "--recipes", str(results)],
-                          capture_output=True, text=True, cwd=REPO)
+    proc = lus("summarize", str(results), "--out", str(out), "--title", "Tiny", "--recipes", str(results))
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
     assert "# Tiny" in text and "scratch · CNN alone" in text and "Video level" in text
@@ -323,8 +321,7 @@ def test_summarize_rewrites_the_readme_block_from_the_run(tiny_run, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("intro 1.0\n<!-- BEGIN default-run (generated by: lus summarize) -->\nold\n"
                       "<!-- END default-run -->\noutro 2.0\n")
-    proc = subprocess.run([LUS, "summarize", str(results), "--readme", str(readme), "--images", str(tmp_path / "img")],
-                          capture_output=True, text=True, cwd=REPO)
+    proc = lus("summarize", str(results), "--readme", str(readme), "--images", str(tmp_path / "img"))
     assert proc.returncode == 0, proc.stderr
     text = readme.read_text()
     assert text.startswith("intro 1.0\n<!-- BEGIN") and text.endswith("<!-- END default-run -->\noutro 2.0\n")
@@ -335,7 +332,7 @@ def test_summarize_rewrites_the_readme_block_from_the_run(tiny_run, tmp_path):
 
 
 def _predict(*args):
-    return subprocess.run([LUS, "predict", *map(str, args)], capture_output=True, text=True, cwd=REPO)
+    return lus("predict", *map(str, args))
 
 
 def test_predict_keeps_a_users_files_in_out(tiny_run, tmp_path):

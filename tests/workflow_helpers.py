@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,3 +48,17 @@ def planned_jobs(*args: str, workdir: Path | None = None) -> dict[str, int]:
             rule = re.sub(r"^(extract_frames|embed)_\d+$", r"\1", m.group(1))
             jobs[rule] = jobs.get(rule, 0) + int(m.group(2))
     return jobs
+
+
+def lus(*args) -> subprocess.CompletedProcess:
+    """`lus ARGS` in this process (the command line's `main`, without starting an interpreter and
+    torch again): its exit status, standard output and standard error, as subprocess.run gives them."""
+    from lus_core.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse's own exits (bad arguments)
+            code = exc.code
+    return subprocess.CompletedProcess(["lus", *map(str, args)], code, out.getvalue(), err.getvalue())

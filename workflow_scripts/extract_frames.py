@@ -1,9 +1,9 @@
 import json
 from pathlib import Path
 
-from lus_core.frames.extract import extract_videos
+from lus_core.frames.extract import extract_job
+from lus_core.frames.kept import KeptStores
 from lus_core.frames.labels import VideoEntry, synthetic_entry
-from lus_core.frames.verify import record_store
 from lus_core.workflow.script import config_of, step_logging
 
 sm = snakemake  # noqa: F821
@@ -19,6 +19,6 @@ def entry_of(info: dict) -> VideoEntry:
 
 with step_logging(sm):
     entries = [entry_of(info) for info in json.loads(sm.params.entries)]
-    # what verify_frame_stores checks each store against, written right after the store
-    record_of = {Path(s): r for s, r in zip(sm.output.stores, sm.output.records, strict=True)}
-    extract_videos(entries, list(sm.output.stores), config, lambda store: record_store(store, record_of[store]))
+    # the stores an earlier job made with the same source, labels, settings and code are kept
+    kept = KeptStores(Path(sm.output.stores[0]).parent, {"config": config, "code": sm.params.code})
+    extract_job(entries, list(sm.output.stores), list(sm.output.records), config, kept)

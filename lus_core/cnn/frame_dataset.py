@@ -4,7 +4,8 @@ Frames travel as uint8 (3, S, S) tensors from the HDF5 store to the device (4x l
 than float); `prepare_batch` turns a batch into normalised float there, optionally augmenting
 it on the way (`lus_core.cnn.augment`). Grayscale frames (C = 1 in the store) are expanded to 3
 channels and frames are resized to `image_size` at load time, the same way for training,
-inference (`FrameDataset`) and single predictions (`frames_to_tensor`).
+inference (`FrameDataset`) and single predictions (`frames_to_tensor`). The CNN sees the grey image
+of every frame: colour frames (a Doppler box, a coloured annotation) by their luminance.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from lus_core.frames.decode import grey
 from lus_core.frames.store import FrameReader, finding_targets
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -26,23 +28,21 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def frames_to_tensor(frames: np.ndarray | torch.Tensor, image_size: int | None = None) -> torch.Tensor:
-    """uint8 (N, H, W, C) frames, C in {1, 3} -> uint8 tensor (N, 3, S, S).
+    """uint8 (N, H, W, C) frames, C in {1, 3} -> uint8 tensor (N, 3, S, S): the frames' grey image
+    (lus_core.frames.decode.grey: colour frames too) in the three input channels.
 
     Resizing (bilinear, antialiased) happens only when the stored size differs from `image_size`.
     """
-    x = torch.as_tensor(np.ascontiguousarray(frames) if isinstance(frames, np.ndarray) else frames)
-    if x.dtype != torch.uint8 or x.ndim != 4:
-        raise ValueError(f"frames must be uint8 (N, H, W, C), got {x.dtype} {tuple(x.shape)}")
-    channels = x.shape[-1]
-    if channels not in (1, 3):
-        raise ValueError(f"frames must have 1 (grayscale) or 3 (RGB) channels, got {channels}")
-    x = x.permute(0, 3, 1, 2)
+    frames = frames.numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4:
+        raise ValueError(f"frames must be uint8 (N, H, W, C), got {frames.dtype} {tuple(frames.shape)}")
+    if frames.shape[-1] not in (1, 3):
+        raise ValueError(f"frames must have 1 (grayscale) or 3 (RGB) channels, got {frames.shape[-1]}")
+    x = torch.from_numpy(np.ascontiguousarray(grey(frames))).permute(0, 3, 1, 2)
     if image_size and tuple(x.shape[-2:]) != (image_size, image_size):
         y = F.interpolate(x.float(), size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
         x = y.round_().clamp_(0, 255).to(torch.uint8)
-    if channels == 1:
-        x = x.expand(-1, 3, -1, -1)
-    return x.contiguous()
+    return x.expand(-1, 3, -1, -1).contiguous()
 
 
 def prepare_batch(

@@ -64,4 +64,5 @@ def encoder_settings(config: Mapping, backbone: str) -> dict:
         "n_views": n_views,
         "augment": dict(tc["augment"]) if n_views else None,
         "seed": int(config["seed"]),
+        "input": "grey",  # every frame's grey image (lus_core.frames.decode.grey), colour videos too
     }

@@ -25,7 +25,6 @@ SECTOR_SAMPLE = 32  # the sector is found from 32-63 frames spread over the vide
 SECTOR_SIDE = 128  # ... each reduced to about this many pixels on its shorter side
 MAX_PREALLOCATED_BYTES = 512 << 20
 PARALLEL_CROP_PIXELS = 50_000_000  # below this, threads cost more than they save
-DEFAULT_MIN_DECODED_FRACTION = 0.95  # as in config_schema.yaml (dataset.min_decoded_fraction)
 
 
 class VideoError(ValueError):
@@ -50,6 +49,20 @@ class DecodedVideo:
         return sector_box(self.sector_sample, self.sample_scale, self.original_size)
 
 
+def grey(frames: np.ndarray) -> np.ndarray:
+    """uint8 frames (N, H, W, C) -> their grey image (N, H, W, 1): colour frames by OpenCV's
+    luminance (0.299 R + 0.587 G + 0.114 B, integer arithmetic, exact on every processor), grey
+    ones as they are. What the CNN and the raw-pixel space see of every frame: a cohort mixing grey
+    and colour videos is one kind of input (colour stays in the stores, for the pictures)."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] not in (1, 3):
+        raise ValueError(f"frames must be (N, H, W, 1|3), got shape {frames.shape}")
+    if frames.shape[-1] == 1:
+        return frames
+    return np.stack([cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames])[..., None] \
+        if len(frames) else frames[..., :1]
+
+
 def is_frame_folder(path: Path) -> bool:
     return path.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in path.iterdir())
 
@@ -64,15 +77,17 @@ def keep_plan(n_frames: int, stride: int = 1, max_frames: int = 0) -> np.ndarray
 
 
 def decode(
-    path: str | Path, stride: int = 1, max_frames: int = 0,
-    min_decoded_fraction: float = DEFAULT_MIN_DECODED_FRACTION, threads: int = 0,
+    path: str | Path, stride: int = 1, max_frames: int = 0, min_decoded_fraction: float | None = None,
+    threads: int = 0, frames: np.ndarray | None = None,
 ) -> DecodedVideo:
-    """Decode the frames `keep_plan` selects, plus a sector subsample.
+    """Decode the frames `keep_plan` selects (or exactly the source frame numbers `frames`), plus
+    a sector subsample.
 
     A container that declares more frames than can be decoded (a truncated or damaged file that
-    still opens) is refused when fewer than `min_decoded_fraction` of them decode. `threads`:
-    FFmpeg's decoding threads (0: its default, one per core); the frames are the same whatever
-    the count, since FFmpeg's threaded decoding is bit-exact.
+    still opens) is refused when fewer than `min_decoded_fraction` of them decode (the workflow
+    passes dataset.min_decoded_fraction; None: no such check). `threads`: FFmpeg's decoding
+    threads (0: its default, one per core); the frames are the same whatever the count, since
+    FFmpeg's threaded decoding is bit-exact.
     """
     path = Path(path)
     if not path.exists():
@@ -80,24 +95,59 @@ def decode(
     source = _FolderSource(path) if path.is_dir() else _ContainerSource(path, threads)
     declared = source.declared_frames()
     # max_frames needs the length up front: plan on the declared count, or count first
-    n_planned = (declared or source.count()) if max_frames else 0
+    n_planned = (declared or source.count()) if max_frames and frames is None else 0
     for _ in range(2):
-        plan = keep_plan(n_planned, stride, max_frames) if max_frames else None
+        plan = np.asarray(frames, np.int64) if frames is not None else (
+            keep_plan(n_planned, stride, max_frames) if max_frames else None)
         video = _read(source, stride, plan)
         n = video.n_source_frames
         if n == 0:
             raise VideoError(f"{path}: no frame could be decoded (empty, corrupt or unsupported video)")
-        if declared and n < min_decoded_fraction * declared:
+        if declared and min_decoded_fraction is not None and n < min_decoded_fraction * declared:
             raise VideoError(
                 f"{path}: only {n} of the {declared} frames its container declares could be decoded "
                 f"({n / declared:.0%}, below dataset.min_decoded_fraction = {min_decoded_fraction}): "
                 "truncated or damaged file"
             )
         video.n_declared_frames = declared
-        if plan is None or np.array_equal(plan, keep_plan(n, stride, max_frames)):
+        if plan is None or frames is not None or np.array_equal(plan, keep_plan(n, stride, max_frames)):
             return video
         n_planned = n  # the declared count was off: plan again on the true one
     raise VideoError(f"{path}: decodes to a different number of frames on each pass ({n_planned}, then {n})")
+
+
+def frame_stds(path: str | Path, stride: int, box: tuple[int, int, int, int], size: int,
+               threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(source frame numbers, `sector_std` of each `crop_resize`d frame) of every `stride`-th frame
+    of the video, in one decoding pass that keeps no frame: which frames are blank, before a
+    frame cap chooses among the others."""
+    path = Path(path)
+    source = _FolderSource(path) if path.is_dir() else _ContainerSource(path, threads)
+    collector = _StdCollector(box, size)
+    source.read(lambda i: i % stride == 0, _NoSample(), collector)
+    return np.asarray(collector.numbers, np.int64), np.asarray(collector.stds, np.float64)
+
+
+class _StdCollector:
+    """A collector that measures each frame as the store would hold it and keeps only the measure."""
+
+    def __init__(self, box: tuple[int, int, int, int], size: int):
+        self.box, self.size = box, size
+        self.numbers: list[int] = []
+        self.stds: list[float] = []
+
+    def add(self, bgr: np.ndarray, number: int) -> None:
+        if bgr.ndim == 2:
+            bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
+        # a grey frame as one channel, a colour one as RGB: the same deviation as the stored copy
+        frame = bgr[..., :1] if _is_gray_frame(bgr) else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        self.stds.append(float(sector_std(crop_resize(frame[None], self.box, self.size), self.box)[0]))
+        self.numbers.append(number)
+
+
+class _NoSample:
+    def wants(self, i: int) -> bool:
+        return False
 
 
 def _read(source, stride: int, plan: np.ndarray | None) -> DecodedVideo:

@@ -13,7 +13,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from lus_core.frames.decode import VideoError, crop_resize, decode, sector_std
+from lus_core.frames.decode import VideoError, crop_resize, decode, frame_stds, sector_std
+from lus_core.frames.kept import KeptStores
 from lus_core.frames.labels import DatasetError, VideoEntry, covering_ranges
 from lus_core.frames.skipped import write_skipped
 from lus_core.frames.store import (
@@ -24,6 +25,7 @@ from lus_core.frames.store import (
     write_video_store,
     write_virtual_dataset,
 )
+from lus_core.frames.verify import record_store
 from lus_core.io_utils import atomic_path, config_json, sha256_file
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,31 @@ def extract_videos(entries: list[VideoEntry], out_h5s: list[str | Path], config:
         if storing is not None:
             counts.append(storing.result())
     return counts
+
+
+def extract_job(entries: list[VideoEntry], stores: list[str | Path], records: list[str | Path], config: dict,
+                kept: KeptStores | None = None) -> dict:
+    """One `extract_frames` job: every video's store and its extraction record. With `kept`, a
+    video whose store an earlier job made from the same source, label entry, settings and code
+    gets that store back (bitwise, lus_core.frames.kept) and the others are extracted and kept.
+    Returns {"extracted": [...], "kept": [...]} (video ids)."""
+    todo, restored = [], []
+    for entry, store, record in zip(entries, map(Path, stores), map(Path, records), strict=True):
+        if kept is not None and kept.restore(entry, store, record):
+            restored.append(entry.video)
+        else:
+            todo.append((entry, store, record))
+    by_store = {store: (entry, record) for entry, store, record in todo}
+
+    def after_store(store: Path) -> None:
+        entry, record = by_store[store]
+        record_store(store, record)  # what verify_frame_stores checks the store against
+        if kept is not None:
+            kept.keep(entry, store, record)
+
+    extract_videos([t[0] for t in todo], [t[1] for t in todo], config, after_store)
+    log.info("%d store(s) extracted, %d kept from an earlier extraction", len(todo), len(restored))
+    return {"extracted": [t[0].video for t in todo], "kept": restored}
 
 
 @dataclass
@@ -164,10 +191,32 @@ class StoredFrames:
 
 def decode_video(path, config: dict, threads: int = 0):
     """Decode `path` with the run's frame settings (stride, frame cap, decodable fraction) on
-    `threads` FFmpeg threads (0: its default)."""
+    `threads` FFmpeg threads (0: its default).
+
+    A frame cap (`frames.max_frames_per_video`) chooses among the frames that are not blank: when a
+    planned frame is blank, every stride-th frame is measured in one more pass (no frame kept) and
+    the cap's evenly spaced frames are taken from the others, so a video whose first frames are
+    black still gives the cap's number of frames."""
     fcfg, dcfg = config["frames"], config["dataset"]
-    return decode(path, stride=fcfg["stride"], max_frames=fcfg["max_frames_per_video"],
-                  min_decoded_fraction=dcfg["min_decoded_fraction"], threads=threads)
+    options = {"stride": fcfg["stride"], "min_decoded_fraction": dcfg["min_decoded_fraction"], "threads": threads}
+    video = decode(path, max_frames=fcfg["max_frames_per_video"], **options)
+    if not (fcfg["max_frames_per_video"] and fcfg["drop_blank"]):
+        return video
+    box = crop_box(video, fcfg)
+    if not (sector_std(crop_resize(video.frames, box, fcfg["size"]), box) < fcfg["blank_std"]).any():
+        return video  # the usual case: no planned frame is blank, no second pass
+    numbers, stds = frame_stds(path, fcfg["stride"], box, fcfg["size"], threads)
+    usable = numbers[stds >= fcfg["blank_std"]]
+    if not len(usable):
+        return video  # every frame is blank: stored_frames names the video
+    cap = fcfg["max_frames_per_video"]
+    plan = usable if len(usable) <= cap else usable[np.linspace(0, len(usable) - 1, cap).round().astype(int)]
+    return decode(path, frames=plan, **options)
+
+
+def crop_box(video, fcfg: dict) -> tuple[int, int, int, int]:
+    """The crop of a decoded video: its sector (frames.crop: auto) or the whole frame."""
+    return video.sector_box() if fcfg["crop"] == "auto" else (0, 0, *video.original_size[::-1])
 
 
 def stored_frames(path, video, config: dict, keep: np.ndarray | None = None) -> StoredFrames:
@@ -175,7 +224,7 @@ def stored_frames(path, video, config: dict, keep: np.ndarray | None = None) -> 
     the one preparation of frames shared by extraction and `lus predict`."""
     fcfg = config["frames"]
     positions = np.arange(len(video.frames)) if keep is None else np.flatnonzero(keep)
-    box = video.sector_box() if fcfg["crop"] == "auto" else (0, 0, *video.original_size[::-1])
+    box = crop_box(video, fcfg)
     frames = crop_resize(video.frames if len(positions) == len(video.frames) else video.frames[positions], box,
                          fcfg["size"])
     n_blank = 0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import h5py
 
+from lus_core.frames.kept import prune
 from lus_core.io_utils import read_json, sha256_file, write_json
 
 
@@ -72,6 +73,10 @@ def verify_frame_stores(stores, records, out: str | Path) -> dict:
             "\n".join(bad) + "\nThe frame index and later results were left as they were; run snakemake "
             "again to re-extract the store(s) named above."
         )
+    # the kept copies of videos the run no longer has (lus_core.frames.kept) go with them
+    stores = [Path(s) for s in stores]
+    if stores:
+        prune(stores[0].parent, {s.stem for s in stores})
     write_json(out, {"stores": verified})
     return verified
 

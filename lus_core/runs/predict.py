@@ -9,6 +9,8 @@ failure leaves nothing partial in the output folder.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import sys
 from collections.abc import Iterator
@@ -16,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import joblib
 import numpy as np
 import pandas as pd
@@ -26,8 +27,9 @@ from tqdm import tqdm
 from lus_core.cnn.gradcam import gradcam_maps, gradcam_overlay
 from lus_core.cnn.infer import finding_probabilities, predict_frames
 from lus_core.cnn.model_file import load_model
-from lus_core.frames.decode import VIDEO_EXTENSIONS, VideoError, is_frame_folder
+from lus_core.frames.decode import VIDEO_EXTENSIONS, VideoError, grey, is_frame_folder
 from lus_core.frames.extract import decode_video, stored_frames
+from lus_core.frames.labels import video_id
 from lus_core.frames.store import FrameReader, read_frame_index
 from lus_core.runs.reader import FinishedRun
 from lus_core.runs.safe_output import check_output_dir, publish, staging_dir
@@ -98,8 +100,6 @@ class Predictor:
         self.frame_index = read_frame_index(run.verified(layout.frame_index()))
         stores = run.verified_stores(self.frame_index["h5"].unique())  # every configuration
         self.frame_index["h5"] = self.frame_index["h5"].astype(str).map(stores)
-        with h5py.File(self.frame_index["h5"].iloc[0], "r") as f:
-            self.channels = int(f["frames"].shape[-1])
         self.index = None
         self.gallery_diversity = str(self.config["similarity"]["diversity"])
         self._groups: dict[str, np.ndarray] = {}
@@ -119,16 +119,13 @@ class Predictor:
         self.frame_pos = pd.Series(np.arange(len(self.frame_index)), index=self.frame_index["frame_id"].to_numpy())
         self.patients = self.frame_index["patient"].astype(str).to_numpy()
 
-    def load_video(self, path: Path):
+    def load_video(self, path: Path) -> DecodedFrames:
+        """The video's frames exactly as the workflow stored its training videos' frames (grey or
+        colour: the CNN sees every frame grey, lus_core.cnn.frame_dataset.grey)."""
         video = decode_video(path, self.config)
-        if video.frames.shape[-1] != self.channels:
-            kind = {1: "grayscale", 3: "colour"}
-            raise VideoError(
-                f"{path}: {kind[video.frames.shape[-1]]} video, but the run was trained on "
-                f"{kind[self.channels]} frames ({self.channels} channel(s))"
-            )
-        kept = stored_frames(path, video, self.config)  # exactly as the workflow stored its frames
-        return kept.frames, kept.numbers
+        kept = stored_frames(path, video, self.config)
+        declared = video.n_declared_frames
+        return DecodedFrames(kept.frames, kept.numbers, video.n_source_frames / declared if declared else None)
 
     def neighbors(self, vectors: np.ndarray, diversity: str):
         """(frame ids, labels, distances) of the configuration's k neighbours of each vector."""
@@ -153,7 +150,8 @@ class Predictor:
         n_asked = np.array([len(a) for a in asked])
         if self.index is not None and n_asked.sum():
             vectors = self.index.features_for(
-                frames=np.concatenate([f[a] for f, a in zip(videos, asked, strict=True)]),
+                # grey and colour videos in one batch: the raw space's grey image of each frame
+                frames=np.concatenate([grey(f[a]) for f, a in zip(videos, asked, strict=True)]),
                 softmax=np.concatenate([r["softmax"][a] for r, a in zip(results, asked, strict=True)]),
                 embedding=np.concatenate([r["embedding"][a] for r, a in zip(results, asked, strict=True)]),
             )
@@ -196,7 +194,8 @@ class Predictor:
 
 
 def collect_videos(paths: list[Path]) -> list[Path]:
-    videos = []
+    """The videos of the command line: files, frame folders and the videos of folders, each once."""
+    videos, seen = [], set()
     for p in paths:
         if not p.exists():
             raise VideoError(f"{p}: file not found")
@@ -204,10 +203,36 @@ def collect_videos(paths: list[Path]) -> list[Path]:
             found = sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_EXTENSIONS or is_frame_folder(q))
             if not found:
                 raise VideoError(f"{p}: no video in this folder")
-            videos += found
         else:
-            videos.append(p)
+            found = [p]
+        for q in found:
+            if q.resolve() not in seen:  # a video named twice (itself and its folder) is scored once
+                seen.add(q.resolve())
+                videos.append(q)
     return videos
+
+
+def video_ids(paths: list[Path]) -> dict[Path, str]:
+    """A unique, file-name-safe id per video: its file stem where no other video of the call has
+    the same one; where several do (a/x.mp4 and b/x.mp4, or x.mp4 and x.MP4), each one's path
+    below their deepest common folder, extension included, folders joined by "__" (a__x.mp4,
+    b__x.mp4; x.mp4, x.MP4). summary.json keeps every video's source path beside its id."""
+    safe = {p: video_id(p) for p in paths}
+    by_stem: dict[str, list[Path]] = {}
+    for p in paths:
+        by_stem.setdefault(safe[p].lower(), []).append(p)
+    ids = {}
+    for group in by_stem.values():
+        if len(group) == 1:
+            ids[group[0]] = safe[group[0]]
+            continue
+        common = Path(os.path.commonpath([str(p.resolve().parent) for p in group]))
+        for p in group:
+            ids[p] = re.sub(r"[^A-Za-z0-9_.-]", "_", "__".join(p.resolve().relative_to(common).parts))
+    clash = [i for i in ids.values() if list(ids.values()).count(i) > 1]
+    if clash:  # pragma: no cover - the relative paths of distinct files differ
+        raise VideoError(f"videos would share the id {clash[0]!r}: {[str(p) for p, i in ids.items() if i == clash[0]]}")
+    return ids
 
 
 def video_level(final: np.ndarray, n_classes: int) -> dict:
@@ -230,93 +255,148 @@ def learned_video_scores(predictor: Predictor, res: dict) -> dict:
     return out
 
 
-def decoded_videos(predictor: Predictor, paths: list[Path]) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
-    """(path, frames, frame numbers) per video; the next video decodes in a background thread
-    while the caller scores the current one (decoding and cropping release the GIL)."""
+@dataclass
+class DecodedFrames:
+    frames: np.ndarray  # uint8 (N, size, size, C), as the workflow stores them
+    numbers: np.ndarray  # source frame numbers
+    decoded_fraction: float | None  # frames decoded / frames the container declares (None: not declared)
+
+
+def decoded_videos(predictor: Predictor, paths: list[Path]) -> Iterator[tuple[Path, DecodedFrames | VideoError]]:
+    """(path, its frames, or why it cannot be used) per video; the next video decodes in a
+    background thread while the caller scores the current one (decoding and cropping release the GIL)."""
+    def load(path: Path) -> DecodedFrames | VideoError:
+        try:
+            return predictor.load_video(path)
+        except VideoError as exc:
+            return exc
+
     if not paths:
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
-        pending = pool.submit(predictor.load_video, paths[0])
+        pending = pool.submit(load, paths[0])
         for i, path in enumerate(paths):
-            frames, numbers = pending.result()
+            result = pending.result()
             if i + 1 < len(paths):
-                pending = pool.submit(predictor.load_video, paths[i + 1])
-            yield path, frames, numbers
+                pending = pool.submit(load, paths[i + 1])
+            yield path, result
+
+
+EXIT_SOME_FAILED = 3  # `lus predict`'s exit status when some videos could not be scored (documented in the README)
+ON_BAD_VIDEO = ("skip", "error")
+
+
+@dataclass
+class PredictResult:
+    out_dir: Path
+    scored: list[str]  # ids of the videos scored
+    failed: dict[str, dict]  # id -> {"source", "reason"} of the videos that could not be
 
 
 def run_predict(videos, run_dir, config_name: str = "selected", out_dir="predictions_out", device: str = "auto",
                 overwrite: bool = False, gradcam: bool = False, galleries: bool = True,
-                max_gallery_rows: int = MAX_GALLERY_ROWS) -> Path:
+                max_gallery_rows: int = MAX_GALLERY_ROWS, on_bad_video: str = "skip",
+                min_decoded_fraction: float | None = None) -> PredictResult:
     """Score ``videos`` with a finished run; ``galleries=False`` skips the pictures, and
     ``max_gallery_rows`` caps the untrusted frames drawn per video; ``gradcam`` adds where the
     CNN looked beside each gallery row. ``out_dir`` must be new or empty, or hold only an earlier
-    ``lus predict``'s files with ``overwrite`` (lus_core.runs.safe_output)."""
-    run, out_dir = FinishedRun(run_dir), Path(out_dir)
+    ``lus predict``'s files with ``overwrite`` (lus_core.runs.safe_output).
+
+    A video that cannot be used (unreadable, too few decodable frames: below
+    ``min_decoded_fraction``, default the run's ``dataset.min_decoded_fraction``) is listed in
+    summary.json's ``failed`` with the reason and the others are scored (``on_bad_video="skip"``),
+    or it stops the command with nothing written (``"error"``)."""
+    if on_bad_video not in ON_BAD_VIDEO:
+        raise ValueError(f"on_bad_video must be one of {ON_BAD_VIDEO}, got {on_bad_video!r}")
     if max_gallery_rows < 0:
         raise ValueError(f"max_gallery_rows must be >= 0, got {max_gallery_rows}")
+    if min_decoded_fraction is not None and not 0 <= min_decoded_fraction <= 1:
+        raise ValueError(f"min_decoded_fraction must be in [0, 1], got {min_decoded_fraction}")
+    run, out_dir = FinishedRun(run_dir), Path(out_dir)
     check_output_dir(out_dir, [Path(v) for v in videos], overwrite)  # before any work
     choice = choose_configuration(run, config_name)
     predictor = Predictor(run, choice, device)
+    if min_decoded_fraction is not None:
+        predictor.config["dataset"]["min_decoded_fraction"] = float(min_decoded_fraction)
     paths = collect_videos([Path(v) for v in videos])
+    ids = video_ids(paths)
     staging = staging_dir(out_dir)
     try:
-        # a bad video stops the command before anything reaches out_dir (everything is staged)
-        rows, per_video = _score_videos(predictor, paths, staging, galleries, max_gallery_rows, gradcam)
-        pd.DataFrame(rows).to_csv(staging / "frames.csv", index=False)
+        # nothing reaches out_dir before every video is done (everything is staged)
+        rows, per_video, failed = _score_videos(predictor, paths, ids, staging, galleries, max_gallery_rows, gradcam,
+                                                on_bad_video)
+        pd.DataFrame(rows, columns=frame_columns(predictor)).to_csv(staging / "frames.csv", index=False)
         summary = {"run": str(run.root.resolve()), "configuration": choice.__dict__, "videos": per_video,
-                   "classes": predictor.classes}
+                   "failed": failed, "classes": predictor.classes,
+                   "min_decoded_fraction": predictor.config["dataset"]["min_decoded_fraction"]}
         (staging / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         publish(staging, out_dir)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    print(f"wrote {out_dir}/frames.csv, summary.json{' and galleries/' if galleries else ''} for {len(paths)} video(s)")
-    return out_dir
+    print(f"wrote {out_dir}/frames.csv, summary.json{' and galleries/' if galleries else ''} for {len(per_video)} "
+          f"video(s)")
+    if failed:
+        print(f"{len(failed)} of {len(paths)} video(s) could not be scored (summary.json: failed):", file=sys.stderr)
+        for why in failed.values():
+            print(f"  - {why['source']}: {why['reason']}", file=sys.stderr)
+    return PredictResult(out_dir, list(per_video), failed)
 
 
-def _score_videos(predictor: Predictor, paths: list[Path], staging: Path, galleries: bool, max_rows: int,
-                  gradcam: bool = False):
-    """frames.csv rows and summary.json entries of every video. The CNN scores each video as it
-    is decoded (the next one decodes meanwhile); the fallbacks of batches of about BATCH_FRAMES
-    frames share one similarity search; galleries are drawn in a background thread while the
-    next batch is scored (and finished before this returns, also on an error)."""
-    rows, per_video, drawn = [], {}, []
+def _score_videos(predictor: Predictor, paths: list[Path], ids: dict[Path, str], staging: Path, galleries: bool,
+                  max_rows: int, gradcam: bool = False, on_bad_video: str = "skip"):
+    """frames.csv rows, summary.json entries and failures of every video. The CNN scores each
+    video as it is decoded (the next one decodes meanwhile); the fallbacks of batches of about
+    BATCH_FRAMES frames share one similarity search; galleries are drawn in a background thread
+    while the next batch is scored (and finished before this returns, also on an error)."""
+    rows, per_video, failed, drawn = [], {}, {}, []
+
+    def usable(decoded):
+        for path, result in decoded:
+            if isinstance(result, VideoError):
+                if on_bad_video == "error":
+                    raise result
+                failed[ids[path]] = {"source": str(path), "reason": str(result)}
+                continue
+            yield path, result, predictor.score_cnn(result.frames)
+
     reader = FrameReader(predictor.frame_index)  # used by the drawing thread only
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gallery") as drawing:
             decoded = tqdm(decoded_videos(predictor, paths), total=len(paths), desc="predict", unit="video",
                            file=sys.stderr)
-            cnn_scored = ((path, frames, numbers, predictor.score_cnn(frames)) for path, frames, numbers in decoded)
-            for batch in frame_batches(cnn_scored, BATCH_FRAMES):
-                predictor.add_fallbacks([item[1] for item in batch], [item[3] for item in batch])
-                for path, frames, numbers, res in batch:
-                    vid = path.stem
-                    per_video[vid] = video_summary(predictor, path, res)
-                    rows += frame_rows(predictor, vid, numbers, res)
+            for batch in frame_batches(usable(decoded), BATCH_FRAMES):
+                predictor.add_fallbacks([item[1].frames for item in batch], [item[2] for item in batch])
+                for path, video, res in batch:
+                    vid = ids[path]
+                    per_video[vid] = {**video_summary(predictor, path, res), "decoded_fraction": video.decoded_fraction}
+                    rows += frame_rows(predictor, vid, video.numbers, res)
                     if galleries:
                         # Grad-CAM needs the model (this thread); the drawing thread only places its tiles
-                        extras = gradcam_tiles(predictor, frames, gallery_frames(res, max_rows)) if gradcam else None
-                        drawn.append((vid, drawing.submit(write_video_gallery, staging / "galleries", vid, frames,
-                                                          numbers, res, predictor, reader, max_rows, extras)))
+                        extras = gradcam_tiles(predictor, video.frames, gallery_frames(res, max_rows)) if gradcam else None
+                        drawn.append((vid, drawing.submit(write_video_gallery, staging / "galleries", vid, video.frames,
+                                                          video.numbers, res, predictor, reader, max_rows, extras)))
             for vid, future in drawn:
                 png = future.result()
                 if png is not None:
                     per_video[vid]["gallery"] = str(png.relative_to(staging))
     finally:
         reader.reset()
-    return rows, per_video
+    return rows, per_video, failed
 
 
 def frame_batches(decoded, max_frames: int):
-    """Consecutive videos of ``decoded`` grouped until a group holds ``max_frames`` frames (a
-    longer video is a group of its own): bounded memory, one similarity search per group."""
+    """Consecutive videos of ``decoded`` ((path, DecodedFrames, ...) items) grouped until a group
+    holds ``max_frames`` frames (a longer video is a group of its own): bounded memory, one
+    similarity search per group."""
     batch, n = [], 0
     for item in decoded:
-        if batch and n + len(item[1]) > max_frames:
+        size = len(item[1].frames)
+        if batch and n + size > max_frames:
             yield batch
             batch, n = [], 0
         batch.append(item)
-        n += len(item[1])
+        n += size
     if batch:
         yield batch
 
@@ -329,6 +409,13 @@ def video_summary(predictor: Predictor, path: Path, res: dict) -> dict:
     return {"source": str(path), "n_frames": len(res["cnn"]), "untrusted_frames": int((~res["trusted"]).sum()),
             **{f"score_{k}": classes[v] for k, v in video_level(res["final"], len(classes)).items()},
             **learned_video_scores(predictor, res), **findings}
+
+
+def frame_columns(predictor: Predictor) -> list[str]:
+    """frames.csv's columns (also when no video could be scored)."""
+    return ["video", "frame", *(f"p_{c}" for c in predictor.classes), "cnn_score", "confidence", "trusted",
+            "fallback_score", "neighbor_frame_ids", "final_score",
+            *(f"p_finding_{name}" for name in predictor.model.finding_names)]
 
 
 def frame_rows(predictor: Predictor, vid: str, numbers: np.ndarray, res: dict) -> list[dict]:

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from lus_core.cnn.predictions import Predictions, read_predictions
+from lus_core.frames.decode import grey
 from lus_core.frames.store import FrameReader
 
 SPACES = ("raw", "softmax", "embedding", "tsne")
@@ -97,7 +98,9 @@ def raw_features_from_store(
         out = np.empty((len(rows), size * size), dtype=np.float32)
         for start in range(0, len(rows), batch):
             chunk = rows[start : start + batch]
-            out[start : start + len(chunk)] = raw_features(reader.frames(chunk), size)
+            # one store may be grey and the next colour: each frame's grey image, then one array
+            out[start : start + len(chunk)] = raw_features(np.concatenate([grey(reader.frame(i)[None]) for i in chunk]),
+                                                           size)
     finally:
         reader.reset()
     return out

@@ -24,7 +24,7 @@ import numpy as np
 
 from .geometry import FanGeometry
 
-KEYS = ("n_patients", "videos_per_patient", "frames_per_video", "size", "fps")  # dataset.synthetic's
+KEYS = ("n_patients", "videos_per_patient", "frames_per_video", "size", "fps", "colour_videos")  # dataset.synthetic's
 CHANGE_PROBABILITY = 0.2  # share of videos whose score changes part-way
 
 
@@ -40,9 +40,10 @@ def resolve_config(synth_cfg: dict) -> dict:
     if missing:
         raise ValueError(f"dataset.synthetic lacks {missing}: pass the validated config's section")
     cfg = {k: synth_cfg[k] for k in KEYS}
-    for key in ("n_patients", "videos_per_patient", "frames_per_video", "size"):
-        if int(cfg[key]) != cfg[key] or int(cfg[key]) < 1:
-            raise ValueError(f"dataset.synthetic.{key} must be a positive integer, got {cfg[key]!r}")
+    for key in ("n_patients", "videos_per_patient", "frames_per_video", "size", "colour_videos"):
+        if int(cfg[key]) != cfg[key] or int(cfg[key]) < (0 if key == "colour_videos" else 1):
+            raise ValueError(f"dataset.synthetic.{key} must be a {'non-negative' if key == 'colour_videos' else 'positive'} "
+                             f"integer, got {cfg[key]!r}")
         cfg[key] = int(cfg[key])
     if cfg["size"] < 32 or cfg["size"] % 2:
         raise ValueError(f"dataset.synthetic.size must be even and >= 32 (mp4v), got {cfg['size']}")
@@ -140,6 +141,7 @@ class VideoPlan:
     num_classes: int
     settings: AcquisitionSettings
     segments: tuple[Segment, ...]
+    colour: bool = False  # a colour Doppler box over the grey image (dataset.synthetic.colour_videos)
 
     def geometry(self) -> FanGeometry:
         """The fan (sector) of this video's frames: probe width and shape from the patient's settings."""
@@ -212,6 +214,10 @@ def plan_cohort(synth_cfg: dict, num_classes: int, seed: int) -> list[VideoPlan]
     cfg = resolve_config(synth_cfg)
     pids = patient_ids(cfg["n_patients"])
     typical = _patient_typical_index(seed, cfg["n_patients"], num_classes)
+    n_videos = cfg["n_patients"] * cfg["videos_per_patient"]
+    # the colour videos, spread over the cohort (first and last included)
+    colour = set(np.linspace(0, n_videos - 1, cfg["colour_videos"]).round().astype(int).tolist()) \
+        if cfg["colour_videos"] else set()
     plans = []
     for p, pid in enumerate(pids):
         settings = AcquisitionSettings.draw(rng_for(seed, 1, p))
@@ -231,6 +237,7 @@ def plan_cohort(synth_cfg: dict, num_classes: int, seed: int) -> list[VideoPlan]
                     num_classes=num_classes,
                     settings=settings,
                     segments=segments,
+                    colour=len(plans) in colour,
                 )
             )
     return plans

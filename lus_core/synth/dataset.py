@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from ..io_utils import atomic_path, write_json
 from .cohort import plan_cohort, resolve_config
-from .render import VideoRenderer
+from .render import VideoRenderer, with_doppler_box
 
 LABEL_COLUMNS = ("video", "patient", "score", "start_frame", "end_frame", "a_lines", "b_lines")
 # what a reader would tick: A-lines drawn bright enough to see; B-lines by the clinical rule of
@@ -28,24 +28,25 @@ _VIDEO_NAME = re.compile(r"patient_\w+?_v\d+\.mp4")
 
 
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> Path:
-    """Write uint8 grayscale frames (n, h, w) to an `.mp4` (fourcc mp4v), atomically."""
+    """Write uint8 frames, grey (n, h, w) or RGB (n, h, w, 3), to an `.mp4` (fourcc mp4v), atomically."""
     frames = np.asarray(frames)
-    if frames.ndim != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 (n, h, w), got {frames.dtype} {frames.shape}")
-    n, h, w = frames.shape
+    colour = frames.ndim == 4 and frames.shape[-1] == 3
+    if frames.dtype != np.uint8 or not (frames.ndim == 3 or colour):
+        raise ValueError(f"frames must be uint8 (n, h, w) or (n, h, w, 3), got {frames.dtype} {frames.shape}")
+    n, h, w = frames.shape[:3]
     path = Path(path)
     with atomic_path(path) as tmp:
         # OpenCV picks the container from the extension, so encode to `<tmp>.mp4` first
         tmp_mp4 = tmp.with_name(tmp.name + ".mp4")
         try:
             writer = cv2.VideoWriter(
-                str(tmp_mp4), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h), isColor=False
+                str(tmp_mp4), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h), isColor=colour
             )
             if not writer.isOpened():
                 raise RuntimeError(f"OpenCV cannot open an mp4v writer for {path}")
             try:
                 for frame in frames:
-                    writer.write(np.ascontiguousarray(frame))
+                    writer.write(np.ascontiguousarray(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR) if colour else frame))
             finally:
                 writer.release()
             os.replace(tmp_mp4, tmp)
@@ -85,7 +86,7 @@ def generate_dataset(
     for plan in tqdm(plans, desc="synthetic videos", unit="video", disable=not progress):
         renderer = VideoRenderer(plan)
         frames = np.stack([renderer.frame(t) for t in range(plan.n_frames)])
-        write_video(video_dir / plan.name, frames, plan.fps)
+        write_video(video_dir / plan.name, with_doppler_box(frames, plan) if plan.colour else frames, plan.fps)
         for seg, found in zip(plan.segments, renderer.findings, strict=True):
             rows.append((plan.name, plan.patient, classes[seg.class_index], seg.start, seg.end,
                          yes_no(found.a_line_amp > A_LINES_VISIBLE), yes_no(found.n_b_lines >= B_LINES_PATHOLOGICAL)))

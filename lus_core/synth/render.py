@@ -213,3 +213,29 @@ def render_video(plan: VideoPlan) -> np.ndarray:
 def render_frame(plan: VideoPlan, t: int) -> np.ndarray:
     """Frame t of `plan`, uint8 (size, size); identical to `render_video(plan)[t]`."""
     return VideoRenderer(plan).frame(t)
+
+
+def with_doppler_box(frames: np.ndarray, plan: VideoPlan) -> np.ndarray:
+    """uint8 (n, size, size) grey frames -> (n, size, size, 3) RGB with a colour Doppler box: inside
+    the fan, a window where a red and a blue flow blob (towards / away from the probe) cover the grey
+    image and move from frame to frame, as a colour-flow acquisition shows them."""
+    n, size = len(frames), plan.size
+    rgb = np.repeat(frames[..., None], 3, axis=3)
+    inside = plan.geometry().mask
+    rows, cols = np.nonzero(inside)
+    box = max(8, size // 5)
+    top = min(int(np.percentile(rows, 35)), size - box)
+    left = min(int(np.percentile(cols, 35)), size - box)
+    mask = inside[top : top + box, left : left + box, None]
+    yy, xx = np.mgrid[0:box, 0:box].astype(np.float32)
+    centres = rng_for(plan.seed, *plan.key, 2).uniform(0.2 * box, 0.8 * box, size=(2, 2))
+    colours = np.array([[230.0, 40.0, 30.0], [30.0, 60.0, 230.0]], np.float32)
+    for t in range(n):
+        region = rgb[t, top : top + box, left : left + box]
+        window = region.astype(np.float32)
+        for k, (cy, cx) in enumerate(centres):
+            cy = cy + 0.15 * box * math.sin(2 * math.pi * (t / max(n, 1) + k / 2))
+            blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (0.12 * box) ** 2))[..., None]
+            window = window * (1 - blob) + colours[k] * blob
+        region[:] = np.where(mask, window.round().clip(0, 255).astype(np.uint8), region)
+    return rgb

@@ -21,7 +21,8 @@ from collections.abc import Mapping
 # "a.b" declares that key and everything below it; "*" is the whole config
 STEP_KEYS: dict[str, tuple[str, ...]] = {
     "synth": ("seed", "classes", "dataset.synthetic.n_patients", "dataset.synthetic.videos_per_patient",
-              "dataset.synthetic.frames_per_video", "dataset.synthetic.size", "dataset.synthetic.fps"),
+              "dataset.synthetic.frames_per_video", "dataset.synthetic.size", "dataset.synthetic.fps",
+              "dataset.synthetic.colour_videos"),
     # the synthetic labels table is read inside the job (label_columns); real videos' labels come
     # resolved in the job's `entries`
     "extract_frames": ("classes", "dataset.label_columns", "dataset.findings", "dataset.on_bad_video",
