@@ -9,6 +9,7 @@ from lus_core.config import ConfigSources, validate_config
 from lus_core.frames.skipped import format_skipped, read_skipped
 from lus_core.runs.layout import RunLayout
 from lus_core.runs.run_time import record_run
+from lus_core.split.scopes import outer_scopes, scopes
 from lus_core.workflow.code_version import code_version_for
 from lus_core.workflow.dag import AFTER_TRAIN_PRIORITY, check_split_feasible, job_shards, train_priority, video_table
 from lus_core.workflow.results_lock import ResultsFolderBusy, hold_results_folder
@@ -31,6 +32,10 @@ METHODS = config["confidence"]["methods"]
 SPACES = config["similarity"]["spaces"]
 VIDEO_MODEL = config["video_model"]["enabled"]
 SYNTHETIC = config["dataset"]["synthetic"]["enabled"]
+# the training-and-selection contexts (lus_core.split.scopes): the root (deployed) one, and with
+# split.outer_folds K > 1 one per outer fold, each under R/outer/{o}/
+SCOPES = scopes(config)
+OUTER_SCOPES = outer_scopes(config)
 SYNTH_DIR = L.synthetic_dir()
 VIDEOS = video_table(config, SYNTH_DIR)
 check_split_feasible(config, VIDEOS, CONFIG_SOURCES)
@@ -62,12 +67,18 @@ def all_store_records(wildcards=None):
     return [L.store_record(v) for v in sorted(VIDEOS)]
 
 
-def fold_models(wildcards):
-    return {f: L.model(wildcards.backbone, f) for f in FOLDS + ["all"]}
+def rule_name(step, scope):
+    """A scope's copy of a step's rule: `train` for the root scope, `train_outer2` for outer fold 2."""
+    return f"{step}_{scope}" if scope else step
 
 
-def index_files(wildcards):
-    return L.index_files(wildcards.backbone, wildcards.space)
+def fold_models(S):
+    """The fold models (inner folds and `all`) of a backbone in scope layout S, by fold name."""
+    return lambda wildcards: {f: S.model(wildcards.backbone, f) for f in FOLDS + ["all"]}
+
+
+def index_files(S):
+    return lambda wildcards: S.index_files(wildcards.backbone, wildcards.space)
 
 
 def step_config(step):
@@ -75,18 +86,18 @@ def step_config(step):
     return step_params(config, step)
 
 
-def evaluate_inputs(wildcards=None):
-    """Named inputs of `evaluate`, one per file (see evaluate_input_keys for what each is)."""
+def evaluate_inputs(S):
+    """Named inputs of a scope's `evaluate`, one per file (see evaluate_input_keys for what each is)."""
     files = {}
     for b in BACKBONES:
-        files[f"predictions_{b}"] = L.predictions(b)
+        files[f"predictions_{b}"] = S.predictions(b)
         for m in METHODS:
-            files[f"scores_{b}_{m}"] = L.confidence_scores(b, m)
-            files[f"summary_{b}_{m}"] = L.confidence_summary(b, m)
+            files[f"scores_{b}_{m}"] = S.confidence_scores(b, m)
+            files[f"summary_{b}_{m}"] = S.confidence_summary(b, m)
         for s in SPACES:
-            files[f"neighbors_{b}_{s}"] = L.neighbors(b, s)
+            files[f"neighbors_{b}_{s}"] = S.neighbors(b, s)
         if VIDEO_MODEL:
-            files[f"video_{b}"] = L.video_table(b)
+            files[f"video_{b}"] = S.video_table(b)
     return files
 
 
@@ -121,7 +132,7 @@ def embedding_caches(wildcards):
 def final_targets():
     # the frame stores are products of the run (lus predict reads them), so a deleted one is
     # rebuilt: Snakemake regenerates a missing file only when it is a target or a job needs it
-    return [L.report(), L.manifest(), L.stores_verified(), *all_frame_stores()]
+    return [L.report(), L.manifest(), L.stores_verified(), *all_frame_stores(), *([L.nested()] if OUTER_SCOPES else [])]
 
 
 def local_cores():

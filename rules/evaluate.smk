@@ -2,35 +2,75 @@
 # then the self-contained HTML report and the manifest of the files `lus predict` loads.
 
 
-rule evaluate:
-    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.workflow.dag)
-    input:
-        unpack(evaluate_inputs),
-        confidence_tables=[L.confidence_table(b) for b in BACKBONES],
-        split=L.split(),
-        index=L.frame_index(),
-        skipped=L.skipped_videos(),
-    output:
-        matrix=report(L.matrix(), caption="../report/matrix.rst", category="Evaluation"),
-        summary=L.summary(),
-        figures=report(
-            directory(L.figures_dir()),
-            patterns=["{name}.png"],
-            caption="../report/figures.rst",
-            category="Evaluation",
-        ),
-    params:
-        input_keys=evaluate_input_keys(),
-        config=step_config("evaluate"),
-        code=script_code("evaluate"),
-    log:
-        L.log("evaluate"),
-    benchmark:
-        L.benchmark("evaluate")
-    conda:
-        "../envs/lus.yaml"
-    script:
-        "../workflow_scripts/evaluate.py"
+for scope in SCOPES:
+    S = L.scoped(scope)
+
+    rule:
+        name:
+            rule_name("evaluate", scope)
+        priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.workflow.dag)
+        input:
+            **evaluate_inputs(S),
+            confidence_tables=[S.confidence_table(b) for b in BACKBONES],
+            split=L.split(),
+            index=L.frame_index(),
+            skipped=L.skipped_videos(),
+        output:
+            matrix=report(S.matrix(), caption="../report/matrix.rst", category="Evaluation"),
+            summary=S.summary(),
+            selected=S.selected_predictions(),
+            figures=report(
+                directory(S.figures_dir()),
+                patterns=["{name}.png"],
+                caption="../report/figures.rst",
+                category="Evaluation",
+            ),
+        params:
+            input_keys=evaluate_input_keys(),
+            config=step_config("evaluate"),
+            scope=scope,
+            code=script_code("evaluate"),
+        log:
+            S.log("evaluate"),
+        benchmark:
+            S.benchmark("evaluate")
+        conda:
+            "../envs/lus.yaml"
+        script:
+            "../workflow_scripts/evaluate.py"
+
+
+# The estimate of the whole procedure (split.outer_folds > 1): every patient's score from the outer
+# fold that held them out, pooled; the stability of the choice across the folds.
+if OUTER_SCOPES:
+
+    rule nested_estimate:
+        priority: AFTER_TRAIN_PRIORITY
+        input:
+            summaries=[L.scoped(s).summary() for s in OUTER_SCOPES],
+            selected=[L.scoped(s).selected_predictions() for s in OUTER_SCOPES],
+            videos=[L.scoped(s).video_table(b) for s in OUTER_SCOPES for b in BACKBONES] if VIDEO_MODEL else [],
+            split=L.split(),
+        output:
+            estimate=L.nested(),
+            predictions=L.nested_predictions(),
+            videos=L.nested_videos(),
+            figure=L.nested_figure(),
+        params:
+            config=step_config("nested_estimate"),
+            scopes=OUTER_SCOPES,
+            video_tables={s: {b: L.scoped(s).video_table(b) for b in BACKBONES} for s in OUTER_SCOPES}
+            if VIDEO_MODEL
+            else {},
+            code=script_code("nested_estimate"),
+        log:
+            L.log("nested_estimate"),
+        benchmark:
+            L.benchmark("nested_estimate")
+        conda:
+            "../envs/lus.yaml"
+        script:
+            "../workflow_scripts/nested_estimate.py"
 
 
 rule report:
@@ -44,6 +84,7 @@ rule report:
         index=L.frame_index(),
         confidence_tables=[L.confidence_table(b) for b in BACKBONES],
         gradcam=L.gradcam_index(),
+        nested=[L.nested(), L.nested_figure()] if OUTER_SCOPES else [],
     output:
         L.report(),
     params:

@@ -1,54 +1,58 @@
 # Annoy indexes over training patients in each similarity space, and the k nearest
-# other-patient training frames of every frame (the fallback's and the galleries' input).
+# other-patient training frames of every frame (the fallback's and the galleries' input), in every scope.
+
+for scope, (name, tsne) in ((scope, rule) for scope in SCOPES
+                             for rule in (("build_index", False), ("build_tsne_index", True))):
+    S = L.scoped(scope)
+
+    # the t-SNE space also writes its fitted map: a rule of its own with one more output
+    rule:
+        name:
+            rule_name(name, scope)
+        priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.workflow.dag)
+        input:
+            predictions=S.predictions("{backbone}"),
+            index=L.frame_index(),
+        output:
+            **S.index_files("{backbone}", "{space}", tsne=tsne),
+        wildcard_constraints:
+            space="tsne" if tsne else "raw|softmax|embedding",
+        params:
+            config=step_config("build_index"),
+            code=script_code("build_index"),
+        # one thread: a two-thread job waits for both cores, i.e. for every training to finish
+        threads: 1
+        log:
+            S.log("index", "{backbone}", "{space}"),
+        benchmark:
+            S.benchmark("index", "{backbone}", "{space}")
+        conda:
+            "../envs/lus.yaml"
+        script:
+            "../workflow_scripts/build_index.py"
 
 
-rule build_index:
-    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.workflow.dag)
-    input:
-        predictions=L.predictions("{backbone}"),
-        index=L.frame_index(),
-    output:
-        **L.index_files("{backbone}", "{space}"),
-    wildcard_constraints:
-        space="raw|softmax|embedding",
-    params:
-        config=step_config("build_index"),
-        code=script_code("build_index"),
-    # one thread: a two-thread job waits for both cores, i.e. for every training to finish
-    threads: 1
-    log:
-        L.log("index", "{backbone}", "{space}"),
-    benchmark:
-        L.benchmark("index", "{backbone}", "{space}")
-    conda:
-        "../envs/lus.yaml"
-    script:
-        "../workflow_scripts/build_index.py"
+for scope in SCOPES:
+    S = L.scoped(scope)
 
-
-use rule build_index as build_tsne_index with:
-    output:
-        **L.index_files("{backbone}", "{space}", tsne=True),
-    wildcard_constraints:
-        space="tsne",
-
-
-rule query_neighbors:
-    priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.workflow.dag)
-    input:
-        unpack(index_files),
-        predictions=L.predictions("{backbone}"),
-        index=L.frame_index(),
-    output:
-        L.neighbors("{backbone}", "{space}"),
-    params:
-        config=step_config("query_neighbors"),
-        code=script_code("query_neighbors"),
-    log:
-        L.log("neighbors", "{backbone}", "{space}"),
-    benchmark:
-        L.benchmark("neighbors", "{backbone}", "{space}")
-    conda:
-        "../envs/lus.yaml"
-    script:
-        "../workflow_scripts/query_neighbors.py"
+    rule:
+        name:
+            rule_name("query_neighbors", scope)
+        priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.workflow.dag)
+        input:
+            unpack(index_files(S)),
+            predictions=S.predictions("{backbone}"),
+            index=L.frame_index(),
+        output:
+            S.neighbors("{backbone}", "{space}"),
+        params:
+            config=step_config("query_neighbors"),
+            code=script_code("query_neighbors"),
+        log:
+            S.log("neighbors", "{backbone}", "{space}"),
+        benchmark:
+            S.benchmark("neighbors", "{backbone}", "{space}")
+        conda:
+            "../envs/lus.yaml"
+        script:
+            "../workflow_scripts/query_neighbors.py"

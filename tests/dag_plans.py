@@ -19,11 +19,13 @@ from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings
 from tests.workflow_helpers import REPO
 
 PER_VIDEO_RULE = re.compile(r"^(extract_frames|embed)_\d+$")
+OUTER_FOLD_RULE = re.compile(r"^(\w+)_outer\d+$")
 
 
 def rule_family(name: str) -> str:
-    """The per-video steps are rules in a loop (extract_frames_0, embed_3, ...): one family each."""
-    return PER_VIDEO_RULE.sub(r"\1", name)
+    """The per-video steps are rules in a loop (extract_frames_0, embed_3, ...), and so are an outer
+    fold's copies of the per-scope steps (train_outer2, ...): one family each."""
+    return OUTER_FOLD_RULE.sub(r"\1", PER_VIDEO_RULE.sub(r"\1", name))
 
 
 class DryRuns:
@@ -45,6 +47,18 @@ class DryRuns:
         w._prepare_dag(forceall=False, ignore_incomplete=False, lock_warn_only=True, nolock=True)
         w._build_dag()
         return w.dag
+
+    def rule_params(self, overrides: dict | None = None) -> dict[str, dict]:
+        """Every rule of the parsed workflow -> its named params (values as the rule holds them)."""
+        with SnakemakeApi(OutputSettings(quiet={Quietness.ALL}, dryrun=True)) as api:
+            workflow = api.workflow(
+                resource_settings=ResourceSettings(cores=1),
+                config_settings=ConfigSettings(configfiles=self.configfiles, config={**self.config, **(overrides or {})}),
+                snakefile=REPO / "Snakefile",
+                workdir=self.workdir,
+            )
+            w = workflow.dag(DAGSettings()).workflow_api._workflow
+            return {rule.name: dict(rule.params.items()) for rule in w.rules}
 
     def plan(self, overrides: dict | None = None) -> set[str]:
         """The rule families a run with these `--config` overrides would execute (the target `all` left out)."""

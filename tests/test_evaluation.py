@@ -448,12 +448,12 @@ def test_training_patients_do_change_the_selection(tmp_path):
 
 def test_criterion_comes_from_the_config(tmp_path):
     args = build_results(tmp_path / "a", n_patients=8, frames_per_video=6, n_boot=50)
-    args["config"]["evaluate"]["selection"] = {"criterion": "accuracy"}
+    args["config"]["evaluate"]["selection"]["criterion"] = "accuracy"
     m = run_evaluate(**args, figures=False)
     dep = m[m["row_type"].isin(DEPLOYABLE)]
     sel = _summary(args)["selected"]
     assert sel["criterion"] == "accuracy" and sel["validation_score"] == pytest.approx(dep["val_accuracy"].max())
-    args["config"]["evaluate"]["selection"] = {"criterion": "auroc"}
+    args["config"]["evaluate"]["selection"]["criterion"] = "auroc"
     with pytest.raises(Exception, match="criterion"):
         run_evaluate(**args, figures=False)
 

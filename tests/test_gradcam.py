@@ -133,6 +133,39 @@ def test_workflow_step_draws_every_gallery_frame(tmp_path):
                          tmp_path / "g2" / "index.json")
 
 
+def test_workflow_step_draws_galleries_that_mix_grey_and_colour_videos(tmp_path):
+    """A gallery from a mixed cohort (grey and colour stores) is drawn, the colour frame in colour."""
+    import cv2
+    import h5py
+    import pandas as pd
+    from test_evaluation import build_results  # tests/ on sys.path
+
+    from lus_core.evaluation.step import run_evaluate
+    from lus_core.io_utils import read_json
+    from lus_core.report.gradcam_step import run_gradcam_step
+
+    args = build_results(tmp_path, n_patients=6, frames_per_video=5, n_boot=20)
+    run_evaluate(**args, figures=True)
+    summary = read_json(args["out_summary_json"])
+    ids = [int(g["frame_id"]) for g in summary["galleries"] if "frame_id" in g]
+    assert len(ids) >= 2
+    index = pd.read_csv(args["frame_index_csv"])
+    colour_h5 = index.loc[index["frame_id"] == ids[0], "h5"].iloc[0]
+    with h5py.File(colour_h5, "r+") as f:  # that video becomes colour: red in the first channel
+        grey_frames = f["frames"][...]
+        rgb = np.concatenate([grey_frames, grey_frames // 2, grey_frames // 2], axis=-1)
+        del f["frames"]
+        f.create_dataset("frames", data=rgb)
+    chosen = summary.get("selected") or summary.get("best_deployable")
+    _scratch_checkpoint(tmp_path / "m.pt")
+    out = run_gradcam_step(args["out_summary_json"], {chosen["backbone"]: tmp_path / "m.pt"},
+                           args["frame_index_csv"], tmp_path / "gradcam" / "index.json")
+    entries = read_json(out)
+    assert len(entries) == len(ids)
+    first = cv2.imread(str(out.parent / entries[0]["file"]))
+    assert first is not None and first.shape[:2] == grey_frames.shape[1:3]
+
+
 def test_predict_draws_one_map_per_gallery_row(tmp_path):
     from types import SimpleNamespace
 

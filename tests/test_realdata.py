@@ -15,7 +15,7 @@ pytestmark = [
 ]
 TINY = """
 frames: {{size: 32, max_frames_per_video: 12}}
-split: {{k_test: {k}, n_folds: 2}}
+split: {{k_test: {k}, n_folds: 2, outer_folds: 1}}  # one test group: the nested flow has its own e2e test
 train: {{backbones: [scratch], image_size: 32, epochs: 1, batch_size: 16}}
 confidence: {{methods: [msp, conformal, mlp]}}
 similarity: {{spaces: [raw, embedding], k: [3], fallback: [mean], n_trees: 5}}

@@ -225,7 +225,7 @@ def write_frame_index(path, per_patient: dict[str, list[int]]) -> pd.DataFrame:
 
 
 def step_config(**split):
-    base = {"k_test": 3, "objective": "std", "force_test": [], "force_train": [], "min_test_frames_per_class": 0,
+    base = {"k_test": 3, "outer_folds": 1, "objective": "std", "force_test": [], "force_train": [], "min_test_frames_per_class": 0,
             "n_folds": 3, "max_combinations": 2e10}
     return {"seed": 42, "classes": [0, 1, 2, 3], "results": "x", "split": {**base, **split}}
 

@@ -20,4 +20,6 @@ with step_logging(sm):
         sm.output.figures,
         config_of(sm),
         video_tables=video_tables,
+        scope=sm.params.scope,
+        out_selected_csv=sm.output.selected,
     )

@@ -11,4 +11,5 @@ with step_logging(sm):
     run_infer(
         sm.input.index, sm.input.split, sm.wildcards.backbone, models, sm.output[0], config_of(sm),
         cache_paths=cache_paths_by_video(sm.input.embeddings),
+        scope=sm.params.scope,
     )

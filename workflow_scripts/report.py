@@ -15,5 +15,6 @@ with step_logging(sm):
         # the confidence steps' metrics.csv are not repeated: the report's confidence section
         # shows each (method, metric) once, computed by lus_core.confidence.failure_metrics
         "gradcam": sm.input.gradcam,
+        "nested": dict(zip(("estimate", "figure"), sm.input.nested, strict=True)) if sm.input.nested else None,
     }
     run_report(str(eval_dir), sm.input.split, config_of(sm), sm.output[0], extra=extra)

@@ -18,4 +18,5 @@ with step_logging(sm):
         sm.params.checkpoint_dir,
         config_of(sm),
         cache_paths=cache_paths_by_video(sm.input.embeddings),
+        scope=sm.params.scope,
     )

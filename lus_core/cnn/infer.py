@@ -34,6 +34,7 @@ from lus_core.cnn.predictions import Predictions, write_predictions
 from lus_core.cnn.settings import cache_enabled, encoder_settings
 from lus_core.frames.store import finding_targets, read_frame_index
 from lus_core.io_utils import config_json, read_json
+from lus_core.split.scopes import scope_split
 
 
 def _forward(model: LUSModel, x_uint8: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,8 +193,9 @@ def run_infer(
     batch_size: int | None = None,
     progress: bool = True,
     cache_paths: dict[str, str | Path] | None = None,
+    scope: str = "",
 ) -> dict:
-    """Score every frame of the index with its out-of-fold model and write `out_h5`.
+    """Score every frame of the index with its out-of-fold model of `scope` and write `out_h5`.
 
     model_paths: fold -> model file, keys "0".."K-1" and "all". Returns a small summary.
     cache_paths: video -> embedding cache (frozen encoders): the output layers score the cached
@@ -208,7 +210,7 @@ def run_infer(
     workers = int(tc["num_workers"])
     model_paths = {str(k): v for k, v in model_paths.items()}
     index = read_frame_index(frame_index_csv).sort_values("frame_id", kind="stable").reset_index(drop=True)
-    split = read_json(split_json)
+    split = scope_split(read_json(split_json), scope)
     split_col, fold_col = assign_models(index, split)
     n = len(index)
     patients = index["patient"].astype(str).to_numpy()

@@ -61,6 +61,7 @@ from lus_core.cnn.model_file import save_model
 from lus_core.cnn.settings import backbone_finetune, backbone_weights, cache_enabled, encoder_settings
 from lus_core.frames.store import read_frame_index
 from lus_core.io_utils import atomic_path, config_json, read_json, sha256_file
+from lus_core.split.scopes import scope_split
 
 METRIC_COLUMNS = [
     "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1",
@@ -172,9 +173,10 @@ def plot_curves(history: list[dict], png_path: str | Path, title: str = "") -> N
     plotting.save_png(fig, png_path, tight=False)
 
 
-def _fingerprint(config: dict, backbone: str, fold: str, frame_index_csv, split_json) -> str:
+def _fingerprint(config: dict, backbone: str, fold: str, frame_index_csv, split_json, scope: str = "") -> str:
     h = hashlib.sha256()
-    for part in (config_json(config), backbone, str(fold), sha256_file(split_json), sha256_file(frame_index_csv)):
+    parts = (config_json(config), backbone, str(fold), sha256_file(split_json), sha256_file(frame_index_csv))
+    for part in (*parts, scope) if scope else parts:
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()
@@ -266,8 +268,10 @@ def run_train(
     stop_after_epochs: int | None = None,
     progress: bool = True,
     cache_paths: dict[str, str | Path] | None = None,
+    scope: str = "",
 ) -> dict:
-    """Train `backbone` on `fold` ("0".."K-1" or "all") and write the model, metrics and curve.
+    """Train `backbone` on `fold` ("0".."K-1" or "all") of `scope` (lus_core.split.scopes: the
+    root, or an outer fold of nested cross-validation) and write the model, metrics and curve.
 
     `config`: the step's slice of the validated config (lus_core.workflow.step_config).
     Returns a summary dict (best epoch, its validation metrics, patients used).
@@ -283,7 +287,7 @@ def run_train(
     if threads:
         torch.set_num_threads(int(threads))
     index = read_frame_index(frame_index_csv)
-    split = read_json(split_json)
+    split = scope_split(read_json(split_json), scope)
     seed = fold_seed(config["seed"], fold, len(split.get("folds", [])))
     bad = index["label"][(index["label"] < 0) | (index["label"] >= n_classes)]
     if len(bad):
@@ -319,7 +323,7 @@ def run_train(
     cfg_str = config_json(config)
     result = fit(trained, data.train_loader, data.val_loader, criterion, optimizer, scheduler, loop, FitSettings(
         epochs=epochs, patience=int(tc["patience"]), checkpoints=checkpoints,
-        fingerprint=_fingerprint(config, backbone, fold, frame_index_csv, split_json), config_str=cfg_str,
+        fingerprint=_fingerprint(config, backbone, fold, frame_index_csv, split_json, scope), config_str=cfg_str,
         stop_after_epochs=stop_after_epochs,
     ))
     if trained is not model:  # the trained output layer(s) back into the full model
@@ -332,6 +336,7 @@ def run_train(
     meta = {
         "backbone": backbone,
         "fold": fold,
+        **({"scope": scope} if scope else {}),
         "classes": _json_safe(classes),
         "n_classes": n_classes,
         "image_size": int(tc["image_size"]),

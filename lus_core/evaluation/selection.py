@@ -32,7 +32,7 @@ import pandas as pd
 
 from lus_core import metrics as M
 
-from .matrix import MAIN_METRICS, config_id, deployable_scores
+from .matrix import CONFIG_COLUMNS, MAIN_METRICS, config_id, deployable_scores
 
 __all__ = ["CRITERIA", "TIE_BREAK", "COMPLEXITY", "validation_table", "select_configuration"]
 
@@ -79,7 +79,7 @@ def validation_table(
             meta = {"row_type": "", "backbone": b, "confidence": "", "space": "", "k": None, "fallback": "",
                     "diversity": ""}
             meta.update(cfg)
-            row = {"config_id": config_id(meta), "row_type": meta["row_type"]}
+            row = {"config_id": config_id(meta), **{c: meta[c] for c in CONFIG_COLUMNS}}
             row.update({f"val_{m}": float(M.CM_METRICS[m](cm)) for m in MAIN_METRICS})
             row["val_fallback_rate"] = float((~trust).mean()) if len(trust) else float("nan")
             row["val_n_frames"] = int(len(y))

@@ -17,14 +17,19 @@ import pandas as pd
 from lus_core import metrics as M
 from lus_core.cnn.predictions import Predictions, read_predictions
 from lus_core.cnn.settings import embedding_is_learned
+from lus_core.frames.skipped import skipped_summary
+from lus_core.frames.store import read_frame_index
 from lus_core.io_utils import read_json
 from lus_core.similarity.neighbors import read_neighbors, stored_diversities
+from lus_core.split.scopes import scope_split
 from lus_core.videolevel.table import read_video_table, video_metrics
 
+from .answer_level import labels_are_per_video, resolve_level, video_answer
 from .inputs import check_neighbours_are_training_frames, load_confidence
-from .matrix import TestSet, evaluate_matrix, write_matrix
-from .selection import select_configuration, validation_table
-from .summary import build_summary, write_summary
+from .matrix import CONFIG_COLUMNS, TestSet, config_id, deployable_scores, evaluate_matrix, write_matrix
+from .selected_scores import empty_selected_scores, write_selected_scores
+from .selection import VAL_COLUMNS, select_configuration, validation_table
+from .summary import build_summary, dataset_counts, selected_entry, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +109,7 @@ class EvaluationSettings:
     n_bootstrap: int
     ci: float
     criterion: str
+    level: str  # evaluate.selection.level: auto | frame | video (lus_core.evaluation.answer_level)
     ks: list[int]
     modes: list[str]
     diversities: list[str]  # the fallback's neighbour lists (a matrix dimension)
@@ -118,7 +124,7 @@ class EvaluationSettings:
         ev, sim = config["evaluate"], config["similarity"]
         return cls(
             classes=list(config["classes"]), seed=int(config["seed"]), n_bootstrap=int(ev["n_bootstrap"]),
-            ci=float(ev["ci"]), criterion=ev["selection"]["criterion"], ks=[int(k) for k in sim["k"]],
+            ci=float(ev["ci"]), criterion=ev["selection"]["criterion"], level=ev["selection"]["level"], ks=[int(k) for k in sim["k"]],
             modes=list(sim["fallback"]), diversities=list(sim["fallback_diversity"]),
             gallery_diversity=str(sim["diversity"]), n_gallery=int(ev["n_gallery"]),
             tsne_max_points=int(ev["tsne_max_points"]), raw_size=int(sim["raw_size"]),
@@ -174,7 +180,9 @@ def load_inputs(predictions, confidence, neighbors, test_patients: list[str], se
     n_classes = settings.n_classes
     if ref.label.size and (ref.label.min() < 0 or ref.label.max() >= n_classes):
         raise ValueError(f"labels outside 0..{n_classes - 1}: are they class indices?")
-    counts = M.patient_resample_counts(len(test_patients), settings.n_bootstrap, settings.seed)
+    # no test patient (the deployed scope of a nested run): nothing to resample
+    counts = (M.patient_resample_counts(len(test_patients), settings.n_bootstrap, settings.seed) if test_patients
+              else np.zeros((settings.n_bootstrap, 0), np.int64))
     ts = TestSet(ref.frame_id, ref.label, ref.patient, ref.video, n_classes, counts, settings.ci)
     data = EvaluationInputs(preds_full, test, train, ts)
     _load_confidence(data, confidence)
@@ -232,9 +240,27 @@ def score_and_select(data: EvaluationInputs, settings: EvaluationSettings) -> tu
                            data.trusted_train, data.neigh_train, settings.ks, settings.modes, settings.n_classes,
                            settings.learned_embedding)
     chosen = select_configuration(val, settings.criterion)
-    matrix = matrix.merge(val.drop(columns="row_type"), on="config_id", how="left", validate="one_to_one")
+    matrix = matrix.merge(val.drop(columns=list(CONFIG_COLUMNS)), on="config_id", how="left", validate="one_to_one")
     matrix["selected"] = matrix["config_id"] == chosen["config_id"]
     return matrix, val
+
+
+def selected_scores(data: EvaluationInputs, settings: EvaluationSettings, selected: Mapping) -> pd.DataFrame:
+    """The selected configuration's scores of every test frame (the nested estimate pools them):
+    frame_id, patient, video, label, the CNN's score, the final score and whether it was trusted."""
+    b = selected["backbone"]
+    trusted_by = {m: t for (bb, m), (_, t) in data.conf_test.items() if bb == b}
+    neigh_by = {(s, d): nb for (bb, s, d), nb in data.neigh_test.items() if bb == b}
+    cnn = data.cnn_test[b]
+    for cfg, final, trusted in deployable_scores(cnn, trusted_by, neigh_by, settings.ks, settings.modes,
+                                                 settings.n_classes):
+        meta = {"row_type": "", "backbone": b, "confidence": "", "space": "", "k": None, "fallback": "",
+                "diversity": "", **cfg}
+        if config_id(meta) == selected["config_id"]:
+            ts = data.ts
+            return pd.DataFrame({"frame_id": ts.frame_id, "patient": ts.patient, "video": ts.video, "label": ts.y,
+                                 "cnn": cnn, "final": final, "trusted": trusted, "config_id": selected["config_id"]})
+    raise ValueError(f"selected configuration {selected['config_id']!r} is none of {b}'s")
 
 
 def run_evaluate(
@@ -250,9 +276,14 @@ def run_evaluate(
     *,
     figures: bool = True,
     video_tables: Mapping[str, str | os.PathLike] | None = None,
+    scope: str = "",
+    out_selected_csv: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
-    """Score every configuration on the test patients, select one on the training patients;
-    write matrix.csv, summary.json and figures.
+    """Score every configuration on the test patients of `scope` (lus_core.split.scopes), select
+    one on its training patients; write matrix.csv, summary.json, figures and the selected
+    configuration's scores of the test frames (`out_selected_csv`). The deployed scope of a nested
+    run has no test patients: it selects on every patient (out of fold) and writes the
+    validation table as its matrix.
 
     predictions: backbone -> predictions/{backbone}.h5
     confidence: (backbone, method) -> (confidence/{b}/{m}.csv, confidence/{b}/{m}.json)
@@ -265,12 +296,18 @@ def run_evaluate(
     Returns the matrix (sorted by test accuracy: exploratory).
     """
     settings = EvaluationSettings.from_config(config)
-    split = read_json(split_json)
+    split = scope_split(read_json(split_json), scope)
     test_patients = sorted(map(str, split["test_patients"]))
     data = load_inputs(predictions, confidence, neighbors, test_patients, settings)
     settings.learned_embedding = {b: embedding_is_learned(config, b) for b in data.train}
+    if not test_patients:
+        return _select_on_every_patient(data, settings, split, frame_index_csv, config, out_matrix_csv,
+                                        out_summary_json, out_dir_figures, out_selected_csv, video_tables)
     matrix, val = score_and_select(data, settings)
     write_matrix(matrix, out_matrix_csv)
+    if out_selected_csv is not None:
+        sel = matrix.loc[matrix["selected"]].iloc[0]
+        write_selected_scores(selected_scores(data, settings, sel), out_selected_csv)
 
     summary = build_summary(
         matrix, val, data, settings, test_patients, split, frame_index_csv, config,
@@ -279,14 +316,63 @@ def run_evaluate(
                                    n_patients=len(set(data.ref_train.patient)), criterion=settings.criterion,
                                    n_candidates=int(val["val_out_of_fold"].sum())),
     )
+    add_video_answer(summary, video_tables, test_patients, settings, frame_index_csv)
+    if figures:
+        _draw_figures(summary, matrix, data, settings, frame_index_csv, out_dir_figures, Path(out_summary_json).parent)
+    write_summary(summary, out_summary_json)
+    return matrix
+
+
+def add_video_answer(summary: dict, video_tables: Mapping | None, test_patients: list[str],
+                     settings: EvaluationSettings, frame_index_csv) -> None:
+    """summary.json's `video_level` (every backbone's video scores), `answer_level` and, at video
+    level, `video_answer` (lus_core.evaluation.answer_level)."""
     if video_tables:
         summary["video_level"] = {
             b: video_metrics(read_video_table(path, test_patients), settings.n_classes, settings.n_bootstrap,
                              settings.ci, settings.seed).to_dict("records")
             for b, path in sorted(video_tables.items())
         }
-    if figures:
-        _draw_figures(summary, matrix, data, settings, frame_index_csv, out_dir_figures, Path(out_summary_json).parent)
+    per_video = labels_are_per_video(read_frame_index(frame_index_csv))
+    summary["answer_level"] = resolve_level(settings.level, bool(video_tables), per_video)
+    if summary["answer_level"] == "video":
+        summary["video_answer"] = video_answer(summary["video_level"])
+
+
+def _select_on_every_patient(data: EvaluationInputs, settings: EvaluationSettings, split: Mapping, frame_index_csv,
+                             config: Mapping, out_matrix_csv, out_summary_json, out_dir_figures,
+                             out_selected_csv, video_tables: Mapping | None = None) -> pd.DataFrame:
+    """The deployed scope of nested cross-validation: the selection rule on every patient's
+    out-of-fold scores; the matrix is the validation table (there is no test patient to score)."""
+    ref_train = data.ref_train
+    val = validation_table(ref_train.label, ref_train.patient, {b: p.pred for b, p in data.train.items()},
+                           data.trusted_train, data.neigh_train, settings.ks, settings.modes, settings.n_classes,
+                           settings.learned_embedding)
+    chosen = select_configuration(val, settings.criterion)
+    matrix = val.assign(selected=val["config_id"] == chosen["config_id"])
+    write_matrix(matrix, out_matrix_csv)
+    n_candidates = int(val["val_out_of_fold"].sum())
+    chosen_on = CHOSEN_ON.format(n_frames=len(ref_train.frame_id), n_patients=len(set(ref_train.patient)),
+                                 criterion=settings.criterion, n_candidates=n_candidates)
+    chosen_entry = selected_entry(matrix.loc[matrix["selected"]].iloc[0].to_dict(), settings.criterion,
+                                  n_candidates, chosen_on)
+    for no_test in ("test", "delta_vs_cnn", "confusion_matrix", "fallback_rate"):
+        chosen_entry.pop(no_test, None)  # no patient is held out of this scope
+    summary = {
+        "scope": "deployed: every patient trains; the estimate of the procedure is the nested one",
+        "selected": chosen_entry,
+        "counts": {"n_validation_frames": int(len(ref_train.frame_id)),
+                   "n_validation_patients": int(len(set(ref_train.patient))), "backbones": list(data.train),
+                   "dataset": dataset_counts(frame_index_csv, split, settings.n_classes)},
+        "test_patients": [], "classes": settings.classes, "n_bootstrap": settings.n_bootstrap, "ci": settings.ci,
+        "seed": settings.seed, "matrix_csv": os.path.relpath(out_matrix_csv, Path(out_summary_json).parent),
+        "validation_columns": list(VAL_COLUMNS), "figures": [], "galleries": [], "config": dict(config),
+        "skipped_videos": skipped_summary(Path(frame_index_csv).parent),
+    }
+    add_video_answer(summary, video_tables, [], settings, frame_index_csv)  # chosen on validation only
+    Path(out_dir_figures).mkdir(parents=True, exist_ok=True)
+    if out_selected_csv is not None:
+        write_selected_scores(empty_selected_scores(), out_selected_csv)
     write_summary(summary, out_summary_json)
     return matrix
 

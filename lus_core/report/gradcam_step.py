@@ -15,6 +15,7 @@ from lus_core.cnn.gradcam import gradcam_maps, gradcam_overlay, write_png
 from lus_core.cnn.infer import predict_frames
 from lus_core.cnn.model_file import load_model
 from lus_core.evaluation.summary import read_summary
+from lus_core.frames.decode import grey
 from lus_core.frames.store import frames_by_id, read_frame_index
 from lus_core.io_utils import write_json
 
@@ -37,13 +38,15 @@ def run_gradcam_step(summary_json, models: Mapping[str, str | os.PathLike], fram
         if backbone not in models:
             raise ValueError(f"{summary_json}: configuration backbone {backbone!r} has no model among {sorted(models)}")
         model, meta = load_model(models[backbone], device)
-        frames = np.stack(frames_by_id(read_frame_index(frame_index_csv), [int(g["frame_id"]) for g in galleries]))
+        # Grey, as the CNN sees them: a gallery may mix grey and colour videos' frames.
+        stored = frames_by_id(read_frame_index(frame_index_csv), [int(g["frame_id"]) for g in galleries])
+        frames = np.concatenate([grey(f[None]) for f in stored])
         image_size = int(meta.get("image_size") or frames.shape[1])
         with torch.no_grad():
             cls = predict_frames(model, frames, image_size, device)[1].argmax(1)
         maps = gradcam_maps(model, frames, image_size, cls, device)
         classes = summary.get("classes") or list(range(int(cls.max()) + 1))
-        for j, (g, frame, cam) in enumerate(zip(galleries, frames, maps, strict=True)):
+        for j, (g, frame, cam) in enumerate(zip(galleries, stored, maps, strict=True)):
             png = write_png(out_dir / f"gradcam_{j:02d}.png", gradcam_overlay(frame, cam))
             entries.append({
                 "gallery": g["file"], "frame_id": int(g["frame_id"]), "file": png.name, "backbone": backbone,

@@ -26,6 +26,12 @@ from lus_core.evaluation.matrix import read_matrix
 from lus_core.evaluation.summary import read_summary
 from lus_core.io_utils import atomic_path, read_json
 from lus_core.report.markup import CSS, esc, kv, normalise_items, resolve
+from lus_core.report.nested_sections import (
+    section_deployed,
+    section_nested_folds,
+    section_nested_headline,
+    section_nested_split,
+)
 from lus_core.report.sections import (
     section_answer,
     section_confidence,
@@ -39,6 +45,7 @@ from lus_core.report.sections import (
     section_skipped,
     section_split,
     section_tables,
+    section_video_answer,
     section_video_level,
 )
 
@@ -55,10 +62,27 @@ def render_html(summary: Mapping, matrix: pd.DataFrame, split: Mapping, config: 
     gals = normalise_items(summary.get("galleries")) + normalise_items(extra.get("galleries"))
     notes = extra.get("notes") or []
     prov = extra.get("provenance") or {}
+    head = [f"<h1>{esc(title)}</h1>",
+            f'<p class="sub">Generated {now}. Results folder: {esc(config["results"])}.</p>']
+    nested = extra.get("nested")
+    if nested:  # split.outer_folds > 1: the estimate from every patient, then what was deployed
+        classes = summary.get("classes") or config["classes"]
+        body = [
+            *head,
+            section_nested_headline(nested["estimate"], nested.get("figure")),
+            section_nested_folds(nested["estimate"]),
+            section_deployed(summary),
+            section_skipped(summary),
+            section_figures(figs, eval_dir, "Figures"),
+            section_confidence(summary),
+            section_run(config, summary),
+            section_nested_split(split, classes),
+        ]
+        return _page(title, body, notes, prov, config)
     # the answer and the pictures first; long tables below them, collapsed
     body = [
-        f"<h1>{esc(title)}</h1>",
-        f'<p class="sub">Generated {now}. Results folder: {esc(config["results"])}.</p>',
+        *head,
+        section_video_answer(summary),
         section_headline(summary, matrix),
         section_selected(summary),
         section_answer(summary),
@@ -73,6 +97,10 @@ def render_html(summary: Mapping, matrix: pd.DataFrame, split: Mapping, config: 
         section_run(config, summary),
         section_split(split, summary),
     ]
+    return _page(title, body, notes, prov, config)
+
+
+def _page(title: str, body: list[str], notes, prov: Mapping, config: Mapping) -> str:
     if notes:
         body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
     body.append("<h2>Provenance</h2>")
@@ -94,7 +122,9 @@ def run_report(eval_dir: str | os.PathLike, split_json: str | os.PathLike, confi
     title -> path; relative paths are relative to ``eval_dir``); ``tables`` (csv files shown as
     tables, same forms, e.g. the confidence steps' metrics.csv); ``notes`` (list of str);
     ``provenance`` (dict shown as a table, e.g. code version, Snakemake version); ``gradcam``
-    (the ``gradcam/index.json`` of the gradcam step: its maps are drawn beside their galleries).
+    (the ``gradcam/index.json`` of the gradcam step: its maps are drawn beside their galleries);
+    ``nested`` ({"estimate": ``nested/estimate.json``, "figure": ``nested/folds.png``} of a nested
+    run: the page opens with them).
     """
     eval_dir = Path(eval_dir)
     summary = read_summary(eval_dir / "summary.json")
@@ -104,6 +134,8 @@ def run_report(eval_dir: str | os.PathLike, split_json: str | os.PathLike, confi
             matrix[col] = matrix[col].fillna("")
     split = read_json(split_json)
     extra = dict(extra or {})
+    if extra.get("nested"):
+        extra["nested"] = {**extra["nested"], "estimate": read_json(extra["nested"]["estimate"])}
     if extra.get("gradcam"):
         cam_index = Path(extra["gradcam"])
         extra["gradcam"] = [{**c, "file": str(cam_index.parent / c["file"])} for c in read_json(cam_index)]

@@ -295,6 +295,24 @@ VIDEO_SCORE_LABELS = {
 }
 
 
+def section_video_answer(summary: Mapping) -> str:
+    """At video level (evaluate.selection.level), the first screen: the video score chosen on the
+    training patients' videos, with its test scores (the frame tables follow)."""
+    answer = summary.get("video_answer")
+    if summary.get("answer_level") != "video" or not answer:
+        return ""
+    test = answer.get("test") or {}
+    how = VIDEO_SCORE_LABELS.get(answer["video_score"], answer["video_score"])
+    return ('<div class="headline"><h2>The answer per video</h2>'
+            f"<p>The labels are per video: the answer is a score per video. Chosen on the training patients' videos "
+            f"(out of fold, best validation video QWK {fmt(answer.get('validation_qwk'), 3)}): "
+            f"<b>{esc(answer['backbone'])}, {esc(how)}</b></p>"
+            + "".join(f'<p class="big">video {label} {fmt_ci(*(test.get(m, {}).get(k) for k in ("estimate", "lo", "hi")))}'
+                      "</p>" for m, label in (("qwk", "QWK"), ("accuracy", "accuracy")))
+            + f"<p class='small'>On {esc(answer.get('n_test_videos', '-'))} test videos, reported once; "
+            f"{ci_pct(summary.get('ci'))} intervals over test patients. Frame-level results follow.</p></div>")
+
+
 def section_video_level(summary: Mapping) -> str:
     """The video-level table: fixed aggregations and the learned score, per backbone."""
     levels = summary.get("video_level") or {}

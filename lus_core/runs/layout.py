@@ -22,6 +22,29 @@ class RunLayout:
     def _p(self, *parts: str) -> str:
         return "/".join([str(self.root).rstrip("/"), *parts])
 
+    def scoped(self, scope: str) -> RunLayout:
+        """The layout of a scope's own files (lus_core.split.scopes): the root for the deployed
+        scope, `outer/{o}/` for an outer fold. Frames, embeddings and the split stay at the root."""
+        return self if not scope else RunLayout(f"{str(self.root).rstrip('/')}/outer/{int(scope.removeprefix('outer'))}")
+
+    def nested(self) -> str:
+        """The pooled estimate of nested cross-validation over the outer folds."""
+        return self._p("nested", "estimate.json")
+
+    def nested_predictions(self) -> str:
+        """Every patient's frames, scored by the outer fold that held them out."""
+        return self._p("nested", "predictions.csv")
+
+    def nested_videos(self) -> str:
+        return self._p("nested", "videos.csv")
+
+    def nested_figure(self) -> str:
+        return self._p("nested", "folds.png")
+
+    def selected_predictions(self) -> str:
+        """The selected configuration's scores of a scope's test frames and videos (evaluate)."""
+        return self._p("eval", "selected_predictions.csv")
+
     def relative(self, path: str) -> str:
         """``path`` relative to the results folder (the manifest's keys)."""
         return PurePosixPath(path).relative_to(PurePosixPath(str(self.root).rstrip("/"))).as_posix()

@@ -18,6 +18,7 @@ import pandas as pd
 
 from lus_core.evaluation.findings import DISPLAY_HEADER, DISPLAY_NOTE, display_rows
 from lus_core.io_utils import atomic_path
+from lus_core.runs.nested_markdown import nested_markdown
 from lus_core.runs.reader import FinishedRun
 from lus_core.runs.readme_blocks import block_names, rewrite_blocks
 from lus_core.runs.recipes import compare_recipes, recipes_markdown
@@ -43,6 +44,11 @@ def results_markdown(run_dir: str | Path, title: str, command: str, n_rows: int 
                      recipes: list[Path] | None = None, reference_recipe: str | None = None,
                      pairs: list[tuple[str, str]] = ()) -> str:
     run = Path(run_dir)
+    if FinishedRun(run).is_nested:
+        if recipes:
+            raise ValueError(f"{run}: recipes are compared on single-split runs (split.outer_folds 1); this run is "
+                             "nested: its page is the nested estimate")
+        return nested_markdown(run, title, command, figures_dir, preamble, epilogue)
     summary, split, matrix = _load(run)
     counts = summary["counts"]["dataset"]
     classes = summary.get("classes", list(range(len(counts["test_frames_per_class"]))))
@@ -65,6 +71,7 @@ def results_markdown(run_dir: str | Path, title: str, command: str, n_rows: int 
         f"score {', '.join(str(v) for v in split['test_counts'].values())}.",
         f"{len(split['folds'])} patient-grouped folds on the {len(split['train_patients'])} training patients give "
         "the out-of-fold predictions that the confidence models are fitted on.", "",
+        *video_answer_lines(summary),
         "## The selected configuration", "",
         *selected_lines(summary),
         "## Frame level, exploratory (test patients, 95% bootstrap intervals over patients)", "",
@@ -165,6 +172,19 @@ def _ci3(d: dict, signed: bool = False) -> str:
     if d.get("lo") is None:
         return format(est, fmt)
     return f"{format(est, fmt)} [{format(d['lo'], fmt)}, {format(d['hi'], fmt)}]"
+
+
+def video_answer_lines(summary: dict) -> list[str]:
+    """At video level (evaluate.selection.level), the video answer first."""
+    answer = summary.get("video_answer")
+    if summary.get("answer_level") != "video" or not answer:
+        return []
+    test = answer["test"]
+    return ["## The answer per video", "",
+            f"The labels are per video. Chosen on the training patients' videos (best validation video QWK "
+            f"{_f(answer['validation_qwk'])}): **{answer['backbone']}, {answer['video_score']}**: test video QWK "
+            f"**{_ci3(test['qwk'])}**, accuracy {_ci3(test['accuracy'])} on {answer['n_test_videos']} test videos "
+            "(reported once; 95% intervals over test patients).", ""]
 
 
 def split_lines(split: dict) -> list[str]:

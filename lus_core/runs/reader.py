@@ -23,6 +23,7 @@ from lus_core.evaluation.summary import read_summary, selected_of
 from lus_core.io_utils import read_json
 from lus_core.runs.layout import RunLayout
 from lus_core.runs.manifest import RunError, load_manifest, verified_path
+from lus_core.split.scopes import DEPLOYED, scope_split
 from lus_core.videolevel.table import read_video_table
 
 CONFIG_FIELDS = ("config_id", "row_type", "backbone", "confidence", "space", "k", "fallback", "diversity")
@@ -78,7 +79,20 @@ class FinishedRun:
         return {key: (None if _missing(row.get(key)) else row.get(key)) for key in CONFIG_FIELDS}
 
     def video_table(self, backbone: str) -> pd.DataFrame:
-        return read_video_table(self.layout.video_table(backbone), self.split["test_patients"])
+        return read_video_table(self.layout.video_table(backbone), scope_split(self.split, DEPLOYED)["test_patients"])
+
+    @property
+    def is_nested(self) -> bool:
+        """Whether the run is nested cross-validation (split.outer_folds > 1): its root is the
+        deployed scope, trained and chosen on every patient; its estimate is `nested`."""
+        return "outer" in self.split
+
+    @cached_property
+    def nested(self) -> dict:
+        """nested/estimate.json (lus_core.evaluation.nested) of a nested run."""
+        if not self.is_nested:
+            raise RunError(f"{self.layout.split()}: not a nested run (split.outer_folds 1)")
+        return read_json(self.layout.nested())
 
     def video_level(self, backbone: str) -> list[dict]:
         """The video scores of a backbone in summary.json (validation and test), or an error when the

@@ -16,13 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from lus_core.cnn.settings import backbone_weights, embedding_is_learned
 from lus_core.metrics import bootstrap_ci, paired_bootstrap_diff
 from lus_core.runs.reader import FinishedRun
 from lus_core.runs.run_time import benchmark_table, read_full_run
+from lus_core.videolevel.table import chosen_video_score as best_video_score
 
 CRITERION = "validation video QWK (training patients, out of fold)"
 
@@ -89,7 +89,7 @@ def chosen_video_score(recipe: Recipe) -> tuple[str, float]:
         rows = recipe.finished.video_level(recipe.backbone)
     except ValueError as exc:
         raise ValueError(f"{exc}; recipes are compared on video scores") from exc
-    best = max(rows, key=lambda r: (np.nan_to_num(r["val_qwk"], nan=-np.inf), -rows.index(r)))
+    best = best_video_score(rows)
     return best["video_score"], float(best["val_qwk"])
 
 

@@ -24,19 +24,34 @@ LAST_RUN = "logs/last_run.json"
 FULL_RUN = "logs/full_run.json"
 
 
+def benchmark_roots(results_dir: str | Path) -> list[Path]:
+    """The benchmark folders of a run: the root scope's and each outer fold's (a nested run)."""
+    root = Path(results_dir)
+    return [root / "benchmarks", *sorted(root.glob("outer/*/benchmarks"))]
+
+
+def _benchmark_files(results_dir: str | Path):
+    for bench in benchmark_roots(results_dir):
+        for tsv in sorted(bench.rglob("*.tsv")):
+            yield bench, tsv
+
+
 def benchmark_table(results_dir: str | Path, since: float | None = None) -> pd.DataFrame:
-    """One row per benchmarked job (rule, file, wall s, CPU s, file mtime); `since` keeps the
-    jobs whose benchmark file was written at or after that time (seconds since the epoch)."""
-    root = Path(results_dir) / "benchmarks"
+    """One row per benchmarked job (rule, file, scope, wall s, CPU s, file mtime); `since` keeps
+    the jobs whose benchmark file was written at or after that time (seconds since the epoch).
+    `file` is relative to its scope's benchmarks folder; `scope` is "" or the outer fold's folder."""
+    root = Path(results_dir)
     rows = []
-    for tsv in sorted(root.rglob("*.tsv")):
+    for bench, tsv in _benchmark_files(results_dir):
         mtime = tsv.stat().st_mtime
         if since is not None and mtime < since:
             continue
         last = pd.read_csv(tsv, sep="\t").iloc[-1]
-        rows.append({"rule": tsv.relative_to(root).parts[0].removesuffix(".tsv"), "file": str(tsv.relative_to(root)),
-                     "s": float(last["s"]), "cpu_s": float(last.get("cpu_time", float("nan"))), "mtime": mtime})
-    return pd.DataFrame(rows, columns=["rule", "file", "s", "cpu_s", "mtime"])
+        scope = "" if bench.parent == root else bench.parent.relative_to(root).as_posix()
+        rows.append({"rule": tsv.relative_to(bench).parts[0].removesuffix(".tsv"), "file": str(tsv.relative_to(bench)),
+                     "scope": scope, "s": float(last["s"]), "cpu_s": float(last.get("cpu_time", float("nan"))),
+                     "mtime": mtime})
+    return pd.DataFrame(rows, columns=["rule", "file", "scope", "s", "cpu_s", "mtime"])
 
 
 def per_rule(jobs: pd.DataFrame) -> pd.DataFrame:
@@ -54,7 +69,7 @@ def record_run(results_dir: str | Path, started: float, cores: int | None, finis
     benchmarked job); also the full-run record when it re-ran every benchmarked job."""
     finished = time.time() if finished is None else finished
     # a no-op rerun ran no job: say so from the files' times, without reading them
-    if not any(p.stat().st_mtime >= started for p in (Path(results_dir) / "benchmarks").rglob("*.tsv")):
+    if not any(tsv.stat().st_mtime >= started for _, tsv in _benchmark_files(results_dir)):
         return None
     everything = benchmark_table(results_dir)
     ran = everything[everything["mtime"] >= started]

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from lus_core.io_utils import config_json, write_json
-from lus_core.split.folds import check_folds, natural_sorted, patient_folds
+from lus_core.split.folds import natural_sorted
+from lus_core.split.outer import group_entry, outer_split
 from lus_core.split.search import balanced_split
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,11 @@ def run_balance_split(frame_index_csv: str, split_json: str, config: dict, n_job
     with config["split"] (k_test, objective, force_test, force_train, min_test_frames_per_class,
     max_combinations), makes `patient_folds` (n_folds, config["seed"]) over the training
     patients, checks that folds and test set are disjoint, and writes split.json atomically.
-    Returns the written dict (as JSON reads it back: class-index keys are strings).
+
+    With `split.outer_folds` K > 1 every patient is tested once: K disjoint test groups covering
+    the cohort (lus_core.split.outer), each with inner folds on its training patients, and the
+    deployed scope's folds over all patients (see lus_core.split.scopes). Returns the written
+    dict (as JSON reads it back: class-index keys are strings).
     n_jobs: search threads (pass the rule's `threads`); default: every CPU this process may use.
     """
     classes = list(config["classes"])
@@ -61,6 +66,18 @@ def run_balance_split(frame_index_csv: str, split_json: str, config: dict, n_job
     counts = patient_class_counts(frames, len(classes), classes)
     log.info("balance_split: %d frames, %d patients, classes %s, per-class frames %s", len(frames),
              len(counts), classes, counts.sum().tolist())
+    if int(sp["outer_folds"]) > 1:
+        out = outer_split(frames, counts, sp, seed, n_jobs)
+    else:
+        out = _single_split(frames, counts, sp, seed, n_jobs)
+    out["seed"] = seed
+    out["config"] = config_json(config)
+    write_json(Path(split_json), out)
+    return out
+
+
+def _single_split(frames: pd.DataFrame, counts: pd.DataFrame, sp: dict, seed: int, n_jobs) -> dict:
+    """One balanced test group of split.k_test patients, inner folds on the rest."""
     res = balanced_split(
         counts,
         k=int(sp["k_test"]),
@@ -71,31 +88,8 @@ def run_balance_split(frame_index_csv: str, split_json: str, config: dict, n_job
         max_combinations=float(sp["max_combinations"]),
         n_jobs=n_jobs,
     )
-    test = natural_sorted(res.test_patients)
-    train = natural_sorted(res.train_patients)
-    train_frames = frames[frames["patient"].astype(str).isin(set(train))]
-    folds = patient_folds(train_frames["label"].to_numpy(np.int64), train_frames["patient"].to_numpy(),
-                          int(sp["n_folds"]), seed)
-    check_folds(folds, train, test)
-    if set(test) & set(train) or set(test) | set(train) != set(counts.index):
-        raise AssertionError("test and training patients must partition the cohort")
-    out = {
-        "test_patients": test,
-        "train_patients": train,
-        "folds": folds,
-        "objective": res.objective,
-        "objective_value": res.objective_value,
-        "test_counts": {str(c): n for c, n in res.test_counts.items()},
-        "train_counts": {str(c): n for c, n in res.train_counts.items()},
-        "n_combinations": res.n_combinations,
-        "n_evaluated": res.n_evaluated,
-        "method": res.method,
-        "seconds": round(res.seconds, 4),
-        "k": int(sp["k_test"]),
-        "seed": seed,
-        "config": config_json(config),
-    }
-    write_json(Path(split_json), out)
-    log.info("balance_split: test %s (%s = %.4g, counts %s), %d folds -> %s", test, res.objective,
-             res.objective_value, res.test_counts, len(folds), split_json)
+    out = {**group_entry(frames, counts, res.test_patients, res, int(sp["n_folds"]), seed), "outer_folds": 1}
+    out["k"] = int(sp["k_test"])
+    log.info("balance_split: test %s (%s = %.4g, counts %s), %d folds", out["test_patients"], res.objective,
+             res.objective_value, res.test_counts, len(out["folds"]))
     return out

@@ -40,6 +40,7 @@ from lus_core.cnn.losses import make_criterion
 from lus_core.cnn.predictions import read_predictions
 from lus_core.io_utils import atomic_path, config_json, read_json
 from lus_core.metrics import aggregate_by_group
+from lus_core.split.scopes import scope_split
 
 # the video table's contract (reader, writer, fixed aggregations, metrics) lives without torch
 from lus_core.videolevel.table import FIXED_AGGREGATIONS, fixed_aggregations, write_video_table
@@ -227,14 +228,15 @@ def frame_features(softmax: np.ndarray, embedding: np.ndarray, findings: np.ndar
     return base
 
 
-def run_video_model(predictions_h5: str | Path, split_json: str | Path, out_csv, out_model, config: dict) -> pd.DataFrame:
-    """Step `fit_video_model`: read a backbone's predictions, write its video table and model."""
+def run_video_model(predictions_h5: str | Path, split_json: str | Path, out_csv, out_model, config: dict,
+                    scope: str = "") -> pd.DataFrame:
+    """Step `fit_video_model`: read a backbone's predictions of `scope`, write its video table and model."""
     cfg = config["video_model"]
     n_classes = len(config["classes"])
     p = read_predictions(predictions_h5)
     features = frame_features(p.softmax, p.embedding_oof, p.findings, cfg)
     bags = VideoBags.from_frames(p.video, p.patient, p.split, p.label, features, p.softmax)
-    table, final = score_videos(bags, read_json(split_json), n_classes, cfg, int(config["seed"]))
+    table, final = score_videos(bags, scope_split(read_json(split_json), scope), n_classes, cfg, int(config["seed"]))
     write_video_table(table, out_csv)
     final.save(out_model, {"input": cfg["input"], "use_findings": bool(cfg["use_findings"]),
                            "finding_names": p.finding_names, "classes": json.dumps(list(config["classes"])), "config": config_json(config)})

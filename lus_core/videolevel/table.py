@@ -68,6 +68,16 @@ def video_metrics(table: pd.DataFrame, n_classes: int, n_boot: int, ci: float, s
     return pd.DataFrame(rows)
 
 
+def chosen_video_score(rows: list[dict]) -> dict:
+    """Of a backbone's video scores (rows of `video_metrics`, as summary.json's video_level lists
+    them), the one with the best out-of-fold validation QWK: ties and NaN go to the listed order
+    (fixed aggregations before the learned one). A choice on training patients only."""
+    if not rows:
+        raise ValueError("no video scores to choose from")
+    return max(rows, key=lambda r: (np.nan_to_num(float(r["val_qwk"]) if r["val_qwk"] is not None else np.nan,
+                                                   nan=-np.inf), -rows.index(r)))
+
+
 def read_video_table(path: str | Path, test_patients: list[str] | None = None) -> pd.DataFrame:
     """Read `video/{backbone}.csv`; with `test_patients`, check its split agrees with split.json."""
     table = pd.read_csv(path, dtype={"video": str, "patient": str, "split": str})

@@ -58,6 +58,8 @@ STEP_KEYS: dict[str, tuple[str, ...]] = {
     "evaluate": ("seed", "classes", "evaluate", "similarity.k", "similarity.fallback",
                  "similarity.fallback_diversity", "similarity.diversity", "similarity.raw_size",
                  "train.weights", "train.finetune"),
+    # the pooled estimate's intervals and figures; what was chosen is read from the folds' summaries
+    "nested_estimate": ("seed", "classes", "evaluate.n_bootstrap", "evaluate.ci"),
     "gradcam": (),
     # the report shows the whole config; the manifest records it for `lus predict` and `lus summarize`
     "report": ("*",),
@@ -81,6 +83,7 @@ RUN_WIDE: dict[str, str] = {
     "confidence.methods": "which confidence jobs exist",
     "similarity.spaces": "which index and neighbour jobs exist",
     "video_model.enabled": "whether the video-model jobs exist",
+    "split.outer_folds": "how many scopes (outer folds) there are, each with its own jobs",
 }
 
 
@@ -89,7 +92,11 @@ RULE_STEP = {"build_tsne_index": "build_index"}
 
 
 def step_of_rule(rule: str) -> str:
-    """The step a rule runs (extract_frames_3 -> extract_frames, build_tsne_index -> build_index)."""
+    """The step a rule runs (extract_frames_3 -> extract_frames, build_tsne_index -> build_index,
+    train_outer2 -> train: an outer fold's copy of a rule, lus_core.split.scopes)."""
+    base, sep, fold = rule.rpartition("_outer")
+    if sep and fold.isdigit():
+        rule = base
     for family in ("extract_frames", "embed"):
         if rule.startswith(family + "_") and rule[len(family) + 1:].isdigit():
             return family

@@ -1,0 +1,262 @@
+"""Nested patient cross-validation (split.outer_folds K > 1): the outer groups, the scopes every
+training-dependent step runs in, the pooled estimate, and a finished nested run - whose outer
+folds never read their test patients' labels."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, cohen_kappa_score
+
+from lus_core.evaluation.nested import OuterFold, load_outer_folds, nested_estimate
+from lus_core.evaluation.selected_scores import COLUMNS, write_selected_scores
+from lus_core.runs.layout import RunLayout
+from lus_core.split.folds import natural_sorted
+from lus_core.split.outer import group_sizes
+from lus_core.split.scopes import DEPLOYED, outer_scopes, scope_split, scopes
+from lus_core.split.step import run_balance_split
+from tests.test_split import step_config, write_frame_index
+from tests.workflow_helpers import lus, planned_jobs, run_ok
+
+NESTED = "configs/tiny-nested.yaml"
+
+
+# ----------------------------------------------------------------------------- the outer groups
+
+
+def _cohort(tmp_path, n: int = 13, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    per_patient = {f"P{i + 1}": list(rng.integers(0, 4, size=int(rng.integers(6, 30)))) for i in range(n)}
+    return write_frame_index(tmp_path / "frame_index.csv", per_patient)
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_outer_groups_test_every_patient_once_and_train_on_the_rest(tmp_path, k):
+    frames = _cohort(tmp_path)
+    split = run_balance_split(str(tmp_path / "frame_index.csv"), str(tmp_path / "split.json"),
+                              step_config(outer_folds=k, n_folds=2, force_train=["P7"]))
+    everyone = natural_sorted(frames.patient.unique())
+    tested = [p for entry in split["outer"] for p in entry["test_patients"]]
+    assert sorted(tested) == sorted(set(tested)) and "P7" not in tested
+    assert set(tested) == set(everyone) - {"P7"}
+    assert sorted(len(e["test_patients"]) for e in split["outer"]) == sorted(group_sizes(12, k))
+    for o, entry in enumerate(split["outer"]):
+        part = scope_split(split, f"outer{o}")
+        assert part is entry and entry["outer"] == o
+        assert set(entry["train_patients"]) == set(everyone) - set(entry["test_patients"])
+        counted = frames[frames.patient.isin(entry["test_patients"])].label.value_counts()
+        assert entry["test_counts"] == {str(c): int(counted.get(c, 0)) for c in range(4)}
+        for fold in entry["folds"]:  # inner folds only on the fold's training patients
+            assert not set(fold["val_patients"]) & set(entry["test_patients"])
+            assert set(fold["val_patients"]) | set(fold["train_patients"]) == set(entry["train_patients"])
+    deployed = scope_split(split, DEPLOYED)
+    assert deployed["test_patients"] == [] and deployed["train_patients"] == everyone
+    assert {p for f in deployed["folds"] for p in f["val_patients"]} == set(everyone)
+    assert json.loads((tmp_path / "split.json").read_text()) == split
+
+
+def test_the_first_outer_group_is_the_balanced_search_of_the_cohort(tmp_path):
+    """Group 1 is exactly the single split's choice of as many patients (the same exact search)."""
+    _cohort(tmp_path)
+    nested = run_balance_split(str(tmp_path / "frame_index.csv"), str(tmp_path / "n.json"),
+                               step_config(outer_folds=3, n_folds=2))
+    single = run_balance_split(str(tmp_path / "frame_index.csv"), str(tmp_path / "s.json"),
+                               step_config(k_test=len(nested["outer"][0]["test_patients"]), n_folds=2))
+    assert nested["outer"][0]["test_patients"] == single["test_patients"]
+    assert single["outer_folds"] == 1 and scope_split(single, DEPLOYED) is single
+
+
+def test_outer_split_refusals(tmp_path):
+    _cohort(tmp_path, n=4)
+    csv, out = str(tmp_path / "frame_index.csv"), str(tmp_path / "s.json")
+    with pytest.raises(ValueError, match="force_test"):
+        run_balance_split(csv, out, step_config(outer_folds=2, n_folds=2, force_test=["P1"]))
+    with pytest.raises(ValueError, match="need at least 5 patients"):
+        run_balance_split(csv, out, step_config(outer_folds=5, n_folds=2))
+    assert not Path(out).exists()
+    with pytest.raises(ValueError, match="no outer fold 3"):
+        scope_split(run_balance_split(csv, out, step_config(outer_folds=2, n_folds=2)), "outer3")
+
+
+def test_scopes_and_their_folders():
+    assert scopes({"split": {"outer_folds": 1}}) == [DEPLOYED] and outer_scopes({"split": {"outer_folds": 1}}) == []
+    assert scopes({"split": {"outer_folds": 3}}) == [DEPLOYED, "outer0", "outer1", "outer2"]
+    layout = RunLayout("results/x")
+    assert layout.scoped(DEPLOYED) is layout
+    assert layout.scoped("outer2").model("b", "all") == "results/x/outer/2/models/b/all.pt"
+    assert layout.scoped("outer2").summary() == "results/x/outer/2/eval/summary.json"
+
+
+# ----------------------------------------------------------------------------- the pooled estimate
+
+
+def _fold(scope, patients, rng, n_frames=6, config="cfg A", train_counts=None) -> OuterFold:
+    rows = []
+    for p in patients:
+        label = rng.integers(0, 4, n_frames)
+        rows.append(pd.DataFrame({"patient": p, "video": f"{p}_v", "label": label,
+                                  "cnn": np.where(rng.random(n_frames) < 0.5, label, rng.integers(0, 4, n_frames)),
+                                  "final": np.where(rng.random(n_frames) < 0.7, label, rng.integers(0, 4, n_frames)),
+                                  "trusted": rng.random(n_frames) < 0.8, "config_id": config}))
+    frames = pd.concat(rows, ignore_index=True)
+    frames.insert(0, "frame_id", [hash((scope, i)) % 100000 for i in range(len(frames))])
+    selected = {"config_id": config, "row_type": "combined", "backbone": "b", "confidence": "msp", "space": "raw",
+                "criterion": "qwk", "validation_score": 0.5}
+    return OuterFold(scope, list(patients), train_counts or {"0": 5, "1": 9, "2": 3, "3": 1}, selected, frames)
+
+
+def test_pooled_estimate_is_every_patients_held_out_score():
+    rng = np.random.default_rng(3)
+    folds = [_fold("outer0", ["P1", "P2", "P3"], rng), _fold("outer1", ["P4", "P5"], rng, config="cfg B"),
+             _fold("outer2", ["P6", "P7", "P8"], rng, train_counts={"0": 1, "1": 1, "2": 7, "3": 1})]
+    est = nested_estimate(folds, 4, n_boot=200, ci=0.9, seed=1)
+    pooled = pd.concat([f.frames for f in folds])
+    assert est["n_patients"] == 8 and est["n_frames"] == len(pooled) and est["n_outer_folds"] == 3
+    assert np.isclose(est["frame"]["accuracy"]["estimate"], accuracy_score(pooled.label, pooled.final))
+    assert np.isclose(est["frame"]["qwk"]["estimate"],
+                      cohen_kappa_score(pooled.label, pooled.final, weights="quadratic", labels=range(4)))
+    assert np.isclose(est["frame_cnn"]["accuracy"]["estimate"], accuracy_score(pooled.label, pooled.cnn))
+    # the baseline: each fold's most frequent training score (1, 1, 2)
+    majority = np.concatenate([np.full(len(f.frames), m) for f, m in zip(folds, (1, 1, 2), strict=True)])
+    diff = accuracy_score(pooled.label, pooled.final) - accuracy_score(pooled.label, majority)
+    assert np.isclose(est["frame"]["accuracy_minus_majority"]["diff"], diff)
+    assert est["frame"]["accuracy"]["lo"] <= est["frame"]["accuracy"]["estimate"] <= est["frame"]["accuracy"]["hi"]
+    assert est["stability"]["configuration"] == {"most_common": "cfg A", "n_folds": 2, "of": 3, "distinct": 2}
+    assert est["stability"]["recipe"]["n_folds"] == 3
+    assert [f["scope"] for f in est["folds"]] == ["outer0", "outer1", "outer2"]
+
+
+def test_load_outer_folds_refuses_a_patient_tested_twice_or_never(tmp_path):
+    rng = np.random.default_rng(0)
+    folds = [_fold("outer0", ["P1", "P2"], rng), _fold("outer1", ["P3", "P4"], rng)]
+    split = {"outer": [{"test_patients": ["P1", "P2"], "train_counts": {"0": 1}},
+                       {"test_patients": ["P3", "P4"], "train_counts": {"0": 1}}],
+             "deployed": {"test_patients": [], "train_patients": ["P1", "P2", "P3", "P4"]}}
+    files = []
+    for f in folds:
+        csv, summary = tmp_path / f"{f.scope}.csv", tmp_path / f"{f.scope}.json"
+        write_selected_scores(f.frames, csv)
+        summary.write_text(json.dumps({"selected": f.selected}))
+        files.append((csv, summary))
+    scopes_ = ["outer0", "outer1"]
+    loaded = load_outer_folds(scopes_, [s for _, s in files], [c for c, _ in files], split)
+    assert [f.test_patients for f in loaded] == [["P1", "P2"], ["P3", "P4"]]
+    assert list(loaded[0].frames.columns) == list(COLUMNS)
+    with pytest.raises(ValueError, match="every patient must be tested exactly once"):
+        load_outer_folds(scopes_, [s for _, s in files], [c for c, _ in files],
+                         {**split, "deployed": {"train_patients": ["P1", "P2", "P3", "P4", "P5"]}})
+    with pytest.raises(ValueError, match="are not outer fold outer1's test patients"):
+        load_outer_folds(scopes_, [s for _, s in files], [files[0][0], files[0][0]], split)
+
+
+# ----------------------------------------------------------------------------- a finished nested run
+
+
+@pytest.fixture(scope="module")
+def nested_run(tmp_path_factory, tiny_run):
+    """configs/tiny.yaml with configs/tiny-nested.yaml: 6 patients in 3 outer folds."""
+    workdir = tmp_path_factory.mktemp("nested_run")
+    args = ("--configfile", "configs/tiny.yaml", NESTED, "--config", "results=results", "--directory", str(workdir))
+    run_ok("--cores", "2", *args, timeout=1500)
+    return workdir / "results", args
+
+
+@pytest.mark.slow
+def test_nested_run_estimates_from_every_patient_and_deploys_the_all_patient_choice(nested_run, tiny_run, tmp_path):
+    results, args = nested_run
+    layout = RunLayout(results)
+    split = json.loads(Path(layout.split()).read_text())
+    estimate = json.loads(Path(layout.nested()).read_text())
+    pooled = pd.read_csv(layout.nested_predictions(), dtype={"patient": str})
+    index = pd.read_csv(layout.frame_index(), dtype={"patient": str})
+    # every frame once, scored by the fold that tested its patient
+    assert sorted(pooled.frame_id) == sorted(index.frame_id) and estimate["n_patients"] == 6
+    for o, entry in enumerate(split["outer"]):
+        part = pooled[pooled.outer == f"outer{o}"]
+        assert sorted(set(part.patient)) == sorted(entry["test_patients"])
+        summary = json.loads(Path(layout.scoped(f"outer{o}").summary()).read_text())
+        assert summary["test_patients"] == sorted(entry["test_patients"])
+        assert set(part.config_id) == {summary["selected"]["config_id"]}
+    assert np.isclose(estimate["frame"]["accuracy"]["estimate"], accuracy_score(pooled.label, pooled.final))
+    videos = pd.read_csv(layout.nested_videos())
+    assert len(videos) == index.video.nunique() == estimate["n_videos"]
+    assert np.isclose(estimate["video"]["qwk"]["estimate"],
+                      cohen_kappa_score(videos.label, videos.pred, weights="quadratic", labels=range(4)))
+    # the report opens with the estimate of the procedure
+    page = Path(layout.report()).read_text()
+    assert page.index(estimate["headline"].split(" is ")[0]) < page.index("The deployed configuration")
+    assert "from nested cross-validation over 6 patients in 3 outer folds" in page
+    # the deployed scope trained on every patient and chose among every patient's out-of-fold scores
+    deployed = json.loads(Path(layout.summary()).read_text())
+    assert deployed["test_patients"] == [] and "test" not in deployed["selected"]
+    assert deployed["counts"]["n_validation_patients"] == 6
+    manifest = json.loads(Path(layout.manifest()).read_text())
+    assert "models/efficientnet_lite0/all.pt" in manifest["files"]
+    # the embedding cache of the frozen encoder is computed once, shared by the four scopes: a
+    # nested plan has as many embedding jobs as the single run's
+    fresh = tmp_path / "plan"
+    fresh.mkdir()
+    single = tmp_path / "single.yaml"
+    single.write_text("train: {backbones: [efficientnet_lite0]}\n")
+    nested_plan = planned_jobs(*args[:-1], str(fresh))
+    single_plan = planned_jobs("--configfile", "configs/tiny.yaml", str(single), "--config", "results=results",
+                               "--directory", str(fresh))
+    assert nested_plan["embed"] == single_plan["embed"] > 0
+    assert nested_plan["train_outer0"] == nested_plan["train"] == 3  # 2 inner folds and `all`, per scope
+    # lus predict uses the deployed model and configuration
+    video = next(Path(results / "synthetic").rglob("*.mp4"))
+    out = tmp_path / "pred"
+    proc = lus("predict", str(video), "--run", str(results), "--out", str(out), "--no-galleries")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "summary.json").read_text())["configuration"]["config_id"] == \
+        deployed["selected"]["config_id"]
+
+
+@pytest.mark.slow
+def test_an_outer_fold_never_reads_its_test_patients_labels(nested_run, tmp_path):
+    """Scramble outer fold 0's test patients' labels and run that fold again: everything it chose
+    and every validation score stays bitwise the same; only its test scores move."""
+    results, args = nested_run
+    work = tmp_path / "copy"
+    shutil.copytree(results.parent, work, symlinks=True)
+    layout = RunLayout(work / "results")
+    before = pd.read_csv(layout.scoped("outer0").matrix())
+    test = json.loads(Path(layout.split()).read_text())["outer"][0]["test_patients"]
+    index = pd.read_csv(layout.frame_index(), dtype={"patient": str, "video": str})
+    held_out = index.patient.isin(test)
+    index.loc[held_out, "label"] = (index.loc[held_out, "label"] + 2) % 4  # every test label changes
+    index.to_csv(layout.frame_index(), index=False)
+    fold_rules = ["train_outer0", "infer_outer0", "fit_confidence_outer0", "build_index_outer0",
+                  "query_neighbors_outer0", "fit_video_model_outer0", "evaluate_outer0"]
+    # the content change is the point; the rest of the run (the split, the other folds) stays as it was
+    run_ok("--cores", "2", *args[:-1], str(work), "--rerun-triggers", "params", "code", "input",
+           "--forcerun", *fold_rules, "--", str(Path(layout.scoped("outer0").summary()).relative_to(work)),
+           timeout=900)
+    # the matrix is sorted by test score: compare configuration by configuration
+    before = before.sort_values("config_id", kind="stable").reset_index(drop=True)
+    after = pd.read_csv(layout.scoped("outer0").matrix()).sort_values("config_id", kind="stable").reset_index(drop=True)
+    val = [c for c in before.columns if c.startswith("val_")] + ["config_id", "selected"]
+    pd.testing.assert_frame_equal(after[val], before[val], check_exact=True)
+    assert not np.allclose(after.accuracy.to_numpy(), before.accuracy.to_numpy())
+    chosen = json.loads(Path(layout.scoped("outer0").summary()).read_text())["selected"]["config_id"]
+    assert chosen == before.loc[before.selected, "config_id"].iloc[0]
+
+
+def test_every_outer_fold_rule_passes_its_steps_slice(tmp_path):
+    """An outer fold's copy of a rule declares the same config slice as the rule (step_config)."""
+    from lus_core.workflow.step_config import step_of_rule
+    from tests.dag_plans import DryRuns
+
+    params = DryRuns(tmp_path, ["configs/tiny.yaml", NESTED], {"results": "results"}).rule_params()
+    scoped = {name for name in params if "_outer" in name}
+    assert {"train_outer0", "evaluate_outer2", "fit_video_model_outer1", "nested_estimate"} <= set(params)
+    assert scoped
+    for name in scoped:
+        assert params[name]["config"] == params[step_of_rule(name)]["config"], name
+        if step_of_rule(name) in ("train", "infer", "fit_video_model", "evaluate"):  # they read split.json
+            assert params[name]["scope"] == name.rpartition("_")[2], name
