@@ -1,4 +1,4 @@
-"""The `lus` command line: `lus synth`, `lus run`, `lus predict`, `lus summarize`, `lus bench-table`.
+"""The `lus` command line: `lus synth`, `lus run`, `lus predict`, `lus score`, `lus summarize`, `lus bench-table`.
 
 Exit status: 0 done; 2 an error (named on stderr, nothing written); 3 `lus predict` scored the
 readable videos but some could not be scored (listed on stderr and in summary.json's `failed`).
@@ -57,6 +57,22 @@ def main(argv: list[str] | None = None) -> int:
                         "decodes (default: the run's dataset.min_decoded_fraction); summary.json records "
                         "each video's fraction")
 
+    p = sub.add_parser("score", help="score a `lus predict` output against labels (external validation)")
+    p.add_argument("predictions", type=Path, metavar="PRED_DIR", help="the --out folder of `lus predict`")
+    p.add_argument("--labels", required=True, type=Path, help="CSV with one row per video: video id and score")
+    p.add_argument("--video-col", default="video", help="the labels' video id column (default video)")
+    p.add_argument("--score-col", default="score", help="the labels' score column, class names of the run (default score)")
+    patient = p.add_mutually_exclusive_group()
+    patient.add_argument("--patient-col", help="the labels' patient column")
+    patient.add_argument("--patient-regex", metavar="REGEX",
+                         help="the patient is the first group of REGEX on the video id, e.g. 'patient_(\\d+)_' "
+                         "(default, without --patient-col: each video is its own patient)")
+    p.add_argument("--out", type=Path, help="output folder (default PRED_DIR/score): new, empty or an earlier "
+                   "`lus score` output (only its files are replaced)")
+    p.add_argument("--n-bootstrap", type=int, default=1000, metavar="N", help="patient resamples (default 1000)")
+    p.add_argument("--ci", type=float, default=0.95, help="interval level (default 0.95)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the patient resamples (default 0)")
+
     p = sub.add_parser("summarize", help="write a finished run's results as a Markdown page or README block")
     p.add_argument("run", type=Path, help="results folder of a finished workflow run")
     p.add_argument("--out", type=Path, help="write a whole Markdown page here")
@@ -80,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
-        commands = {"synth": _synth, "run": _run, "predict": _predict, "summarize": _summarize,
+        commands = {"synth": _synth, "run": _run, "predict": _predict, "score": _score, "summarize": _summarize,
                     "bench-table": _bench_table}
         return commands[args.command](args)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
@@ -124,6 +140,15 @@ def _predict(args) -> int:
                          max_gallery_rows=args.max_gallery_rows, on_bad_video=args.on_bad_video,
                          min_decoded_fraction=args.min_decoded_fraction)
     return EXIT_SOME_FAILED if result.failed else 0
+
+
+def _score(args) -> int:
+    from lus_core.runs.score import run_score
+
+    run_score(args.predictions, args.labels, video_col=args.video_col, score_col=args.score_col,
+              patient_col=args.patient_col, patient_regex=args.patient_regex, out_dir=args.out,
+              n_bootstrap=args.n_bootstrap, ci=args.ci, seed=args.seed)
+    return 0
 
 
 def _summarize(args) -> int:

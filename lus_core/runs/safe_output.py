@@ -1,4 +1,4 @@
-"""`lus predict`'s output folder: never delete or overwrite a file it did not write.
+"""`lus predict`'s (and `lus score`'s) output folder: never delete or overwrite a file it did not write.
 
 The rules, checked before any video is scored:
 - `--out` may not be an input, contain one (e.g. the folder a video sits in), or lie inside an
@@ -7,7 +7,8 @@ The rules, checked before any video is scored:
   folder's own `.lus_predict.json` (written by an earlier `lus predict`) are replaced or
   removed, and a new file that would replace anything else is refused.
 The results are written into a temporary sibling folder first and moved in only when complete,
-so a crash while scoring leaves the previous output as it was.
+so a crash while scoring leaves the previous output as it was. `lus score` publishes the same way
+with its own manifest (`manifest=` / `tool=` of owned_files and publish).
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ def check_output_dir(out_dir: str | Path, inputs: Iterable[str | Path], overwrit
         )
 
 
-def owned_files(out_dir: Path) -> set[str]:
-    """Relative paths an earlier `lus predict` wrote into out_dir (empty when none)."""
-    path = out_dir / OWN_MANIFEST
+def owned_files(out_dir: Path, manifest: str = OWN_MANIFEST) -> set[str]:
+    """Relative paths an earlier `lus predict` (or the tool of ``manifest``) wrote into out_dir
+    (empty when none)."""
+    path = out_dir / manifest
     if not path.exists():
         return set()
     try:
@@ -74,18 +76,19 @@ def staging_dir(out_dir: str | Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
 
 
-def publish(staging: Path, out_dir: str | Path) -> list[str]:
-    """Move every file of `staging` into out_dir; replace or remove only files we wrote before.
+def publish(staging: Path, out_dir: str | Path, manifest: str = OWN_MANIFEST, tool: str = "lus predict") -> list[str]:
+    """Move every file of `staging` into out_dir; replace or remove only files we wrote before
+    (those listed in out_dir's ``manifest``, written by ``tool``).
 
     Returns the relative paths written. Checks every collision before moving anything.
     """
     out_dir = Path(out_dir)
     new = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
-    owned = owned_files(out_dir)
+    owned = owned_files(out_dir, manifest)
     foreign = [f for f in new if (out_dir / f).exists() and f not in owned]
     foreign += [f for f in new if any((out_dir / p).is_file() for p in _parents(f))]
     if foreign:
-        raise OutputError(f"{out_dir}: would replace files that `lus predict` did not write: {foreign[:5]}")
+        raise OutputError(f"{out_dir}: would replace files that `{tool}` did not write: {foreign[:5]}")
     out_dir.mkdir(parents=True, exist_ok=True)
     for rel in new:
         dest = out_dir / rel
@@ -96,7 +99,7 @@ def publish(staging: Path, out_dir: str | Path) -> list[str]:
         if stale.is_file():
             stale.unlink()
             _remove_empty_parents(stale.parent, out_dir)
-    write_json(out_dir / OWN_MANIFEST, {"files": new, "written_by": "lus predict"})
+    write_json(out_dir / manifest, {"files": new, "written_by": tool})
     shutil.rmtree(staging, ignore_errors=True)
     return new
 
