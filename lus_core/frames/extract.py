@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from lus_core.frames.decode import VideoError, crop_resize, decode, frame_stds, sector_std
+from lus_core.frames.dicom import is_dicom
 from lus_core.frames.kept import KeptStores
 from lus_core.frames.labels import DatasetError, VideoEntry, covering_ranges
 from lus_core.frames.skipped import write_skipped
@@ -165,6 +166,7 @@ def _store_entry(entry: VideoEntry, out_h5: Path, config: dict, decoded: _Decode
             "source_sha256": sha256_file(entry.path) if Path(entry.path).is_file() else "",
             "crop_box": list(kept.box),
             "crop_source": crop_source(video, fcfg),
+            "source_kind": source_kind(Path(entry.path)),
             "burned_in_annotation": video.burned_in,
             "device": video.device,
             "original_size": list(video.original_size),
@@ -240,6 +242,11 @@ def crop_box(video, fcfg: dict) -> tuple[int, int, int, int]:
     if fcfg["crop"] != "auto":
         return 0, 0, *video.original_size[::-1]
     return tuple(video.region_box) if video.region_box is not None else video.sector_box()
+
+
+def source_kind(path: Path) -> str:
+    """The store attribute source_kind: dicom, frames (a folder of images) or video (a container)."""
+    return "dicom" if is_dicom(path) else ("frames" if path.is_dir() else "video")
 
 
 def crop_source(video, fcfg: dict) -> str:

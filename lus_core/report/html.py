@@ -28,6 +28,7 @@ from lus_core.io_utils import atomic_path, read_json
 from lus_core.report.markup import CSS, esc, kv, normalise_items, resolve
 from lus_core.report.sections import (
     section_answer,
+    section_burned_in,
     section_confidence,
     section_figures,
     section_findings,
@@ -65,6 +66,7 @@ def render_html(summary: Mapping, matrix: pd.DataFrame, split: Mapping, config: 
         section_video_level(summary),
         section_findings(summary),
         section_skipped(summary),
+        section_burned_in(extra.get("burned_in")),
         section_galleries(gals, extra.get("gradcam") or [], eval_dir),
         section_figures(figs, eval_dir, "Figures"),
         section_matrix(matrix, summary, top),
@@ -94,7 +96,8 @@ def run_report(eval_dir: str | os.PathLike, split_json: str | os.PathLike, confi
     title -> path; relative paths are relative to ``eval_dir``); ``tables`` (csv files shown as
     tables, same forms, e.g. the confidence steps' metrics.csv); ``notes`` (list of str);
     ``provenance`` (dict shown as a table, e.g. code version, Snakemake version); ``gradcam``
-    (the ``gradcam/index.json`` of the gradcam step: its maps are drawn beside their galleries).
+    (the ``gradcam/index.json`` of the gradcam step: its maps are drawn beside their galleries);
+    ``burned_in`` (ids of DICOM videos that declare burned-in annotation).
     """
     eval_dir = Path(eval_dir)
     summary = read_summary(eval_dir / "summary.json")
