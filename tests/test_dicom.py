@@ -9,6 +9,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -279,3 +280,110 @@ def test_the_workflow_keeps_the_salt_in_the_results_folder(tmp_path):
     assert video_table(cfg, "unused") == first  # the next run: the same ids and pseudonyms
     assert all(v["patient"].startswith("p") and len(v["patient"]) == 17 for v in first.values())
     assert json.dumps(first).count("MRN-") == 0
+
+
+# ---------------------------------------------------------------- the leak test: the whole workflow
+
+
+def _archive(tmp_path: Path) -> tuple[Path, Path]:
+    """The synthetic cohort as a hospital archive exports it: DICOM cine loops (one a single-frame
+    series, one JPEG, one RLE, one with ultrasound regions, one with burned-in annotation) whose
+    identifying tags all hold markers, neutral file names, a labels CSV without patients."""
+    import cv2
+
+    from lus_core.synth.dataset import generate_dataset
+
+    synth = validate_config({"dataset": {"synthetic": {"enabled": True, "n_patients": 6, "videos_per_patient": 2,
+                                                       "frames_per_video": 8, "size": 96, "colour_videos": 1}}})
+    labels = generate_dataset(tmp_path / "synth", synth["dataset"]["synthetic"], synth["classes"], 7)
+    table = pd.read_csv(labels, dtype={"patient": str})
+    data = tmp_path / "archive"
+    rows = []
+    for k, (name, group) in enumerate(table.groupby("video", sort=True)):
+        cap, frames = cv2.VideoCapture(str(labels.parent / "videos" / name)), []
+        while (ok := cap.read())[0]:
+            frames.append(ok[1][..., ::-1])  # RGB
+        frames = np.stack(frames)
+        colour = np.abs(frames.astype(int) - frames[..., :1]).max() > 30
+        pixels = frames if colour else frames[..., 0]
+        photometric = "RGB" if colour else "MONOCHROME2"
+        patient = "MRNZQX" + group["patient"].iloc[0]
+        target = f"exam{k:02d}" if k == 0 else f"exam{k:02d}.dcm"
+        kw = {"patient_id": patient, "study": 10 + k, "series": 1}
+        if k == 0:
+            write_series(data / "videos" / target, pixels, photometric=photometric, **kw)
+        else:
+            extra = {1: {"syntax": JPEGBaseline8Bit}, 2: {"syntax": RLELossless}, 3: {"regions": [
+                {"x0": 4, "y0": 2, "x1": 91, "y1": 93}]}, 4: {"burned_in": "YES"}}.get(k, {})
+            write_dicom(data / "videos" / target, pixels, photometric=photometric, **kw, **extra)
+        for _, r in group.iterrows():
+            rows.append({"video": target, "score": r["score"], "start_frame": r["start_frame"],
+                         "end_frame": r["end_frame"]})
+    pd.DataFrame(rows).to_csv(data / "labels.csv", index=False)
+    return data, data / "labels.csv"
+
+
+def _markers() -> list[bytes]:
+    values = set(MARKERS.values()) | {"MRNZQX", UID_ROOT.rstrip(".")}
+    values |= {part for v in MARKERS.values() for part in v.split("^") if len(part) >= 5}
+    return sorted(v.lower().encode() for v in values)
+
+
+def _leaks(folder: Path, markers: list[bytes]) -> list[str]:
+    found = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes().lower()
+        found += [f"{path}: {m.decode()}" for m in markers if m in data]
+    return found
+
+
+@pytest.mark.slow
+def test_no_identity_of_a_dicom_header_reaches_any_output(tmp_path):
+    from tests.workflow_helpers import REPO, lus, run_ok
+
+    data, labels = _archive(tmp_path)
+    cfg = tmp_path / "dicom.yaml"
+    cfg.write_text(
+        f"data_root: {data}\nseed: 7\n"
+        "dataset:\n  synthetic: {enabled: false}\n  video_dirs: [videos]\n  labels: labels.csv\n  patient_from: dicom\n"
+        "frames: {size: 32}\nsplit: {k_test: 2, n_folds: 2}\n"
+        "train: {backbones: [scratch], image_size: 32, epochs: 1, batch_size: 16}\n"
+        "confidence: {methods: [msp, mlp]}\n"
+        "similarity: {spaces: [raw, embedding], k: [3], fallback: [mean], n_trees: 5}\n"
+        "evaluate: {n_bootstrap: 20, n_gallery: 2}\n")
+    work = tmp_path / "work"
+    proc = run_ok("--cores", "2", "--configfile", str(REPO / "configs" / "tiny.yaml"), str(cfg),
+                  "--config", "results=results", "--directory", str(work), timeout=1500)
+    results = work / "results"
+    # lus predict on a file named after its own SOPInstanceUID and on a series folder
+    inputs = tmp_path / "new_exams"
+    named = write_dicom(inputs / f"{uid(99, 1, 1)}.dcm", fan_frames(6, 96, 96), patient_id="MRNZQXNEW", study=99)
+    write_series(inputs / "exam_new", fan_frames(6, 96, 96), patient_id="MRNZQXNEW", study=98)
+    predicted = tmp_path / "predicted"
+    res = lus("predict", named, inputs / "exam_new", "--run", results, "--out", predicted)
+    assert res.returncode == 0, res.stderr
+    videos = json.loads((predicted / "summary.json").read_text())["videos"]
+    neutral = [v for v in videos if v.startswith("dicom-")]
+    assert sorted(videos) == sorted(["exam_new", *neutral]) and len(neutral) == 1
+    assert videos[neutral[0]]["source"] == neutral[0] + ".dcm"
+    # every file of the working folder (results, logs, report, Snakemake's records), the predictions,
+    # and what the workflow and lus predict printed: no marker, as raw bytes (HDF5 and PNG too)
+    console = tmp_path / "console" / "output.txt"
+    console.parent.mkdir()
+    console.write_text(proc.stdout + proc.stderr + res.stdout + res.stderr)
+    leaks = [leak for folder in (work, predicted, console.parent) for leak in _leaks(folder, _markers())]
+    assert not leaks, "identities in the outputs:\n" + "\n".join(leaks[:20])
+    # the patients are pseudonyms throughout, the salt stays in its file
+    split = json.loads((results / "split.json").read_text())
+    assert all(re.fullmatch(r"p[0-9a-f]{16}", p) for p in split["test_patients"] + split["train_patients"])
+    salt = (results / ".patient_salt").read_text().strip().encode()
+    assert not [p for p in work.rglob("*") if p.is_file() and p.name != ".patient_salt" and salt in p.read_bytes()]
+    # the regions' crop and the burned-in annotation are recorded, and reported
+    with h5py.File(results / "frames" / "exam03.h5") as f:
+        assert f.attrs["crop_source"] == "dicom_regions" and json.loads(f.attrs["crop_box"]) == [4, 2, 92, 94]
+    with h5py.File(results / "frames" / "exam04.h5") as f:
+        assert f.attrs["burned_in_annotation"] == "YES"
+    report = (results / "report" / "index.html").read_text()
+    assert "Burned-in annotation (1)" in report and "exam04" in report
+    card = (results / "report" / "model_card.md").read_text()
+    assert "12 DICOM" in card and "1 of 12 cropped to the sector of their ultrasound regions; 1 declare" in card
