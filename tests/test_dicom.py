@@ -318,7 +318,7 @@ def _archive(tmp_path: Path) -> tuple[Path, Path]:
             write_dicom(data / "videos" / target, pixels, photometric=photometric, **kw, **extra)
         for _, r in group.iterrows():
             rows.append({"video": target, "score": r["score"], "start_frame": r["start_frame"],
-                         "end_frame": r["end_frame"]})
+                         "end_frame": r["end_frame"], "a_lines": r["a_lines"], "b_lines": r["b_lines"]})
     pd.DataFrame(rows).to_csv(data / "labels.csv", index=False)
     return data, data / "labels.csv"
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 def _inputs(run: FinishedRun):
     index = read_frame_index(run.layout.frame_index())
-    return run.summary, run.split, index, store_facts(index["h5"].unique()), run.config
+    return run.summary, run.split, index, store_facts(run.verified_stores(index["h5"].unique()).values()), run.config
 
 
 def test_the_report_step_writes_the_card_of_the_runs_files(tiny_run):
