@@ -231,7 +231,7 @@ def dicom_sources(paths: list[Path], salt: bytes) -> dict[Path, str]:
 
 def predict_salt(run: FinishedRun) -> bytes:
     """The run's salt where it has one (neutral names then match the run's), else one for this call."""
-    salt_file = run.config["dataset"].get("patient_salt_file") or ""
+    salt_file = run.config["dataset"]["patient_salt_file"]
     if salt_file or (run.root / SALT_FILE).is_file():
         return results_salt(run.root, salt_file)
     return os.urandom(32).hex().encode()
