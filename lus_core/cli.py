@@ -1,4 +1,5 @@
-"""The `lus` command line: `lus synth`, `lus run`, `lus predict`, `lus score`, `lus summarize`, `lus bench-table`.
+"""The `lus` command line: `lus synth`, `lus run`, `lus predict`, `lus score`, `lus export`, `lus model-card`,
+`lus summarize`, `lus bench-table`.
 
 Exit status: 0 done; 2 an error (named on stderr, nothing written); 3 `lus predict` scored the
 readable videos but some could not be scored (listed on stderr and in summary.json's `failed`).
@@ -73,6 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ci", type=float, default=0.95, help="interval level (default 0.95)")
     p.add_argument("--seed", type=int, default=0, help="seed of the patient resamples (default 0)")
 
+    p = sub.add_parser("export", help="export a finished run's deployed scorer as ONNX with its model card")
+    p.add_argument("--run", required=True, type=Path, help="results folder of a finished workflow run")
+    p.add_argument("--out", required=True, type=Path, help="output folder: new or empty")
+    p.add_argument("--config-name", default="selected",
+                   help="'selected' (chosen on training patients, eval/summary.json) or a configuration name")
+    p.add_argument("--overwrite", action="store_true", help="replace the files an earlier export wrote in --out")
+
+    p = sub.add_parser("model-card", help="write a finished run's model card (Markdown)")
+    p.add_argument("--run", required=True, type=Path, help="results folder of a finished workflow run")
+    p.add_argument("--out", required=True, type=Path, help="the Markdown file to write")
+
     p = sub.add_parser("summarize", help="write a finished run's results as a Markdown page or README block")
     p.add_argument("run", type=Path, help="results folder of a finished workflow run")
     p.add_argument("--out", type=Path, help="write a whole Markdown page here")
@@ -96,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
-        commands = {"synth": _synth, "run": _run, "predict": _predict, "score": _score, "summarize": _summarize,
-                    "bench-table": _bench_table}
+        commands = {"synth": _synth, "run": _run, "predict": _predict, "score": _score, "export": _export,
+                    "model-card": _model_card, "summarize": _summarize, "bench-table": _bench_table}
         return commands[args.command](args)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         print(f"lus {args.command}: error: {exc}", file=sys.stderr)
@@ -148,6 +160,26 @@ def _score(args) -> int:
     run_score(args.predictions, args.labels, video_col=args.video_col, score_col=args.score_col,
               patient_col=args.patient_col, patient_regex=args.patient_regex, out_dir=args.out,
               n_bootstrap=args.n_bootstrap, ci=args.ci, seed=args.seed)
+    return 0
+
+
+def _export(args) -> int:
+    from lus_core.runs.export import run_export
+
+    out = run_export(args.run, args.out, args.config_name, args.overwrite)
+    print(f"wrote {out}/model.onnx, export.json, predict_onnx.py and model_card.md")
+    return 0
+
+
+def _model_card(args) -> int:
+    from lus_core.io_utils import atomic_path
+    from lus_core.runs.model_card import model_card_text
+    from lus_core.runs.reader import FinishedRun
+
+    text = model_card_text(FinishedRun(args.run))
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(text)
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -121,6 +121,8 @@ def _resolve_data_paths(config: dict) -> None:
     ds["video_dirs"] = [str(root / d) if not Path(d).is_absolute() else d for d in ds["video_dirs"]]
     if ds["labels"] and not Path(ds["labels"]).is_absolute():
         ds["labels"] = str(root / ds["labels"])
+    if ds["patient_salt_file"] and not Path(ds["patient_salt_file"]).is_absolute():
+        ds["patient_salt_file"] = str(root / ds["patient_salt_file"])
     config["data_root"] = "."  # resolved once; validating again is a no-op
 
 

@@ -85,8 +85,12 @@ rule report:
         confidence_tables=[L.confidence_table(b) for b in BACKBONES],
         gradcam=L.gradcam_index(),
         nested=[L.nested(), L.nested_figure()] if OUTER_SCOPES else [],
+        # the model card's data (sources, devices, burned-in annotation) and the selected model's checksum
+        stores=all_frame_stores,
+        models=[L.model(b, "all") for b in BACKBONES],
     output:
-        L.report(),
+        report=L.report(),
+        model_card=L.model_card(),
     params:
         config=step_config("report"),
         code=script_code("report"),

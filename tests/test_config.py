@@ -67,7 +67,7 @@ def test_load_config_names_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("path", ["configs/covid-blues.yaml", "configs/pocus.yaml", "configs/pocus-diagnosis.yaml",
-                                  "configs/full.yaml", "configs/tiny.yaml"])
+                                  "configs/full.yaml", "configs/tiny.yaml", "configs/dicom.yaml"])
 def test_shipped_configs_are_valid(path):
     load_config(path)
 

@@ -215,6 +215,15 @@ def test_nested_run_estimates_from_every_patient_and_deploys_the_all_patient_cho
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / "summary.json").read_text())["configuration"]["config_id"] == \
         deployed["selected"]["config_id"]
+    # the model card states the nested estimate, not a test set the deployed model does not have;
+    # `lus export` ships it beside the deployed scorer
+    card = Path(layout.model_card()).read_text()
+    assert estimate["headline"] in card and "Nested cross-validation by patient: 3 outer folds" in card
+    assert "test patients (" not in card
+    export = tmp_path / "export"
+    proc = lus("export", "--run", str(results), "--out", str(export))
+    assert proc.returncode == 0, proc.stderr
+    assert (export / "model_card.md").read_text() == card and (export / "model.onnx").stat().st_size > 0
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ def entry_of(info: dict) -> VideoEntry:
     if info["ranges"] is None:  # synthetic: labels come from the generated table
         return synthetic_entry(info["path"], config["dataset"], config["classes"], sm.input.labels[0])
     return VideoEntry(info["video"], info["path"], info["patient"], [tuple(r) for r in info["ranges"]],
-                      [tuple(v) for v in info["findings"]])
+                      [tuple(v) for v in info["findings"]], info["source"])
 
 
 with step_logging(sm):

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 from lus_core.report.html import run_report
+from lus_core.runs.model_card import store_facts, write_model_card
 from lus_core.workflow.script import config_of, step_logging
 
 sm = snakemake  # noqa: F821
@@ -16,5 +17,10 @@ with step_logging(sm):
         # shows each (method, metric) once, computed by lus_core.confidence.failure_metrics
         "gradcam": sm.input.gradcam,
         "nested": dict(zip(("estimate", "figure"), sm.input.nested, strict=True)) if sm.input.nested else None,
+        "burned_in": sorted(store_facts(sm.input.stores).query("burned_in == 'YES'")["video"]),
     }
-    run_report(str(eval_dir), sm.input.split, config_of(sm), sm.output[0], extra=extra)
+    config = config_of(sm)
+    run_report(str(eval_dir), sm.input.split, config, sm.output.report, extra=extra)
+    models = {Path(m).parent.name: m for m in sm.input.models}
+    write_model_card(sm.output.model_card, sm.input.summary, sm.input.split, sm.input.index, config, models,
+                     Path(config["results"]).name, sm.input.nested[0] if sm.input.nested else None)

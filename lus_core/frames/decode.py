@@ -1,5 +1,6 @@
-"""Decode LUS videos (any OpenCV container, GIF, or a folder of PNG/JPEG frames), find the
-ultrasound sector and crop/resize frames to a fixed square size.
+"""Decode LUS videos (any OpenCV container, GIF, a folder of PNG/JPEG frames, a DICOM cine loop
+or single-frame DICOM series: lus_core.frames.dicom), find the ultrasound sector and crop/resize
+frames to a fixed square size.
 
 Decoding keeps in memory only what is stored: the frames the stride and `max_frames` select
 (the others are grabbed, never converted) and, for the sector, a small subsample of
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from lus_core.frames.dicom import DicomError, DicomVideo, is_dicom, is_dicom_file, is_dicom_series
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mpeg", ".mpg", ".gif", ".mkv", ".m4v", ".wmv"}
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg"}
@@ -41,6 +44,11 @@ class DecodedVideo:
     n_declared_frames: int = 0  # frames the container declares (0: it does not say)
     sector_sample: np.ndarray | None = None  # uint8 (S, h, w) gray thumbnails spread over the video
     sample_scale: int = 1  # thumbnail pixel = sample_scale source pixels
+    # DICOM only: the sector its ultrasound regions give (x0, y0, x1, y1), the BurnedInAnnotation
+    # flag ('YES' / 'NO' / '' not stated) and the scanner's make and model
+    region_box: tuple[int, int, int, int] | None = None
+    burned_in: str = ""
+    device: str = ""
 
     def sector_box(self) -> tuple[int, int, int, int]:
         """The sector's bounding box in source pixels, from the whole-video subsample."""
@@ -65,6 +73,19 @@ def grey(frames: np.ndarray) -> np.ndarray:
 
 def is_frame_folder(path: Path) -> bool:
     return path.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in path.iterdir())
+
+
+def is_video(path: Path) -> bool:
+    """A video file (container or DICOM), a folder of frames or a DICOM series folder."""
+    if path.is_file():
+        return path.suffix.lower() in VIDEO_EXTENSIONS or is_dicom_file(path)
+    return is_frame_folder(path) or is_dicom_series(path)
+
+
+def _source(path: Path, threads: int = 0):
+    if is_dicom(path):
+        return _DicomSource(path)
+    return _FolderSource(path) if path.is_dir() else _ContainerSource(path, threads)
 
 
 def keep_plan(n_frames: int, stride: int = 1, max_frames: int = 0) -> np.ndarray:
@@ -92,7 +113,7 @@ def decode(
     path = Path(path)
     if not path.exists():
         raise VideoError(f"{path}: file not found")
-    source = _FolderSource(path) if path.is_dir() else _ContainerSource(path, threads)
+    source = _source(path, threads)
     declared = source.declared_frames()
     # max_frames needs the length up front: plan on the declared count, or count first
     n_planned = (declared or source.count()) if max_frames and frames is None else 0
@@ -122,7 +143,7 @@ def frame_stds(path: str | Path, stride: int, box: tuple[int, int, int, int], si
     of the video, in one decoding pass that keeps no frame: which frames are blank, before a
     frame cap chooses among the others."""
     path = Path(path)
-    source = _FolderSource(path) if path.is_dir() else _ContainerSource(path, threads)
+    source = _source(path, threads)
     collector = _StdCollector(box, size)
     source.read(lambda i: i % stride == 0, _NoSample(), collector)
     return np.asarray(collector.numbers, np.int64), np.asarray(collector.stds, np.float64)
@@ -161,8 +182,9 @@ def _read(source, stride: int, plan: np.ndarray | None) -> DecodedVideo:
     collector, sampler = _FrameCollector(source.path, capacity), _SectorSampler(source.path, source.declared_frames())
     n = source.read(keep, sampler, collector)
     frames, numbers = collector.result()
-    return DecodedVideo(frames, numbers, source.fps, n, frames.shape[1:3], 0,
-                        sampler.result(), sampler.scale)
+    return DecodedVideo(frames, numbers, source.fps, n, frames.shape[1:3], 0, sampler.result(), sampler.scale,
+                        getattr(source, "region_box", None), getattr(source, "burned_in", ""),
+                        getattr(source, "device", ""))
 
 
 class _ContainerSource:
@@ -273,6 +295,38 @@ class _FolderSource:
                 raise VideoError(f"{file}: unreadable image in frame folder {self.path}")
             _use(img, i, kept, sampled, collector, sampler)
         return len(self.files)
+
+
+class _DicomSource:
+    """A DICOM cine loop or series (lus_core.frames.dicom) as a source: its header's frame count,
+    frame rate, ultrasound regions and burned-in annotation flag."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.video = DicomVideo(path)
+        except DicomError as exc:
+            raise VideoError(str(exc)) from exc
+        self.fps, self.region_box = self.video.fps, self.video.region_box
+        self.burned_in, self.device = self.video.burned_in, self.video.device
+
+    def declared_frames(self) -> int:
+        return self.video.n_frames
+
+    def count(self) -> int:
+        return self.video.n_frames
+
+    def read(self, keep: Callable[[int], bool], sampler: _SectorSampler, collector: _FrameCollector) -> int:
+        n = 0
+        try:
+            for frame in self.video.frames():
+                kept, sampled = keep(n), sampler.wants(n)
+                if kept or sampled:
+                    _use(frame, n, kept, sampled, collector, sampler)
+                n += 1
+        except DicomError as exc:
+            raise VideoError(str(exc)) from exc
+        return n
 
 
 def _use(bgr: np.ndarray, number: int, kept: bool, sampled: bool, collector, sampler) -> None:

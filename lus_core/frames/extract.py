@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from lus_core.frames.decode import VideoError, crop_resize, decode, frame_stds, sector_std
+from lus_core.frames.dicom import is_dicom
 from lus_core.frames.kept import KeptStores
 from lus_core.frames.labels import DatasetError, VideoEntry, covering_ranges
 from lus_core.frames.skipped import write_skipped
@@ -119,12 +120,24 @@ def _decode_entry(entry: VideoEntry, config: dict, threads: int = 0) -> _Decoded
         if not keep.any():
             raise DatasetError(f"{entry.path}: no decoded frame falls inside a labelled range {entry.ranges}")
         if keep.sum() < len(keep):
-            log.info("%s: %d frames outside labelled ranges dropped", entry.path, int((~keep).sum()))
+            log.info("%s: %d frames outside labelled ranges dropped", shown(entry), int((~keep).sum()))
         return _Decoded(video, labels, keep, frame_findings(entry, covering, config))
     except (VideoError, DatasetError) as exc:
         if config["dataset"]["on_bad_video"] != "skip":
-            raise
+            raise redacted(exc, entry) from None
+        return redacted(exc, entry)
+
+
+def shown(entry: VideoEntry) -> str:
+    """What logs and messages call a video: a DICOM's recorded source (no identifying name), else its path."""
+    return entry.source or str(entry.path)
+
+
+def redacted(exc: Exception, entry: VideoEntry) -> Exception:
+    """`exc` with the video's path replaced by its recorded source (DICOM: identifying names replaced)."""
+    if not entry.source or str(entry.path) not in str(exc):
         return exc
+    return type(exc)(str(exc).replace(str(Path(entry.path)), entry.source))
 
 
 def _store_entry(entry: VideoEntry, out_h5: Path, config: dict, decoded: _Decoded | Exception,
@@ -133,20 +146,29 @@ def _store_entry(entry: VideoEntry, out_h5: Path, config: dict, decoded: _Decode
     n = 0
     if not isinstance(decoded, Exception):
         try:
-            kept = stored_frames(entry.path, decoded.video, config, decoded.keep)
+            kept = stored_frames(entry.path, decoded.video, config, decoded.keep, shown(entry))
         except VideoError as exc:
             if config["dataset"]["on_bad_video"] != "skip":
-                raise
-            decoded = exc
+                raise redacted(exc, entry) from None
+            decoded = redacted(exc, entry)
     if isinstance(decoded, Exception):
         log.warning("skipping %s", decoded)
         _write_skipped(entry, out_h5, str(decoded), config)
     else:
         video, fcfg = decoded.video, config["frames"]
+        if video.burned_in == "YES":
+            log.warning("%s: BurnedInAnnotation is YES: text (possibly identifying) is part of the image "
+                        "pixels; the store and the report say so", entry.source or entry.video)
         attrs = {
-            "source_path": str(Path(entry.path).resolve()),
+            # a DICOM's path relative to its video folder, with identifying names replaced
+            # (lus_core.frames.identity); other videos' absolute path
+            "source_path": entry.source or str(Path(entry.path).resolve()),
             "source_sha256": sha256_file(entry.path) if Path(entry.path).is_file() else "",
             "crop_box": list(kept.box),
+            "crop_source": crop_source(video, fcfg),
+            "source_kind": source_kind(Path(entry.path)),
+            "burned_in_annotation": video.burned_in,
+            "device": video.device,
             "original_size": list(video.original_size),
             "fps": video.fps,
             "n_source_frames": video.n_source_frames,
@@ -215,14 +237,31 @@ def decode_video(path, config: dict, threads: int = 0):
 
 
 def crop_box(video, fcfg: dict) -> tuple[int, int, int, int]:
-    """The crop of a decoded video: its sector (frames.crop: auto) or the whole frame."""
-    return video.sector_box() if fcfg["crop"] == "auto" else (0, 0, *video.original_size[::-1])
+    """The crop of a decoded video (frames.crop: auto): the sector its DICOM header's ultrasound
+    regions give, else the one found in its frames; with frames.crop: none the whole frame."""
+    if fcfg["crop"] != "auto":
+        return 0, 0, *video.original_size[::-1]
+    return tuple(video.region_box) if video.region_box is not None else video.sector_box()
 
 
-def stored_frames(path, video, config: dict, keep: np.ndarray | None = None) -> StoredFrames:
+def source_kind(path: Path) -> str:
+    """The store attribute source_kind: dicom, frames (a folder of images) or video (a container)."""
+    return "dicom" if is_dicom(path) else ("frames" if path.is_dir() else "video")
+
+
+def crop_source(video, fcfg: dict) -> str:
+    """Where `crop_box` came from (the store attribute crop_source): dicom_regions, auto or none."""
+    if fcfg["crop"] != "auto":
+        return "none"
+    return "dicom_regions" if video.region_box is not None else "auto"
+
+
+def stored_frames(path, video, config: dict, keep: np.ndarray | None = None, name: str | None = None) -> StoredFrames:
     """The sector crop, resized, of the decoded frames `keep` (default all), blank frames dropped:
-    the one preparation of frames shared by extraction and `lus predict`."""
+    the one preparation of frames shared by extraction and `lus predict`. `name`: what messages
+    call the video (default its path)."""
     fcfg = config["frames"]
+    path = name or path
     positions = np.arange(len(video.frames)) if keep is None else np.flatnonzero(keep)
     box = crop_box(video, fcfg)
     frames = crop_resize(video.frames if len(positions) == len(video.frames) else video.frames[positions], box,
@@ -246,7 +285,7 @@ def stored_frames(path, video, config: dict, keep: np.ndarray | None = None) -> 
 def _write_skipped(entry: VideoEntry, out_h5, reason: str, config: dict) -> None:
     with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as f:
         f.attrs.update(
-            video_id=entry.video, patient=entry.patient, source_path=str(entry.path),
+            video_id=entry.video, patient=entry.patient, source_path=entry.source or str(entry.path),
             skipped=reason, config=config_json(config), format_version=FORMAT_VERSION,
         )
 

@@ -34,6 +34,7 @@ from lus_core.report.nested_sections import (
 )
 from lus_core.report.sections import (
     section_answer,
+    section_burned_in,
     section_confidence,
     section_figures,
     section_findings,
@@ -89,6 +90,7 @@ def render_html(summary: Mapping, matrix: pd.DataFrame, split: Mapping, config: 
         section_video_level(summary),
         section_findings(summary),
         section_skipped(summary),
+        section_burned_in(extra.get("burned_in")),
         section_galleries(gals, extra.get("gradcam") or [], eval_dir),
         section_figures(figs, eval_dir, "Figures"),
         section_matrix(matrix, summary, top),
@@ -124,7 +126,7 @@ def run_report(eval_dir: str | os.PathLike, split_json: str | os.PathLike, confi
     ``provenance`` (dict shown as a table, e.g. code version, Snakemake version); ``gradcam``
     (the ``gradcam/index.json`` of the gradcam step: its maps are drawn beside their galleries);
     ``nested`` ({"estimate": ``nested/estimate.json``, "figure": ``nested/folds.png``} of a nested
-    run: the page opens with them).
+    run: the page opens with them); ``burned_in`` (ids of DICOM videos that declare burned-in annotation).
     """
     eval_dir = Path(eval_dir)
     summary = read_summary(eval_dir / "summary.json")

@@ -413,6 +413,16 @@ def section_tables(items: Sequence[Mapping], base: Path) -> str:
     return "<h2>More tables</h2>" + "".join(parts) if parts else ""
 
 
+def section_burned_in(videos) -> str:
+    """DICOM videos whose header declares burned-in annotation (store attribute burned_in_annotation)."""
+    if not videos:
+        return ""
+    return (f"<h2>Burned-in annotation ({len(videos)})</h2><p>These DICOM videos declare "
+            "<code>BurnedInAnnotation</code> YES: text, possibly identifying, is part of their pixels, and the "
+            "CNN saw it. Check them before sharing any frame or gallery.</p>"
+            + table(["video"], [[v] for v in videos], left=(0,)))
+
+
 def section_skipped(summary: Mapping) -> str:
     """Videos left out with dataset.on_bad_video: skip (summary.json's skipped_videos)."""
     skipped = summary.get("skipped_videos") or {}

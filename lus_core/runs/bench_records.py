@@ -99,6 +99,14 @@ def _gpu(r: dict) -> str:
     return f"{r['img_per_s']:,.0f} img/s on {r['device']}"
 
 
+def _export(r: dict) -> str:
+    parts = [f"{b} {v['image_size']} px: one frame {v['batch1_onnx_ms_per_frame']:.2f} ms vs "
+             f"{v['batch1_torch_ms_per_frame']:.2f} ms ({v['batch1_ratio']:.1f}x), batches of 64 "
+             f"{v['batch64_onnx_ms_per_frame']:.2f} vs {v['batch64_torch_ms_per_frame']:.2f} ms a frame "
+             f"({v['batch64_ratio']:.1f}x)" for b, v in r["backbones"].items()]
+    return "; ".join(parts) + f"; max softmax difference {r['max_abs_softmax_difference']:.1g}"
+
+
 def _run_time(r: dict) -> str:
     runs = r.get("runs") or {}
     parts = [f"{name}: full run {v['full_run_wall_seconds'] / 60:.1f} min on {v['full_run_cores']} cores, "
@@ -127,6 +135,8 @@ ROWS: dict[str, tuple[str, Callable[[dict], str], Callable[[dict], str]]] = {
     "rerun": ("`snakemake --version` start-up",
               lambda r: f"no-op rerun {r['noop_rerun_s']:.1f} s, of which {r['snakemake_startup_s']:.1f} s is "
                         f"Snakemake's own start-up", lambda r: f"<= {_g(r['goal_noop_rerun_s'])} s"),
+    "export": ("the same model in torch (the workflow's inference), interleaved", _export,
+               lambda r: f"onnxruntime >= {_g(r['goal_ratio'])}x torch's speed, softmax within {_g(r['tolerance'])}"),
     "run_time": ("—", _run_time, lambda r: f"<= {r['goal_wall_seconds'] / 60:g} min (default run)"),
     "gpu_train": ("—", _gpu, lambda r: f">= {_g(r.get('goal_img_per_s'), '{:,.0f}')} img/s"),
 }

@@ -151,6 +151,9 @@ class RunLayout:
     def report(self) -> str:
         return self._p("report", "index.html")
 
+    def model_card(self) -> str:
+        return self._p("report", "model_card.md")
+
     def manifest(self) -> str:
         return self._p("manifest.json")
 

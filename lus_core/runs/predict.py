@@ -27,9 +27,11 @@ from tqdm import tqdm
 from lus_core.cnn.gradcam import gradcam_maps, gradcam_overlay
 from lus_core.cnn.infer import finding_probabilities, predict_frames
 from lus_core.cnn.model_file import load_model
-from lus_core.frames.decode import VIDEO_EXTENSIONS, VideoError, grey, is_frame_folder
+from lus_core.frames.decode import VideoError, grey, is_frame_folder, is_video
+from lus_core.frames.dicom import DicomError, header_facts, is_dicom, is_dicom_series
 from lus_core.frames.extract import decode_video, stored_frames
-from lus_core.frames.labels import video_id
+from lus_core.frames.identity import SALT_FILE, results_salt
+from lus_core.frames.labels import dicom_names, video_id
 from lus_core.frames.store import FrameReader, read_frame_index
 from lus_core.runs.reader import FinishedRun
 from lus_core.runs.safe_output import check_output_dir, publish, staging_dir
@@ -125,7 +127,8 @@ class Predictor:
         video = decode_video(path, self.config)
         kept = stored_frames(path, video, self.config)
         declared = video.n_declared_frames
-        return DecodedFrames(kept.frames, kept.numbers, video.n_source_frames / declared if declared else None)
+        return DecodedFrames(kept.frames, kept.numbers, video.n_source_frames / declared if declared else None,
+                             video.burned_in)
 
     def neighbors(self, vectors: np.ndarray, diversity: str):
         """(frame ids, labels, distances) of the configuration's k neighbours of each vector."""
@@ -199,8 +202,8 @@ def collect_videos(paths: list[Path]) -> list[Path]:
     for p in paths:
         if not p.exists():
             raise VideoError(f"{p}: file not found")
-        if p.is_dir() and not is_frame_folder(p):
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_EXTENSIONS or is_frame_folder(q))
+        if p.is_dir() and not (is_frame_folder(p) or is_dicom_series(p)):
+            found = sorted(q for q in p.iterdir() if not q.name.startswith(".") and is_video(q))
             if not found:
                 raise VideoError(f"{p}: no video in this folder")
         else:
@@ -212,12 +215,36 @@ def collect_videos(paths: list[Path]) -> list[Path]:
     return videos
 
 
-def video_ids(paths: list[Path]) -> dict[Path, str]:
+def dicom_sources(paths: list[Path], salt: bytes) -> dict[Path, str]:
+    """Each DICOM video's written name (its file or folder name, replaced by a neutral one where it
+    carries an identifying value of its header: lus_core.frames.labels.dicom_names); an unreadable
+    one keeps its name (the error names it as the user did)."""
+    out = {}
+    for p in paths:
+        if is_dicom(p):
+            try:
+                out[p] = dicom_names(p.parent, p, header_facts(p), salt)[1]
+            except DicomError:
+                continue
+    return out
+
+
+def predict_salt(run: FinishedRun) -> bytes:
+    """The run's salt where it has one (neutral names then match the run's), else one for this call."""
+    salt_file = run.config["dataset"]["patient_salt_file"]
+    if salt_file or (run.root / SALT_FILE).is_file():
+        return results_salt(run.root, salt_file)
+    return os.urandom(32).hex().encode()
+
+
+def video_ids(paths: list[Path], names: dict[Path, str] | None = None) -> dict[Path, str]:
     """A unique, file-name-safe id per video: its file stem where no other video of the call has
     the same one; where several do (a/x.mp4 and b/x.mp4, or x.mp4 and x.MP4), each one's path
     below their deepest common folder, extension included, folders joined by "__" (a__x.mp4,
-    b__x.mp4; x.mp4, x.MP4). summary.json keeps every video's source path beside its id."""
-    safe = {p: video_id(p) for p in paths}
+    b__x.mp4; x.mp4, x.MP4). summary.json keeps every video's source path beside its id.
+    `names`: a DICOM video's written name (dicom_sources) stands for its own."""
+    names = names or {}
+    safe = {p: video_id(Path(names[p])) if p in names else video_id(p) for p in paths}
     by_stem: dict[str, list[Path]] = {}
     for p in paths:
         by_stem.setdefault(safe[p].lower(), []).append(p)
@@ -228,7 +255,9 @@ def video_ids(paths: list[Path]) -> dict[Path, str]:
             continue
         common = Path(os.path.commonpath([str(p.resolve().parent) for p in group]))
         for p in group:
-            ids[p] = re.sub(r"[^A-Za-z0-9_.-]", "_", "__".join(p.resolve().relative_to(common).parts))
+            parts = p.resolve().relative_to(common).parts
+            parts = (*parts[:-1], names[p]) if p in names else parts
+            ids[p] = re.sub(r"[^A-Za-z0-9_.-]", "_", "__".join(parts))
     clash = [i for i in ids.values() if list(ids.values()).count(i) > 1]
     if clash:  # pragma: no cover - the relative paths of distinct files differ
         raise VideoError(f"videos would share the id {clash[0]!r}: {[str(p) for p, i in ids.items() if i == clash[0]]}")
@@ -260,6 +289,7 @@ class DecodedFrames:
     frames: np.ndarray  # uint8 (N, size, size, C), as the workflow stores them
     numbers: np.ndarray  # source frame numbers
     decoded_fraction: float | None  # frames decoded / frames the container declares (None: not declared)
+    burned_in: str = ""  # a DICOM's BurnedInAnnotation ('YES' / 'NO' / '' not stated)
 
 
 def decoded_videos(predictor: Predictor, paths: list[Path]) -> Iterator[tuple[Path, DecodedFrames | VideoError]]:
@@ -319,12 +349,13 @@ def run_predict(videos, run_dir, config_name: str = "selected", out_dir="predict
     if min_decoded_fraction is not None:
         predictor.config["dataset"]["min_decoded_fraction"] = float(min_decoded_fraction)
     paths = collect_videos([Path(v) for v in videos])
-    ids = video_ids(paths)
+    sources = dicom_sources(paths, predict_salt(run))
+    ids = video_ids(paths, sources)
     staging = staging_dir(out_dir)
     try:
         # nothing reaches out_dir before every video is done (everything is staged)
         rows, per_video, failed = _score_videos(predictor, paths, ids, staging, galleries, max_gallery_rows, gradcam,
-                                                on_bad_video)
+                                                on_bad_video, sources)
         pd.DataFrame(rows, columns=frame_columns(predictor)).to_csv(staging / "frames.csv", index=False)
         summary = {"run": str(run.root.resolve()), "configuration": choice.__dict__, "videos": per_video,
                    "failed": failed, "classes": predictor.classes,
@@ -340,23 +371,32 @@ def run_predict(videos, run_dir, config_name: str = "selected", out_dir="predict
         print(f"{len(failed)} of {len(paths)} video(s) could not be scored (summary.json: failed):", file=sys.stderr)
         for why in failed.values():
             print(f"  - {why['source']}: {why['reason']}", file=sys.stderr)
+    burned = [vid for vid, v in per_video.items() if v.get("burned_in_annotation") == "YES"]
+    if burned:
+        print(f"{len(burned)} DICOM video(s) declare burned-in annotation (text in the pixels, possibly identifying; "
+              f"summary.json: burned_in_annotation): {', '.join(burned)}", file=sys.stderr)
     return PredictResult(out_dir, list(per_video), failed)
 
 
 def _score_videos(predictor: Predictor, paths: list[Path], ids: dict[Path, str], staging: Path, galleries: bool,
-                  max_rows: int, gradcam: bool = False, on_bad_video: str = "skip"):
+                  max_rows: int, gradcam: bool = False, on_bad_video: str = "skip", sources: dict | None = None):
     """frames.csv rows, summary.json entries and failures of every video. The CNN scores each
     video as it is decoded (the next one decodes meanwhile); the fallbacks of batches of about
     BATCH_FRAMES frames share one similarity search; galleries are drawn in a background thread
     while the next batch is scored (and finished before this returns, also on an error)."""
     rows, per_video, failed, drawn = [], {}, {}, []
+    sources = sources or {}
+
+    def shown(path: Path) -> str:
+        return sources.get(path, str(path))
 
     def usable(decoded):
         for path, result in decoded:
             if isinstance(result, VideoError):
                 if on_bad_video == "error":
                     raise result
-                failed[ids[path]] = {"source": str(path), "reason": str(result)}
+                reason = str(result).replace(str(path), shown(path)) if path in sources else str(result)
+                failed[ids[path]] = {"source": shown(path), "reason": reason}
                 continue
             yield path, result, predictor.score_cnn(result.frames)
 
@@ -369,7 +409,10 @@ def _score_videos(predictor: Predictor, paths: list[Path], ids: dict[Path, str],
                 predictor.add_fallbacks([item[1].frames for item in batch], [item[2] for item in batch])
                 for path, video, res in batch:
                     vid = ids[path]
-                    per_video[vid] = {**video_summary(predictor, path, res), "decoded_fraction": video.decoded_fraction}
+                    per_video[vid] = {**video_summary(predictor, path, res), "source": shown(path),
+                                      "decoded_fraction": video.decoded_fraction}
+                    if is_dicom(path):
+                        per_video[vid]["burned_in_annotation"] = video.burned_in
                     rows += frame_rows(predictor, vid, video.numbers, res)
                     if galleries:
                         # Grad-CAM needs the model (this thread); the drawing thread only places its tiles

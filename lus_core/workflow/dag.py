@@ -72,11 +72,16 @@ def video_table(config: dict, synth_dir: str) -> dict[str, dict]:
             Path(name).stem: {"path": f"{synth_dir}/videos/{name}", "patient": patient, "ranges": None, "findings": None}
             for name, patient in planned_videos(ds["synthetic"])
         }
+    from lus_core.frames.identity import results_salt
     from lus_core.frames.labels import build_video_table
 
+    # asked for only when the dataset holds DICOM files (the salt file is made on first use)
+    def salt() -> bytes:
+        return results_salt(config["results"], ds["patient_salt_file"])
+
     return {
-        e.video: {"path": e.path, "patient": e.patient, "ranges": e.ranges, "findings": e.findings}
-        for e in build_video_table(ds, config["classes"])
+        e.video: {"path": e.path, "patient": e.patient, "ranges": e.ranges, "findings": e.findings, "source": e.source}
+        for e in build_video_table(ds, config["classes"], salt=salt)
     }
 
 

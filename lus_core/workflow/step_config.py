@@ -76,6 +76,8 @@ RUN_WIDE: dict[str, str] = {
     "dataset.labels": "the labels table, resolved per video into the extraction jobs' entries",
     "dataset.patient_from": "each video's patient, resolved into the extraction jobs' entries",
     "dataset.patient_regex": "each video's patient, resolved into the extraction jobs' entries",
+    "dataset.raw_patient_ids": "each video's patient (raw or pseudonymised), resolved into the extraction jobs' entries",
+    "dataset.patient_salt_file": "the salt of the pseudonyms, resolved into the extraction jobs' entries (ids, patients)",
     "dataset.unmatched_labels": "checked when the video table is built; no step reads it",
     "frames.extract_jobs": "how the videos are shared among extraction jobs (scheduling, not content)",
     "train.embedding_jobs": "how the videos are shared among embedding jobs (scheduling, not content)",
