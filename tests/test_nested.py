@@ -219,7 +219,7 @@ def test_nested_run_estimates_from_every_patient_and_deploys_the_all_patient_cho
     # `lus export` ships it beside the deployed scorer
     card = Path(layout.model_card()).read_text()
     assert estimate["headline"] in card and "Nested cross-validation by patient: 3 outer folds" in card
-    assert "test patients (" not in card
+    assert "## Patient-level estimate (test patients)" not in card
     export = tmp_path / "export"
     proc = lus("export", "--run", str(results), "--out", str(export))
     assert proc.returncode == 0, proc.stderr
