@@ -13,6 +13,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from lus_core.class_order import nominal_conflicts
+
 SCHEMA_PATH = Path(__file__).with_name("config_schema.yaml")
 
 
@@ -157,6 +159,9 @@ def _check_semantics(config: dict, source) -> None:
             raise ConfigError(f"{source_of(source, 'dataset.video_dirs')}: key 'dataset.video_dirs' is empty and dataset.synthetic.enabled is false")
         if not ds["labels"]:
             raise ConfigError(f"{source_of(source, 'dataset.labels')}: key 'dataset.labels' is required for a real dataset")
+    conflicts = nominal_conflicts(config)
+    if conflicts:
+        raise ConfigError("; ".join(f"{source_of(source, key)}: key '{key}': {why}" for key, why in conflicts))
     if config["frames"]["size"] < config["train"]["image_size"] // 4:
         raise ConfigError(f"{source_of(source, 'train.image_size')}: key 'train.image_size' is far larger than 'frames.size'; raise frames.size")
 

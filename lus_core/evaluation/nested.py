@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 
 from lus_core import metrics as M
+from lus_core.class_order import class_order, video_metric
+from lus_core.evaluation.answer_level import METRIC_NAMES
 from lus_core.evaluation.matrix import MAIN_METRICS
 from lus_core.evaluation.selected_scores import read_selected_scores
 from lus_core.evaluation.summary import clean_json, read_summary
@@ -54,7 +56,8 @@ class OuterFold:
     level: str = "frame"  # its answer's level (evaluate.selection.level, resolved)
     video_score: str | None = None  # the video score chosen on its training videos
     video_backbone: str | None = None
-    video_val_qwk: float | None = None
+    video_val_score: float | None = None  # its validation video `video_metric` (on training videos)
+    video_metric: str = "qwk"  # lus_core.class_order.video_metric
     videos: pd.DataFrame | None = None  # its test videos: video, patient, label, pred
 
     @property
@@ -98,17 +101,18 @@ def _choose_video_score(fold: OuterFold, summary: Mapping, tables: Mapping, summ
     """The fold's video answer: at video level the one its evaluate chose among every backbone
     (`video_answer`), else the best video score of its selected backbone (both on training videos)."""
     answer = summary.get("video_answer")
+    metric = video_metric(summary.get("class_order", "ordinal"))
     if answer:
-        backbone, how, val_qwk = answer["backbone"], answer["video_score"], answer["validation_qwk"]
+        backbone, how, val = answer["backbone"], answer["video_score"], answer.get("validation_score")
     else:
         backbone = fold.selected["backbone"]
         rows = (summary.get("video_level") or {}).get(backbone)
         if not rows:
             raise ValueError(f"{summary_json}: no video-level scores of the selected backbone {backbone}")
-        best = chosen_video_score(rows)
-        how, val_qwk = best["video_score"], best["val_qwk"]
-    fold.video_score, fold.video_backbone = str(how), backbone
-    fold.video_val_qwk = float("nan") if val_qwk is None else float(val_qwk)
+        best = chosen_video_score(rows, metric)
+        how, val = best["video_score"], best.get(f"val_{metric}")
+    fold.video_score, fold.video_backbone, fold.video_metric = str(how), backbone, metric
+    fold.video_val_score = float("nan") if val is None else float(val)
     table = read_video_table(tables[backbone], fold.test_patients)
     test = table[table["split"] == "test"]
     fold.videos = pd.DataFrame({"video": test["video"].to_numpy(), "patient": test["patient"].to_numpy(),
@@ -146,14 +150,15 @@ def _fold_row(fold: OuterFold, n_classes: int, n_boot: int, ci: float, seed: int
     row = {"scope": fold.scope, "test_patients": fold.test_patients, "n_frames": int(len(f)),
            "config_id": fold.selected["config_id"], "recipe": fold.recipe,
            "criterion": fold.selected.get("criterion"), "validation_score": fold.selected.get("validation_score")}
-    for m in ("accuracy", "qwk"):
+    for m in ("accuracy", "balanced_accuracy", "qwk"):
         row[m] = M.bootstrap_ci(m, f["label"], f["final"], f["patient"], n_boot, ci, seed, n_classes).as_dict()
     if fold.videos is not None:
         v = fold.videos
         row.update({"video_backbone": fold.video_backbone, "video_score": fold.video_score,
-                    "video_val_qwk": fold.video_val_qwk, "n_videos": int(len(v)),
-                    "video_qwk": M.bootstrap_ci("qwk", v["label"], v["pred"], v["patient"], n_boot, ci, seed,
-                                                n_classes).as_dict()})
+                    "video_metric": fold.video_metric, "video_val_score": fold.video_val_score, "n_videos": int(len(v))})
+        for m in dict.fromkeys(("qwk", fold.video_metric)):
+            row[f"video_{m}"] = M.bootstrap_ci(m, v["label"], v["pred"], v["patient"], n_boot, ci, seed,
+                                               n_classes).as_dict()
     return row
 
 
@@ -171,7 +176,8 @@ def choice_stability(folds: Sequence[OuterFold]) -> dict:
     return out
 
 
-def nested_estimate(folds: Sequence[OuterFold], n_classes: int, n_boot: int, ci: float, seed: int) -> dict:
+def nested_estimate(folds: Sequence[OuterFold], n_classes: int, n_boot: int, ci: float, seed: int,
+                    order: str = "ordinal") -> dict:
     """estimate.json's content: pooled frame (and video) metrics with intervals over all patients,
     each fold's choice and score, and the stability of the choice."""
     frames = pooled_frames(folds)
@@ -179,7 +185,7 @@ def nested_estimate(folds: Sequence[OuterFold], n_classes: int, n_boot: int, ci:
     others = {"cnn": frames["cnn"].to_numpy(np.int64), "majority": frames["majority"].to_numpy(np.int64)}
     levels = {f.level for f in folds}
     out = {
-        "level": "video" if levels == {"video"} else "frame",
+        "level": "video" if levels == {"video"} else "frame", "class_order": order,
         "n_outer_folds": len(folds), "n_patients": int(frames["patient"].nunique()), "n_frames": int(len(frames)),
         "n_bootstrap": int(n_boot), "ci": float(ci), "seed": int(seed),
         "frame": _level_metrics(y, frames["final"].to_numpy(np.int64), patients, others, n_classes, n_boot, ci, seed),
@@ -197,12 +203,25 @@ def nested_estimate(folds: Sequence[OuterFold], n_classes: int, n_boot: int, ci:
     return out
 
 
+def headline_metric(estimate: Mapping) -> tuple[str, str]:
+    """(level, metric) of the headline: video QWK (balanced accuracy for nominal classes) at video
+    level, else frame accuracy (balanced accuracy)."""
+    nominal = estimate.get("class_order", "ordinal") == "nominal"
+    if estimate.get("level") == "video" and "video" in estimate:
+        return "video", video_metric(estimate.get("class_order", "ordinal"))
+    return "frame", "balanced_accuracy" if nominal else "accuracy"
+
+
+def video_fold_metric(estimate: Mapping) -> str:
+    """The video metric the folds' rows show beside QWK (balanced accuracy for nominal classes)."""
+    return video_metric(estimate.get("class_order", "ordinal"))
+
+
 def headline(estimate: Mapping, classes: Sequence | None = None) -> str:
     """The report's first sentence: the estimate of the procedure on new patients."""
-    level, metric = ("video", "qwk") if estimate.get("level") == "video" and "video" in estimate else ("frame",
-                                                                                                  "accuracy")
+    level, metric = headline_metric(estimate)
     e = estimate[level][metric]
-    what = "video QWK" if level == "video" else "frame accuracy"
+    what = f"{level} {METRIC_NAMES[metric]}"
     pct = int(round(100 * float(estimate["ci"])))
     return (f"The estimate of this procedure on new patients is {what} {e['estimate']:.3f} "
             f"[{e['lo']:.3f}, {e['hi']:.3f}] ({pct}% interval over patients), from nested cross-validation "
@@ -213,15 +232,15 @@ def folds_figure(estimate: Mapping, path) -> Path:
     """Every outer fold's score of its test patients and the pooled estimate, with intervals."""
     from lus_core import plotting
 
-    video = estimate.get("level") == "video" and "video" in estimate
-    level = "video_qwk" if video else "accuracy"
-    rows = [(f"{f['scope']} ({len(f['test_patients'])} patients)", f[level]) for f in estimate["folds"]]
-    pooled = estimate["video"]["qwk"] if video else estimate["frame"]["accuracy"]
+    level, metric = headline_metric(estimate)
+    key = f"video_{metric}" if level == "video" else metric
+    rows = [(f"{f['scope']} ({len(f['test_patients'])} patients)", f[key]) for f in estimate["folds"]]
+    pooled = estimate[level][metric]
     rows.append((f"pooled ({estimate['n_patients']} patients)", pooled))
     labels = [r[0] for r in rows]
     est, lo, hi = ([r[1][k] for r in rows] for k in ("estimate", "lo", "hi"))
     colors = ["tab:gray"] * (len(rows) - 1) + ["tab:blue"]
-    xlabel = "video QWK" if level == "video_qwk" else "frame accuracy"
+    xlabel = f"{level} {METRIC_NAMES[metric]}"
     fig = plotting.forest(labels, est, lo, hi, colors, xlabel, title="Nested cross-validation: each outer fold",
                           bold=[False] * (len(rows) - 1) + [True])
     return plotting.save_png(fig, path)
@@ -238,7 +257,7 @@ def run_nested_estimate(scopes: Sequence[str], summaries: Sequence, selected_csv
     folds = load_outer_folds(scopes, summaries, selected_csvs, split, video_tables)
     ev = config["evaluate"]
     estimate = nested_estimate(folds, len(config["classes"]), int(ev["n_bootstrap"]), float(ev["ci"]),
-                               int(config["seed"]))
+                               int(config["seed"]), class_order(config))
     estimate["classes"] = list(config["classes"])
     estimate["headline"] = headline(estimate)
     with atomic_path(out_frames_csv) as tmp:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lus_core import metrics as M
+from lus_core.class_order import class_order, selection_criterion, video_metric, video_scores
 from lus_core.cnn.predictions import Predictions, read_predictions
 from lus_core.cnn.settings import embedding_is_learned
 from lus_core.frames.skipped import skipped_summary
@@ -22,7 +23,7 @@ from lus_core.frames.store import read_frame_index
 from lus_core.io_utils import read_json
 from lus_core.similarity.neighbors import read_neighbors, stored_diversities
 from lus_core.split.scopes import scope_split
-from lus_core.videolevel.table import read_video_table, video_metrics
+from lus_core.videolevel.table import VIDEO_SCORES, read_video_table, video_metrics
 
 from .answer_level import labels_are_per_video, resolve_level, video_answer
 from .inputs import check_neighbours_are_training_frames, load_confidence
@@ -100,6 +101,10 @@ def inputs_from_keys(input_keys: str | Mapping, named: Mapping[str, str]) -> tup
     return predictions, confidence, neighbors
 
 
+# the video metrics summary.json lists (balanced accuracy chooses the video answer of nominal classes)
+VIDEO_METRICS = {"ordinal": ("accuracy", "qwk"), "nominal": ("accuracy", "balanced_accuracy", "qwk")}
+
+
 @dataclass
 class EvaluationSettings:
     """What the ``evaluate`` step reads from its config slice."""
@@ -108,7 +113,7 @@ class EvaluationSettings:
     seed: int
     n_bootstrap: int
     ci: float
-    criterion: str
+    criterion: str  # resolved (lus_core.class_order.selection_criterion: never auto)
     level: str  # evaluate.selection.level: auto | frame | video (lus_core.evaluation.answer_level)
     ks: list[int]
     modes: list[str]
@@ -118,16 +123,19 @@ class EvaluationSettings:
     tsne_max_points: int
     raw_size: int
     learned_embedding: dict = field(default_factory=dict)  # backbone -> its embedding trains
+    class_order: str = "ordinal"  # lus_core.class_order
 
     @classmethod
     def from_config(cls, config: Mapping) -> EvaluationSettings:
         ev, sim = config["evaluate"], config["similarity"]
         return cls(
             classes=list(config["classes"]), seed=int(config["seed"]), n_bootstrap=int(ev["n_bootstrap"]),
-            ci=float(ev["ci"]), criterion=ev["selection"]["criterion"], level=ev["selection"]["level"], ks=[int(k) for k in sim["k"]],
+            ci=float(ev["ci"]), criterion=selection_criterion(ev["selection"]["criterion"], class_order(config)),
+            level=ev["selection"]["level"], ks=[int(k) for k in sim["k"]],
             modes=list(sim["fallback"]), diversities=list(sim["fallback_diversity"]),
             gallery_diversity=str(sim["diversity"]), n_gallery=int(ev["n_gallery"]),
             tsne_max_points=int(ev["tsne_max_points"]), raw_size=int(sim["raw_size"]),
+            class_order=class_order(config),
         )
 
     @property
@@ -330,13 +338,15 @@ def add_video_answer(summary: dict, video_tables: Mapping | None, test_patients:
     if video_tables:
         summary["video_level"] = {
             b: video_metrics(read_video_table(path, test_patients), settings.n_classes, settings.n_bootstrap,
-                             settings.ci, settings.seed).to_dict("records")
+                             settings.ci, settings.seed, scores=video_scores(VIDEO_SCORES, settings.class_order),
+                             metrics=VIDEO_METRICS[settings.class_order]).to_dict("records")
             for b, path in sorted(video_tables.items())
         }
+    summary["class_order"] = settings.class_order
     per_video = labels_are_per_video(read_frame_index(frame_index_csv))
     summary["answer_level"] = resolve_level(settings.level, bool(video_tables), per_video)
     if summary["answer_level"] == "video":
-        summary["video_answer"] = video_answer(summary["video_level"])
+        summary["video_answer"] = video_answer(summary["video_level"], video_metric(settings.class_order))
 
 
 def _select_on_every_patient(data: EvaluationInputs, settings: EvaluationSettings, split: Mapping, frame_index_csv,

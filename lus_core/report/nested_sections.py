@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from lus_core.evaluation.answer_level import METRIC_NAMES
+from lus_core.evaluation.nested import video_fold_metric
 from lus_core.report.markup import ci_pct, esc, figure, fmt, fmt_ci, kv, table
 from lus_core.report.sections import METRIC_LABEL, signed_ci
 
@@ -54,18 +56,19 @@ def section_nested_headline(estimate: Mapping, figure_png: str | Path | None) ->
 
 def section_nested_folds(estimate: Mapping) -> str:
     """What each outer fold chose on its training patients, its score, and how stable the choice was."""
+    vm = video_fold_metric(estimate)
     rows = []
     for f in estimate["folds"]:
         rows.append([f["scope"], ", ".join(map(str, f["test_patients"])), f["config_id"],
                      fmt(f.get("validation_score"), 3), _ci(f.get("accuracy")), _ci(f.get("qwk")),
-                     f.get("video_score") or "-", _ci(f.get("video_qwk")) if "video_qwk" in f else "-"])
+                     f.get("video_score") or "-", _ci(f.get(f"video_{vm}")) if f"video_{vm}" in f else "-"])
     stab = estimate.get("stability") or {}
     pairs = [(f"same {what.replace('_', ' ')}", f"{s['n_folds']} of {s['of']} folds ({s['distinct']} distinct): {s['most_common']}")
              for what, s in stab.items()]
     return ("<h2>The outer folds</h2><p>Each fold chose on its training patients only (out of fold); its test "
             "patients were scored once, with what it chose.</p>"
             + table(["fold", "test patients", "configuration chosen", "validation score", "frame accuracy",
-                     "frame QWK", "video score chosen", "video QWK"], rows)
+                     "frame QWK", "video score chosen", f"video {METRIC_NAMES[vm]}"], rows)
             + "<p>Stability of the choice:</p>" + kv(pairs))
 
 

@@ -295,6 +295,11 @@ VIDEO_SCORE_LABELS = {
 }
 
 
+# what the video answer shows first: QWK for ordered scores, balanced accuracy for diagnoses
+VIDEO_ANSWER_METRICS = {"ordinal": (("qwk", "QWK"), ("accuracy", "accuracy")),
+                        "nominal": (("balanced_accuracy", "balanced accuracy"), ("accuracy", "accuracy"))}
+
+
 def section_video_answer(summary: Mapping) -> str:
     """At video level (evaluate.selection.level), the first screen: the video score chosen on the
     training patients' videos, with its test scores (the frame tables follow)."""
@@ -305,10 +310,11 @@ def section_video_answer(summary: Mapping) -> str:
     how = VIDEO_SCORE_LABELS.get(answer["video_score"], answer["video_score"])
     return ('<div class="headline"><h2>The answer per video</h2>'
             f"<p>The labels are per video: the answer is a score per video. Chosen on the training patients' videos "
-            f"(out of fold, best validation video QWK {fmt(answer.get('validation_qwk'), 3)}): "
+            f"(out of fold, best {esc(answer.get('criterion', 'validation video QWK'))} "
+            f"{fmt(answer.get('validation_score', answer.get('validation_qwk')), 3)}): "
             f"<b>{esc(answer['backbone'])}, {esc(how)}</b></p>"
             + "".join(f'<p class="big">video {label} {fmt_ci(*(test.get(m, {}).get(k) for k in ("estimate", "lo", "hi")))}'
-                      "</p>" for m, label in (("qwk", "QWK"), ("accuracy", "accuracy")))
+                      "</p>" for m, label in VIDEO_ANSWER_METRICS[summary.get("class_order", "ordinal")])
             + f"<p class='small'>On {esc(answer.get('n_test_videos', '-'))} test videos, reported once; "
             f"{ci_pct(summary.get('ci'))} intervals over test patients. Frame-level results follow.</p></div>")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lus_core.evaluation.answer_level import METRIC_NAMES
 from lus_core.evaluation.findings import DISPLAY_HEADER, DISPLAY_NOTE, display_rows
 from lus_core.io_utils import atomic_path
 from lus_core.runs.nested_markdown import nested_markdown
@@ -180,11 +181,13 @@ def video_answer_lines(summary: dict) -> list[str]:
     if summary.get("answer_level") != "video" or not answer:
         return []
     test = answer["test"]
+    metric = answer.get("metric", "qwk")
+    name = METRIC_NAMES[metric]
     return ["## The answer per video", "",
-            f"The labels are per video. Chosen on the training patients' videos (best validation video QWK "
-            f"{_f(answer['validation_qwk'])}): **{answer['backbone']}, {answer['video_score']}**: test video QWK "
-            f"**{_ci3(test['qwk'])}**, accuracy {_ci3(test['accuracy'])} on {answer['n_test_videos']} test videos "
-            "(reported once; 95% intervals over test patients).", ""]
+            f"The labels are per video. Chosen on the training patients' videos (best validation video {name} "
+            f"{_f(answer.get('validation_score', answer.get('validation_qwk')))}): **{answer['backbone']}, "
+            f"{answer['video_score']}**: test video {name} **{_ci3(test[metric])}**, accuracy {_ci3(test['accuracy'])} "
+            f"on {answer['n_test_videos']} test videos (reported once; 95% intervals over test patients).", ""]
 
 
 def split_lines(split: dict) -> list[str]:

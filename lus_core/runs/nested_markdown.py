@@ -9,6 +9,8 @@ import json
 import shutil
 from pathlib import Path
 
+from lus_core.evaluation.answer_level import METRIC_NAMES
+from lus_core.evaluation.nested import video_fold_metric
 from lus_core.runs.reader import FinishedRun
 from lus_core.runs.run_time import run_time_line
 
@@ -50,12 +52,13 @@ def estimate_lines(estimate: dict) -> list[str]:
 
 
 def folds_lines(estimate: dict) -> list[str]:
+    vm = video_fold_metric(estimate)
     lines = ["| outer fold | test patients | configuration chosen (training patients) | validation score "
-             "| frame accuracy | video score chosen | video QWK |", "|---|---|---|---|---|---|---|"]
+             f"| frame accuracy | video score chosen | video {METRIC_NAMES[vm]} |", "|---|---|---|---|---|---|---|"]
     for f in estimate["folds"]:
         lines.append(f"| {f['scope']} | {', '.join(map(str, f['test_patients']))} | {f['config_id']} "
                      f"| {f['validation_score']:.3f} | {_ci(f['accuracy'])} | {f.get('video_score') or '—'} "
-                     f"| {_ci(f.get('video_qwk'))} |")
+                     f"| {_ci(f.get(f'video_{vm}'))} |")
     lines += ["", "Stability of the choice across the outer folds:", ""]
     for what, s in estimate["stability"].items():
         lines.append(f"- same {what.replace('_', ' ')}: {s['n_folds']} of {s['of']} folds ({s['distinct']} distinct; "

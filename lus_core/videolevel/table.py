@@ -47,15 +47,16 @@ def write_video_table(table: pd.DataFrame, path: str | Path) -> None:
 VIDEO_SCORES = (*FIXED_AGGREGATIONS, "attention")
 
 
-def video_metrics(table: pd.DataFrame, n_classes: int, n_boot: int, ci: float, seed: int) -> pd.DataFrame:
-    """One row per video score: accuracy and QWK on test videos with patient-bootstrap intervals,
-    and the same on training videos out-of-fold (`val_*`: what a choice may look at)."""
+def video_metrics(table: pd.DataFrame, n_classes: int, n_boot: int, ci: float, seed: int,
+                  scores: tuple[str, ...] = VIDEO_SCORES, metrics: tuple[str, ...] = ("accuracy", "qwk")) -> pd.DataFrame:
+    """One row per video score (of `scores`): `metrics` on test videos with patient-bootstrap
+    intervals, and the same on training videos out-of-fold (`val_*`: what a choice may look at)."""
     rows = []
-    for how in VIDEO_SCORES:
+    for how in scores:
         row = {"video_score": how}
         for part, prefix in (("test", ""), ("train", "val_")):
             sub = table[table["split"] == part]
-            for metric in ("accuracy", "qwk"):
+            for metric in metrics:
                 if len(sub) == 0:
                     row[f"{prefix}{metric}"] = float("nan")
                     continue
@@ -68,13 +69,15 @@ def video_metrics(table: pd.DataFrame, n_classes: int, n_boot: int, ci: float, s
     return pd.DataFrame(rows)
 
 
-def chosen_video_score(rows: list[dict]) -> dict:
+def chosen_video_score(rows: list[dict], metric: str = "qwk") -> dict:
     """Of a backbone's video scores (rows of `video_metrics`, as summary.json's video_level lists
-    them), the one with the best out-of-fold validation QWK: ties and NaN go to the listed order
-    (fixed aggregations before the learned one). A choice on training patients only."""
+    them), the one with the best out-of-fold validation `metric` (QWK; balanced accuracy for
+    nominal classes, lus_core.class_order): ties and NaN go to the listed order (fixed
+    aggregations before the learned one). A choice on training patients only."""
     if not rows:
         raise ValueError("no video scores to choose from")
-    return max(rows, key=lambda r: (np.nan_to_num(float(r["val_qwk"]) if r["val_qwk"] is not None else np.nan,
+    key = f"val_{metric}"
+    return max(rows, key=lambda r: (np.nan_to_num(float(r[key]) if r.get(key) is not None else np.nan,
                                                    nan=-np.inf), -rows.index(r)))
 
 

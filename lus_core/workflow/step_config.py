@@ -55,11 +55,11 @@ STEP_KEYS: dict[str, tuple[str, ...]] = {
                         "video_model.sord_alpha", "video_model.confident_fraction"),
     # train.weights / finetune: whether an embedding is learned decides which configurations
     # have an out-of-fold validation score (lus_core.evaluation.selection)
-    "evaluate": ("seed", "classes", "evaluate", "similarity.k", "similarity.fallback",
+    "evaluate": ("seed", "classes", "class_order", "evaluate", "similarity.k", "similarity.fallback",
                  "similarity.fallback_diversity", "similarity.diversity", "similarity.raw_size",
                  "train.weights", "train.finetune"),
     # the pooled estimate's intervals and figures; what was chosen is read from the folds' summaries
-    "nested_estimate": ("seed", "classes", "evaluate.n_bootstrap", "evaluate.ci"),
+    "nested_estimate": ("seed", "classes", "class_order", "evaluate.n_bootstrap", "evaluate.ci"),
     "gradcam": (),
     # the report shows the whole config; the manifest records it for `lus predict` and `lus summarize`
     "report": ("*",),
