@@ -19,7 +19,7 @@ ORDINAL_VIDEO_SCORES = ("max", "mean", "confident_mean")
 
 
 def class_order(config: Mapping) -> str:
-    order = config.get("class_order", "ordinal")
+    order = config["class_order"]
     if order not in ORDERS:
         raise ValueError(f"class_order must be one of {ORDERS}, got {order!r}")
     return order
@@ -49,7 +49,7 @@ def nominal_conflicts(config: Mapping) -> list[tuple[str, str]]:
     out = []
     if config["train"]["loss"] == "sord":
         out.append(("train.loss", f"sord (soft ordinal targets) {why}: use ce"))
-    if config.get("video_model", {}).get("loss") == "sord":
+    if config["video_model"]["loss"] == "sord":
         out.append(("video_model.loss", f"sord (soft ordinal targets) {why}: use ce"))
     if "mean" in config["similarity"]["fallback"]:
         out.append(("similarity.fallback", f"mean (the mean of the neighbours' class indices) {why}: use vote "
