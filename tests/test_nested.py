@@ -5,6 +5,7 @@ folds never read their test patients' labels."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, cohen_kappa_score
 
+from lus_core.config import load_schema
 from lus_core.evaluation.nested import OuterFold, load_outer_folds, nested_estimate
 from lus_core.evaluation.selected_scores import COLUMNS, write_selected_scores
 from lus_core.runs.layout import RunLayout
@@ -58,6 +60,14 @@ def test_outer_groups_test_every_patient_once_and_train_on_the_rest(tmp_path, k)
     assert deployed["test_patients"] == [] and deployed["train_patients"] == everyone
     assert {p for f in deployed["folds"] for p in f["val_patients"]} == set(everyone)
     assert json.loads((tmp_path / "split.json").read_text()) == split
+
+
+def test_group_sizes_put_the_smaller_groups_first_where_the_search_is_widest():
+    assert group_sizes(52, 5) == [10, 10, 10, 11, 11] and group_sizes(40, 5) == [8] * 5
+    # the POCUS diagnosis cohort (52 patients, 5 outer folds): the first exact search, over every
+    # patient, stays within the default split.max_combinations
+    limit = load_schema()["properties"]["split"]["properties"]["max_combinations"]["default"]
+    assert math.comb(52, group_sizes(52, 5)[0]) <= limit < math.comb(52, 11)
 
 
 def test_the_first_outer_group_is_the_balanced_search_of_the_cohort(tmp_path):
