@@ -104,3 +104,21 @@ def test_the_nested_headline_of_nominal_classes_is_balanced_accuracy():
     assert "video balanced accuracy 0.800 [0.700, 0.900]" in headline(estimate)
     assert "video QWK 0.100" in headline({**estimate, "class_order": "ordinal"})
     assert "frame balanced accuracy 0.800" in headline({**estimate, "level": "frame"})
+
+
+def test_the_nested_pages_of_nominal_classes_show_no_qwk():
+    from lus_core.report.nested_sections import section_nested_folds, section_nested_headline
+    from lus_core.runs.nested_markdown import estimate_lines, folds_lines
+
+    interval = {"estimate": 0.8, "lo": 0.7, "hi": 0.9}
+    level = {m: interval for m in ("accuracy", "balanced_accuracy", "macro_f1", "qwk")}
+    fold = {"scope": "outer0", "test_patients": ["a"], "config_id": "c", "validation_score": 0.5, "video_score": "majority",
+            **level, "video_qwk": interval, "video_balanced_accuracy": interval}
+    estimate = {"level": "video", "class_order": "nominal", "ci": 0.95, "n_patients": 2, "n_outer_folds": 1,
+                "n_frames": 4, "n_videos": 2, "n_bootstrap": 10, "headline": "h", "video": level, "frame": level,
+                "folds": [fold], "stability": {}}
+    for text in ("\n".join(estimate_lines(estimate) + folds_lines(estimate)),
+                 section_nested_headline(estimate, None) + section_nested_folds(estimate)):
+        assert "QWK" not in text and "balanced accuracy" in text
+    ordinal = {**estimate, "class_order": "ordinal"}
+    assert "QWK" in "\n".join(estimate_lines(ordinal)) and "QWK" in section_nested_folds(ordinal)

@@ -212,6 +212,12 @@ def headline_metric(estimate: Mapping) -> tuple[str, str]:
     return "frame", "balanced_accuracy" if nominal else "accuracy"
 
 
+def shown_metrics(estimate: Mapping, metrics) -> list:
+    """The metrics worth showing: QWK weighs class distances, which unordered classes do not have."""
+    nominal = estimate.get("class_order", "ordinal") == "nominal"
+    return [m for m in metrics if not (nominal and m == "qwk")]
+
+
 def video_fold_metric(estimate: Mapping) -> str:
     """The video metric the folds' rows show beside QWK (balanced accuracy for nominal classes)."""
     return video_metric(estimate.get("class_order", "ordinal"))

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from lus_core.evaluation.answer_level import METRIC_NAMES
-from lus_core.evaluation.nested import video_fold_metric
+from lus_core.evaluation.nested import shown_metrics, video_fold_metric
 from lus_core.report.markup import ci_pct, esc, figure, fmt, fmt_ci, kv, table
 from lus_core.report.sections import METRIC_LABEL, signed_ci
 
@@ -32,7 +32,8 @@ def section_nested_headline(estimate: Mapping, figure_png: str | Path | None) ->
     for level in ("video", "frame", "frame_cnn"):
         if level not in estimate:
             continue
-        for m, label in METRIC_LABEL.items():
+        for m in shown_metrics(estimate, METRIC_LABEL):
+            label = METRIC_LABEL[m]
             res = estimate[level]
             rows.append([LEVEL_LABEL[level], label, _ci(res.get(m)),
                          _diff(res.get(f"{m}_minus_cnn")) if f"{m}_minus_cnn" in res else "",
@@ -57,10 +58,11 @@ def section_nested_headline(estimate: Mapping, figure_png: str | Path | None) ->
 def section_nested_folds(estimate: Mapping) -> str:
     """What each outer fold chose on its training patients, its score, and how stable the choice was."""
     vm = video_fold_metric(estimate)
+    second = "qwk" if shown_metrics(estimate, ["qwk"]) else "balanced_accuracy"  # no QWK for unordered classes
     rows = []
     for f in estimate["folds"]:
         rows.append([f["scope"], ", ".join(map(str, f["test_patients"])), f["config_id"],
-                     fmt(f.get("validation_score"), 3), _ci(f.get("accuracy")), _ci(f.get("qwk")),
+                     fmt(f.get("validation_score"), 3), _ci(f.get("accuracy")), _ci(f.get(second)),
                      f.get("video_score") or "-", _ci(f.get(f"video_{vm}")) if f"video_{vm}" in f else "-"])
     stab = estimate.get("stability") or {}
     pairs = [(f"same {what.replace('_', ' ')}", f"{s['n_folds']} of {s['of']} folds ({s['distinct']} distinct): {s['most_common']}")
@@ -68,7 +70,7 @@ def section_nested_folds(estimate: Mapping) -> str:
     return ("<h2>The outer folds</h2><p>Each fold chose on its training patients only (out of fold); its test "
             "patients were scored once, with what it chose.</p>"
             + table(["fold", "test patients", "configuration chosen", "validation score", "frame accuracy",
-                     "frame QWK", "video score chosen", f"video {METRIC_NAMES[vm]}"], rows)
+                     f"frame {METRIC_NAMES[second]}", "video score chosen", f"video {METRIC_NAMES[vm]}"], rows)
             + "<p>Stability of the choice:</p>" + kv(pairs))
 
 

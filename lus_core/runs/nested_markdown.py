@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from lus_core.evaluation.answer_level import METRIC_NAMES
-from lus_core.evaluation.nested import video_fold_metric
+from lus_core.evaluation.nested import shown_metrics, video_fold_metric
 from lus_core.runs.reader import FinishedRun
 from lus_core.runs.run_time import run_time_line
 
@@ -44,7 +44,8 @@ def estimate_lines(estimate: dict) -> list[str]:
         if level not in estimate:
             continue
         res = estimate[level]
-        for m, name in METRIC_LABEL.items():
+        for m in shown_metrics(estimate, METRIC_LABEL):
+            name = METRIC_LABEL[m]
             lines.append(f"| {label} | {name} | {_ci(res[m])} | {_ci(res.get(f'{m}_minus_cnn'), True)} "
                          f"| {_ci(res.get(f'{m}_minus_majority'), True)} |")
     lines += ["", "\\* the interval excludes 0. The majority class is each fold's most frequent training score.", ""]
