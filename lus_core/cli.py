@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preamble", type=Path, help="Markdown file placed before the results")
     p.add_argument("--epilogue", type=Path, help="Markdown file placed after the results")
     p.add_argument("--recipes", type=Path, nargs="+", metavar="RUN",
-                   help="with --out: compare the recipes (backbones) of this run and of these finished runs on the same split")
+                   help="with --out: compare the recipes (backbones) of this run and of these finished runs on the same split; nested runs: their whole procedures, pooled over the same outer folds")
     p.add_argument("--reference-recipe", help="the recipe ('backbone @ run-folder-name') the others are paired against; "
                    "default the run's first backbone")
     p.add_argument("--pair", nargs=2, action="append", default=[], metavar=("RECIPE", "OTHER"),

@@ -279,3 +279,24 @@ def test_every_outer_fold_rule_passes_its_steps_slice(tmp_path):
         assert params[name]["config"] == params[step_of_rule(name)]["config"], name
         if step_of_rule(name) in ("train", "infer", "fit_video_model", "evaluate"):  # they read split.json
             assert params[name]["scope"] == name.rpartition("_")[2], name
+
+
+@pytest.mark.slow
+def test_nested_recipes_are_compared_on_every_patients_pooled_video_answer(nested_run, tiny_run, tmp_path):
+    from lus_core.runs.markdown import results_markdown
+    from lus_core.runs.nested_recipes import compare_nested_recipes
+
+    results, _ = nested_run
+    twin = tmp_path / "twin"  # the same procedure under another name: every difference is 0
+    shutil.copytree(results, twin)
+    table, notes = compare_nested_recipes([results, twin], n_boot=50)
+    videos = pd.read_csv(RunLayout(results).nested_videos())
+    assert list(table.recipe) == [results.name, "twin"] and notes["n_patients"] == 6
+    assert table.video_accuracy[0] == pytest.approx(accuracy_score(videos.label, videos.pred))
+    assert table.video_qwk[1] == pytest.approx(cohen_kappa_score(videos.label, videos.pred, weights="quadratic",
+                                                                 labels=range(4)))
+    assert (table.delta == 0).all() and (table.delta_lo == 0).all() and table.chosen.tolist() == [True, False]
+    page = results_markdown(results, "t", "c", recipes=[twin])
+    assert "## Recipes (nested cross-validation)" in page and f"{results.name} (chosen)" in page
+    with pytest.raises(ValueError, match="not nested"):
+        compare_nested_recipes([results, tiny_run.results])

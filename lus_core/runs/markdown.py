@@ -20,6 +20,7 @@ from lus_core.evaluation.answer_level import METRIC_NAMES
 from lus_core.evaluation.findings import DISPLAY_HEADER, DISPLAY_NOTE, display_rows
 from lus_core.io_utils import atomic_path
 from lus_core.runs.nested_markdown import nested_markdown
+from lus_core.runs.nested_recipes import compare_nested_recipes, nested_recipes_markdown
 from lus_core.runs.reader import FinishedRun
 from lus_core.runs.readme_blocks import block_names, rewrite_blocks
 from lus_core.runs.recipes import compare_recipes, recipes_markdown
@@ -46,10 +47,11 @@ def results_markdown(run_dir: str | Path, title: str, command: str, n_rows: int 
                      pairs: list[tuple[str, str]] = ()) -> str:
     run = Path(run_dir)
     if FinishedRun(run).is_nested:
+        recipes_text = ""
         if recipes:
-            raise ValueError(f"{run}: recipes are compared on single-split runs (split.outer_folds 1); this run is "
-                             "nested: its page is the nested estimate")
-        return nested_markdown(run, title, command, figures_dir, preamble, epilogue)
+            table, notes = compare_nested_recipes([run, *map(Path, recipes)], reference_recipe, pairs=list(pairs))
+            recipes_text = nested_recipes_markdown(table, notes)
+        return nested_markdown(run, title, command, figures_dir, preamble, epilogue, recipes_text)
     summary, split, matrix = _load(run)
     counts = summary["counts"]["dataset"]
     classes = summary.get("classes", list(range(len(counts["test_frames_per_class"]))))

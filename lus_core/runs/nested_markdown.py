@@ -68,7 +68,7 @@ def folds_lines(estimate: dict) -> list[str]:
 
 
 def nested_markdown(run_dir: str | Path, title: str, command: str, figures_dir: str | Path | None = None,
-                    preamble: str = "", epilogue: str = "") -> str:
+                    preamble: str = "", epilogue: str = "", recipes_text: str = "") -> str:
     run = FinishedRun(run_dir)
     estimate, deployed = run.nested, run.selected()
     lines = [f"# {title}", "", preamble, "", "## How it was made", "", "```bash", command, "```", "",
@@ -84,6 +84,8 @@ def nested_markdown(run_dir: str | Path, title: str, command: str, figures_dir: 
               f"**{deployed['config_id']}** (validation {deployed['criterion']} {deployed['validation_score']:.3f}, "
               "optimistic: it is what chose it); it is trained on every patient and is what `lus predict` uses. "
               "Its expected score on new patients is the estimate above.", ""]
+    if recipes_text:
+        lines += ["## Recipes (nested cross-validation)", "", recipes_text]
     if figures_dir is not None:
         figures_dir = Path(figures_dir)
         figures_dir.mkdir(parents=True, exist_ok=True)

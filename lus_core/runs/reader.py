@@ -94,6 +94,11 @@ class FinishedRun:
             raise RunError(f"{self.layout.split()}: not a nested run (split.outer_folds 1)")
         return read_json(self.layout.nested())
 
+    def nested_videos(self) -> pd.DataFrame:
+        """nested/videos.csv of a nested run: every video's answer from the outer fold that tested it."""
+        self.nested  # noqa: B018 - refuses a run that is not nested
+        return pd.read_csv(self.layout.nested_videos(), dtype={"video": str, "patient": str})
+
     def video_level(self, backbone: str) -> list[dict]:
         """The video scores of a backbone in summary.json (validation and test), or an error when the
         run fitted none (video_model.enabled: false)."""

@@ -165,12 +165,25 @@ def compare_recipes(runs: list[Path], reference: str | None = None, n_boot: int 
     return table, notes
 
 
+def interval_text(row, key: str, signed: bool = False) -> str:
+    """`row[key]` with its interval (`key_lo`, `key_hi`), 3 decimals."""
+    f = "{:+.3f}" if signed else "{:.3f}"
+    return f"{f.format(row[key])} [{f.format(row[key + '_lo'])}, {f.format(row[key + '_hi'])}]"
+
+
+def pair_lines(pairs: list[dict], what: str) -> list[str]:
+    """The notes' paired differences (recipe − other) as a list, `what` naming the metric."""
+    if not pairs:
+        return []
+    return [f"Paired differences of {what}, on the same patient resamples:", "",
+            *(f"- {p['recipe']} − {p['other']}: {p['diff']:+.3f} [{p['lo']:+.3f}, {p['hi']:+.3f}]"
+              + (" (the interval excludes 0)" if p["significant"] else " (the interval includes 0)") for p in pairs),
+            ""]
+
+
 def recipes_markdown(table: pd.DataFrame, notes: dict) -> str:
     ci = f"{round(100 * notes['ci'])}%"
-
-    def rng(r, k, signed=False):
-        f = "{:+.3f}" if signed else "{:.3f}"
-        return f"{f.format(r[k])} [{f.format(r[k + '_lo'])}, {f.format(r[k + '_hi'])}]"
+    rng = interval_text
 
     lines = [
         f"Every recipe on the same split: frame level is the CNN alone; the video score of each recipe is "
@@ -195,11 +208,5 @@ def recipes_markdown(table: pd.DataFrame, notes: dict) -> str:
     lines += ["", "\\* the interval excludes 0. Run wall: the whole run (all its backbones) from its "
               "`logs/full_run.json`; recipe job time: the jobs of this backbone plus the shared ones "
               "(extraction, split, evaluation), summed over jobs.", ""]
-    if notes.get("pairs"):
-        lines += ["Paired differences of test video QWK (each recipe's chosen video score, the same patient "
-                  "resamples):", ""]
-        lines += [f"- {p['recipe']} − {p['other']}: {p['diff']:+.3f} [{p['lo']:+.3f}, {p['hi']:+.3f}]"
-                  + (" (the interval excludes 0)" if p["significant"] else " (the interval includes 0)")
-                  for p in notes["pairs"]]
-        lines.append("")
+    lines += pair_lines(notes.get("pairs"), "test video QWK (each recipe's chosen video score)")
     return "\n".join(lines)
