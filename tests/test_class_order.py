@@ -122,3 +122,20 @@ def test_the_nested_pages_of_nominal_classes_show_no_qwk():
         assert "QWK" not in text and "balanced accuracy" in text
     ordinal = {**estimate, "class_order": "ordinal"}
     assert "QWK" in "\n".join(estimate_lines(ordinal)) and "QWK" in section_nested_folds(ordinal)
+
+
+def test_the_export_of_a_nominal_run_lists_and_chooses_only_unordered_video_scores():
+    from types import SimpleNamespace
+
+    from lus_core.runs.export import _video_aggregation
+
+    rows = [{"video_score": "max", "val_qwk": 0.9, "val_balanced_accuracy": 0.9},
+            {"video_score": "mean", "val_qwk": 0.8, "val_balanced_accuracy": 0.8},
+            {"video_score": "majority", "val_qwk": 0.1, "val_balanced_accuracy": 0.5}]
+    run = SimpleNamespace(config={"video_model": {"confident_fraction": 0.5}},
+                          summary={"class_order": "nominal", "video_level": {"b": rows}})
+    nominal = _video_aggregation(run, "b")
+    assert nominal["chosen_on_training_patients"] == "majority" and set(nominal["methods"]) == {"majority"}
+    assert "balanced accuracy" in nominal["chosen_by"]
+    run.summary["class_order"] = "ordinal"
+    assert _video_aggregation(run, "b")["chosen_on_training_patients"] == "max"

@@ -35,10 +35,12 @@ import torch
 from torch import nn
 
 import lus_core
+from lus_core.class_order import video_metric, video_scores
 from lus_core.cnn.frame_dataset import IMAGENET_MEAN, IMAGENET_STD, frames_to_tensor
 from lus_core.cnn.infer import predict_frames
 from lus_core.cnn.model_file import load_model
 from lus_core.confidence.base import TRUST_NOTHING
+from lus_core.evaluation.answer_level import METRIC_NAMES
 from lus_core.frames.store import FrameReader, read_frame_index
 from lus_core.io_utils import atomic_path, config_json, read_json, sha256_file, write_json
 from lus_core.runs.reader import FinishedRun
@@ -244,14 +246,18 @@ def _fallback(choice: dict) -> dict | None:
 
 def _video_aggregation(run: FinishedRun, backbone: str) -> dict:
     fraction = float(run.config["video_model"]["confident_fraction"])
+    order = run.summary.get("class_order", "ordinal")  # nominal classes: no max / mean of class indices
+    metric, allowed = video_metric(order), video_scores(tuple(AGGREGATIONS), order)
     rows = {r["video_score"]: r for r in (run.summary.get("video_level") or {}).get(backbone, [])}
-    fixed = {k: v for k, v in rows.items() if k in AGGREGATIONS and v.get("val_qwk") is not None}
-    best = max(fixed, key=lambda k: (fixed[k]["val_qwk"], -list(AGGREGATIONS).index(k))) if fixed else None
+    fixed = {k: v for k, v in rows.items() if k in allowed and v.get(f"val_{metric}") is not None}
+    best = max(fixed, key=lambda k: (fixed[k][f"val_{metric}"], -allowed.index(k))) if fixed else None
     return {"frame_scores": "each frame's class index (argmax of softmax)",
-            "methods": {k: v if k != "confident_mean" else f"{v}; fraction {fraction}" for k, v in AGGREGATIONS.items()},
+            "methods": {k: v if k != "confident_mean" else f"{v}; fraction {fraction}" for k, v in AGGREGATIONS.items()
+                        if k in allowed},
             "confident_fraction": fraction,
             "chosen_on_training_patients": best,
-            "chosen_by": "the best out-of-fold video QWK of the training patients (eval/summary.json video_level)",
+            "chosen_by": f"the best out-of-fold video {METRIC_NAMES[metric]} of the training patients "
+                         "(eval/summary.json video_level)",
             "validation_qwk": {k: v.get("val_qwk") for k, v in rows.items()},
             "not_exported": {"attention": "the run's learned attention model is a separate network (video/*.pt): "
                                           "use lus predict"}}

@@ -102,7 +102,8 @@ def main(argv=None) -> int:
     classes = out["softmax"].argmax(axis=1)
     trusted = out["trusted"] if "trusted" in out else np.ones(len(classes), bool)
     fraction = contract["video_aggregation"]["confident_fraction"]
-    video = {k: labels[v] for k, v in aggregate(classes, out["softmax"].max(axis=1), fraction).items()}
+    methods = contract["video_aggregation"]["methods"]  # unordered classes: the majority only
+    video = {k: labels[v] for k, v in aggregate(classes, out["softmax"].max(axis=1), fraction).items() if k in methods}
     frames = [{"frame": i, "p": [round(float(p), 6) for p in out["softmax"][i]], "score": labels[int(classes[i])],
                **({"confidence": round(float(out["confidence"][i]), 6)} if "confidence" in out else {}),
                "trusted": bool(trusted[i])} for i in range(len(classes))]
