@@ -23,7 +23,7 @@ from lus_core.class_order import video_metric
 from lus_core.evaluation.answer_level import METRIC_NAMES
 from lus_core.metrics import bootstrap_ci, paired_bootstrap_diff
 from lus_core.runs.reader import FinishedRun
-from lus_core.runs.recipes import Recipe, interval_text, pair_lines
+from lus_core.runs.recipes import Recipe, interval_text, pair_lines, row_marks
 from lus_core.runs.run_time import read_full_run
 from lus_core.videolevel.table import chosen_video_score
 
@@ -135,10 +135,7 @@ def nested_recipes_markdown(table: pd.DataFrame, notes: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in table.iterrows():
-        wall = "—" if r["run_wall_minutes"] is None or pd.isna(r["run_wall_minutes"]) else f"{r['run_wall_minutes']:.1f} min"
-        delta = "—" if r["recipe"] == notes["reference"] else rng(r, "delta", signed=True) + (
-            " *" if r["delta_significant"] else "")
-        mark = " (chosen)" if r["chosen"] else ""
+        wall, delta, mark = row_marks(r, notes, "delta")
         lines.append(
             f"| {r['recipe']}{mark} | {r['description']} | {r['deployed_video_answer']} ({r['deployed_val_score']:.3f}) "
             f"| {rng(r, 'video_accuracy')} | {rng(r, 'video_balanced_accuracy')} | {rng(r, 'video_qwk')} | {delta} "

@@ -171,6 +171,15 @@ def interval_text(row, key: str, signed: bool = False) -> str:
     return f"{f.format(row[key])} [{f.format(row[key + '_lo'])}, {f.format(row[key + '_hi'])}]"
 
 
+def row_marks(row, notes: dict, delta_key: str) -> tuple[str, str, str]:
+    """(run wall time, Δ against the reference with its interval, the chosen mark) of a table row."""
+    minutes = row["run_wall_minutes"]
+    wall = "—" if minutes is None or pd.isna(minutes) else f"{minutes:.1f} min"
+    delta = "—" if row["recipe"] == notes["reference"] else interval_text(row, delta_key, signed=True) + (
+        " *" if row[f"{delta_key}_significant"] else "")
+    return wall, delta, " (chosen)" if row["chosen"] else ""
+
+
 def pair_lines(pairs: list[dict], what: str) -> list[str]:
     """The notes' paired differences (recipe − other) as a list, `what` naming the metric."""
     if not pairs:
@@ -197,10 +206,7 @@ def recipes_markdown(table: pd.DataFrame, notes: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in table.iterrows():
-        wall = "—" if r["run_wall_minutes"] is None or pd.isna(r["run_wall_minutes"]) else f"{r['run_wall_minutes']:.1f} min"
-        delta = "—" if r["recipe"] == notes["reference"] else rng(r, "delta_video_qwk", signed=True) + (
-            " *" if r["delta_video_qwk_significant"] else "")
-        mark = " (chosen)" if r["chosen"] else ""
+        wall, delta, mark = row_marks(r, notes, "delta_video_qwk")
         lines.append(
             f"| {r['recipe']}{mark} | {r['description']} | {r['frame_val_qwk']:.3f} | {rng(r, 'frame_accuracy')} "
             f"| {rng(r, 'frame_qwk')} | {r['video_score']} | {r['video_val_qwk']:.3f} | {rng(r, 'video_accuracy')} "
