@@ -291,11 +291,16 @@ def test_nested_recipes_are_compared_on_every_patients_pooled_video_answer(neste
     shutil.copytree(results, twin)
     table, notes = compare_nested_recipes([results, twin], n_boot=50)
     videos = pd.read_csv(RunLayout(results).nested_videos())
+    qwk = cohen_kappa_score(videos.label, videos.pred, weights="quadratic", labels=range(4))
     assert list(table.recipe) == [results.name, "twin"] and notes["n_patients"] == 6
     assert table.video_accuracy[0] == pytest.approx(accuracy_score(videos.label, videos.pred))
-    assert table.video_qwk[1] == pytest.approx(cohen_kappa_score(videos.label, videos.pred, weights="quadratic",
-                                                                 labels=range(4)))
+    assert table.video_qwk[1] == pytest.approx(qwk)
     assert (table.delta == 0).all() and (table.delta_lo == 0).all() and table.chosen.tolist() == [True, False]
+    # a twin whose pooled answers are all right: Δ is its QWK (1) minus the reference's, paired
+    perfect = videos.assign(pred=videos.label)
+    perfect.to_csv(RunLayout(twin).nested_videos(), index=False)
+    table, _ = compare_nested_recipes([results, twin], n_boot=50)
+    assert table.delta[1] == pytest.approx(1 - qwk) and table.video_accuracy[1] == 1
     page = results_markdown(results, "t", "c", recipes=[twin])
     assert "## Recipes (nested cross-validation)" in page and f"{results.name} (chosen)" in page
     with pytest.raises(ValueError, match="not nested"):

@@ -121,7 +121,6 @@ def compare_nested_recipes(runs: list[Path], reference: str | None = None, n_boo
 def nested_recipes_markdown(table: pd.DataFrame, notes: dict) -> str:
     ci = f"{round(100 * notes['ci'])}%"
     name = METRIC_NAMES[notes["metric"]]
-    rng = interval_text
 
     lines = [
         f"Every recipe's whole procedure by nested cross-validation on the same {notes['n_folds']} outer test groups: "
@@ -138,7 +137,7 @@ def nested_recipes_markdown(table: pd.DataFrame, notes: dict) -> str:
         wall, delta, mark = row_marks(r, notes, "delta")
         lines.append(
             f"| {r['recipe']}{mark} | {r['description']} | {r['deployed_video_answer']} ({r['deployed_val_score']:.3f}) "
-            f"| {rng(r, 'video_accuracy')} | {rng(r, 'video_balanced_accuracy')} | {rng(r, 'video_qwk')} | {delta} "
+            f"| {interval_text(r, 'video_accuracy')} | {interval_text(r, 'video_balanced_accuracy')} | {interval_text(r, 'video_qwk')} | {delta} "
             f"| {r['frame_accuracy']:.3f} | {r['video_scores_chosen']} of {r['n_folds']} | {wall} |")
     lines += ["", "\\* the interval excludes 0.", ""]
     lines += pair_lines(notes["pairs"], f"pooled video {name}")

@@ -192,7 +192,6 @@ def pair_lines(pairs: list[dict], what: str) -> list[str]:
 
 def recipes_markdown(table: pd.DataFrame, notes: dict) -> str:
     ci = f"{round(100 * notes['ci'])}%"
-    rng = interval_text
 
     lines = [
         f"Every recipe on the same split: frame level is the CNN alone; the video score of each recipe is "
@@ -208,9 +207,9 @@ def recipes_markdown(table: pd.DataFrame, notes: dict) -> str:
     for _, r in table.iterrows():
         wall, delta, mark = row_marks(r, notes, "delta_video_qwk")
         lines.append(
-            f"| {r['recipe']}{mark} | {r['description']} | {r['frame_val_qwk']:.3f} | {rng(r, 'frame_accuracy')} "
-            f"| {rng(r, 'frame_qwk')} | {r['video_score']} | {r['video_val_qwk']:.3f} | {rng(r, 'video_accuracy')} "
-            f"| {rng(r, 'video_qwk')} | {delta} | {wall} / {r['job_minutes']:.1f} job-min |")
+            f"| {r['recipe']}{mark} | {r['description']} | {r['frame_val_qwk']:.3f} | {interval_text(r, 'frame_accuracy')} "
+            f"| {interval_text(r, 'frame_qwk')} | {r['video_score']} | {r['video_val_qwk']:.3f} | {interval_text(r, 'video_accuracy')} "
+            f"| {interval_text(r, 'video_qwk')} | {delta} | {wall} / {r['job_minutes']:.1f} job-min |")
     lines += ["", "\\* the interval excludes 0. Run wall: the whole run (all its backbones) from its "
               "`logs/full_run.json`; recipe job time: the jobs of this backbone plus the shared ones "
               "(extraction, split, evaluation), summed over jobs.", ""]
