@@ -144,8 +144,10 @@ def test_a_second_run_on_the_same_results_folder_stops_at_once(tiny_run, tmp_pat
                               "--forcerun", "train"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     try:
+        # the copy carries the finished run's lock file (a released lock keeps its last holder's
+        # line): wait for the first run's own pid in it, not just for a line
         deadline = time.time() + 120
-        while not (lock.exists() and lock.read_text().strip()):
+        while f'"pid": {first.pid},' not in (lock.read_text() if lock.exists() else ""):
             assert first.poll() is None and time.time() < deadline, "the first run did not take the lock"
             time.sleep(0.2)
         other = tmp_path / "elsewhere"
