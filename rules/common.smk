@@ -9,7 +9,8 @@ from lus_core.config import ConfigSources, validate_config
 from lus_core.frames.skipped import format_skipped, read_skipped
 from lus_core.runs.layout import RunLayout
 from lus_core.runs.run_time import record_run
-from lus_core.split.scopes import outer_scopes, scopes
+from lus_core.cnn.settings import embedding_is_learned
+from lus_core.split.scopes import model_seeds, outer_scopes, replicas, scopes, split_scope, training_scopes
 from lus_core.workflow.code_version import code_version_for
 from lus_core.workflow.dag import AFTER_TRAIN_PRIORITY, check_split_feasible, job_shards, train_priority, video_table
 from lus_core.workflow.results_lock import ResultsFolderBusy, hold_results_folder
@@ -36,6 +37,10 @@ SYNTHETIC = config["dataset"]["synthetic"]["enabled"]
 # split.outer_folds K > 1 one per outer fold, each under R/outer/{o}/
 SCOPES = scopes(config)
 OUTER_SCOPES = outer_scopes(config)
+# with several model seeds (train.seeds) each scope has one replica per seed, each with its own
+# models: (replica, its seed) of every scope; the first seed's replica is the scope itself
+TRAINING_SCOPES = training_scopes(config)
+SEEDS = model_seeds(config)
 SYNTH_DIR = L.synthetic_dir()
 VIDEOS = video_table(config, SYNTH_DIR)
 check_split_feasible(config, VIDEOS, CONFIG_SOURCES)
@@ -81,13 +86,23 @@ def index_files(S):
     return lambda wildcards: S.index_files(wildcards.backbone, wildcards.space)
 
 
-def step_config(step):
-    """The rule's `params.config`: the config keys its step reads (lus_core.workflow.step_config)."""
-    return step_params(config, step)
+def step_config(step, seed=None):
+    """The rule's `params.config`: the config keys its step reads (lus_core.workflow.step_config),
+    with its replica's model seed where the step draws from it (lus_core.split.scopes)."""
+    return step_params(config, step, seed)
 
 
-def evaluate_inputs(S):
-    """Named inputs of a scope's `evaluate`, one per file (see evaluate_input_keys for what each is)."""
+def space_follows_model(backbone, space):
+    """Whether a similarity space changes with the model: the softmax, and the embedding (and its
+    t-SNE) when the encoder learns; raw pixels and a frozen encoder's features do not, so a seed
+    replica searches the first seed's neighbour lists there instead of building the same again."""
+    return space == "softmax" or (space in ("embedding", "tsne") and embedding_is_learned(config, backbone))
+
+
+def evaluate_inputs(scope):
+    """Named inputs of a scope replica's `evaluate` (and `validate`), one per file (see
+    evaluate_input_keys for what each is)."""
+    S, first = L.scoped(scope), L.scoped(split_scope(scope)[0])
     files = {}
     for b in BACKBONES:
         files[f"predictions_{b}"] = S.predictions(b)
@@ -95,7 +110,7 @@ def evaluate_inputs(S):
             files[f"scores_{b}_{m}"] = S.confidence_scores(b, m)
             files[f"summary_{b}_{m}"] = S.confidence_summary(b, m)
         for s in SPACES:
-            files[f"neighbors_{b}_{s}"] = S.neighbors(b, s)
+            files[f"neighbors_{b}_{s}"] = (S if space_follows_model(b, s) else first).neighbors(b, s)
         if VIDEO_MODEL:
             files[f"video_{b}"] = S.video_table(b)
     return files

@@ -1,6 +1,6 @@
 # "Is the CNN right?" models, fitted on out-of-fold predictions of training patients only, in every scope.
 
-for scope in SCOPES:
+for scope, seed in TRAINING_SCOPES:
     S = L.scoped(scope)
 
     rule:
@@ -14,7 +14,7 @@ for scope in SCOPES:
             scores=S.confidence_scores("{backbone}", "{method}"),
             summary=S.confidence_summary("{backbone}", "{method}"),
         params:
-            config=step_config("fit_confidence"),
+            config=step_config("fit_confidence", seed),
             code=script_code("fit_confidence"),
         log:
             S.log("confidence", "{backbone}", "{method}"),
@@ -46,7 +46,7 @@ for scope in SCOPES:
                 category="Confidence",
             ),
         params:
-            config=step_config("confidence_report"),
+            config=step_config("confidence_report", seed),
             code=script_code("confidence_report"),
         log:
             S.log("confidence", "{backbone}", "report"),

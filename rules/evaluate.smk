@@ -2,15 +2,46 @@
 # then the self-contained HTML report and the manifest of the files `lus predict` loads.
 
 
-for scope in SCOPES:
+for scope, seed in TRAINING_SCOPES:
     S = L.scoped(scope)
+
+    # several model seeds: each replica's validation scores, which every replica of its scope
+    # chooses on (their mean; lus_core.evaluation.seeds)
+    if len(SEEDS) > 1:
+
+        rule:
+            name:
+                rule_name("validate", scope)
+            priority: AFTER_TRAIN_PRIORITY
+            input:
+                **evaluate_inputs(scope),
+                split=L.split(),
+                index=L.frame_index(),
+            output:
+                validation=S.validation(),
+            params:
+                input_keys=evaluate_input_keys(),
+                config=step_config("validate"),
+                scope=scope,
+                code=script_code("validate"),
+            log:
+                S.log("validate"),
+            benchmark:
+                S.benchmark("validate")
+            conda:
+                "../envs/lus.yaml"
+            script:
+                "../workflow_scripts/validate.py"
 
     rule:
         name:
             rule_name("evaluate", scope)
         priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.workflow.dag)
         input:
-            **evaluate_inputs(S),
+            **evaluate_inputs(scope),
+            seed_validations=[L.scoped(r).validation() for r in replicas(config, split_scope(scope)[0])]
+            if len(SEEDS) > 1
+            else [],
             confidence_tables=[S.confidence_table(b) for b in BACKBONES],
             split=L.split(),
             index=L.frame_index(),
@@ -43,13 +74,14 @@ for scope in SCOPES:
 # The estimate of the whole procedure (split.outer_folds > 1): every patient's score from the outer
 # fold that held them out, pooled; the stability of the choice across the folds.
 if OUTER_SCOPES:
+    NESTED_REPLICAS = [r for o in OUTER_SCOPES for r in replicas(config, o)]  # every outer fold, every seed
 
     rule nested_estimate:
         priority: AFTER_TRAIN_PRIORITY
         input:
-            summaries=[L.scoped(s).summary() for s in OUTER_SCOPES],
-            selected=[L.scoped(s).selected_predictions() for s in OUTER_SCOPES],
-            videos=[L.scoped(s).video_table(b) for s in OUTER_SCOPES for b in BACKBONES] if VIDEO_MODEL else [],
+            summaries=[L.scoped(s).summary() for s in NESTED_REPLICAS],
+            selected=[L.scoped(s).selected_predictions() for s in NESTED_REPLICAS],
+            videos=[L.scoped(s).video_table(b) for s in NESTED_REPLICAS for b in BACKBONES] if VIDEO_MODEL else [],
             split=L.split(),
         output:
             estimate=L.nested(),
@@ -58,8 +90,9 @@ if OUTER_SCOPES:
             figure=L.nested_figure(),
         params:
             config=step_config("nested_estimate"),
-            scopes=OUTER_SCOPES,
-            video_tables={s: {b: L.scoped(s).video_table(b) for b in BACKBONES} for s in OUTER_SCOPES}
+            scopes=NESTED_REPLICAS,
+            seeds=[SEEDS[split_scope(s)[1]] for s in NESTED_REPLICAS],
+            video_tables={s: {b: L.scoped(s).video_table(b) for b in BACKBONES} for s in NESTED_REPLICAS}
             if VIDEO_MODEL
             else {},
             code=script_code("nested_estimate"),

@@ -1,8 +1,8 @@
 # Annoy indexes over training patients in each similarity space, and the k nearest
 # other-patient training frames of every frame (the fallback's and the galleries' input), in every scope.
 
-for scope, (name, tsne) in ((scope, rule) for scope in SCOPES
-                             for rule in (("build_index", False), ("build_tsne_index", True))):
+for scope, seed, (name, tsne) in ((scope, seed, rule) for scope, seed in TRAINING_SCOPES
+                                   for rule in (("build_index", False), ("build_tsne_index", True))):
     S = L.scoped(scope)
 
     # the t-SNE space also writes its fitted map: a rule of its own with one more output
@@ -18,7 +18,7 @@ for scope, (name, tsne) in ((scope, rule) for scope in SCOPES
         wildcard_constraints:
             space="tsne" if tsne else "raw|softmax|embedding",
         params:
-            config=step_config("build_index"),
+            config=step_config("build_index", seed),
             code=script_code("build_index"),
         # one thread: a two-thread job waits for both cores, i.e. for every training to finish
         threads: 1
@@ -32,7 +32,7 @@ for scope, (name, tsne) in ((scope, rule) for scope in SCOPES
             "../workflow_scripts/build_index.py"
 
 
-for scope in SCOPES:
+for scope, seed in TRAINING_SCOPES:
     S = L.scoped(scope)
 
     rule:
@@ -46,7 +46,7 @@ for scope in SCOPES:
         output:
             S.neighbors("{backbone}", "{space}"),
         params:
-            config=step_config("query_neighbors"),
+            config=step_config("query_neighbors", seed),
             code=script_code("query_neighbors"),
         log:
             S.log("neighbors", "{backbone}", "{space}"),

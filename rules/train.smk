@@ -3,7 +3,7 @@
 # scope (lus_core.split.scopes: the root, and each outer fold with split.outer_folds > 1).
 # Resources are declared so the same rules schedule locally and on SLURM; profiles set them.
 
-for scope in SCOPES:
+for scope, seed in TRAINING_SCOPES:
     S = L.scoped(scope)
 
     rule:
@@ -18,7 +18,7 @@ for scope in SCOPES:
             metrics=S.model_metrics("{backbone}", "{fold}"),
             curve=S.model_curve("{backbone}", "{fold}"),
         params:
-            config=step_config("train"),
+            config=step_config("train", seed),
             scope=scope,
             # resumable state lives outside the declared outputs (Snakemake deletes those on failure)
             checkpoint_dir=lambda w, S=S: S.checkpoints(w.backbone, w.fold),
@@ -52,7 +52,7 @@ for scope in SCOPES:
             S.predictions("{backbone}"),
         params:
             folds=FOLDS + ["all"],
-            config=step_config("infer"),
+            config=step_config("infer", seed),
             scope=scope,
             code=script_code("infer"),
         threads: 1

@@ -1,7 +1,7 @@
 # The learned video-level score (lus_core.videolevel.model): attention pooling over a video's frame
 # softmax or embeddings, out-of-fold for training videos, beside the fixed aggregations, in every scope.
 
-for scope in SCOPES:
+for scope, seed in TRAINING_SCOPES:
     S = L.scoped(scope)
 
     rule:
@@ -15,7 +15,7 @@ for scope in SCOPES:
             table=S.video_table("{backbone}"),
             model=S.video_model("{backbone}"),
         params:
-            config=step_config("fit_video_model"),
+            config=step_config("fit_video_model", seed),
             scope=scope,
             code=script_code("fit_video_model"),
         threads: 1

@@ -305,3 +305,48 @@ def test_nested_recipes_are_compared_on_every_patients_pooled_video_answer(neste
     assert "## Recipes (nested cross-validation)" in page and f"{results.name} (chosen)" in page
     with pytest.raises(ValueError, match="not nested"):
         compare_nested_recipes([results, tiny_run.results])
+
+
+@pytest.mark.slow
+def test_model_seeds_replicate_every_scope_and_choose_on_their_mean(nested_run, tmp_path):
+    """train.seeds over a finished nested run (seed 7): [7] is today's run (nothing reruns); [7, 8]
+    adds seed 8's replica of every scope without retraining seed 7's models, every replica of a
+    scope chooses on the mean of the seeds' validation scores, and the estimate pools both seeds."""
+    from lus_core.evaluation.seeds import read_validation
+
+    results, args = nested_run
+    work = tmp_path / "seeds"
+    shutil.copytree(results.parent, work, symlinks=True)
+    same, two = tmp_path / "same.yaml", tmp_path / "two.yaml"
+    same.write_text("train: {seeds: [7]}\n")
+    two.write_text("train: {seeds: [7, 8]}\n")
+    base = (*args[:2], NESTED)  # --configfile tiny.yaml tiny-nested.yaml
+    assert planned_jobs(*base, str(same), "--config", "results=results", "--directory", str(work)) == {}
+    plan = planned_jobs(*base, str(two), "--config", "results=results", "--directory", str(work))
+    assert plan["train_outer0_seed1"] == plan["train_seed1"] == 3 and "train_outer0" not in plan and "train" not in plan
+    assert "infer_outer0" not in plan and "embed" not in plan  # seed 7's models and the embedding cache stay
+    layout = RunLayout(work / "results")
+    before = Path(layout.scoped("outer0").predictions("efficientnet_lite0")).read_bytes()
+    run_ok("--cores", "2", *base, str(two), "--config", "results=results", "--directory", str(work), timeout=1500)
+    assert Path(layout.scoped("outer0").predictions("efficientnet_lite0")).read_bytes() == before
+    for scope in ("", "outer0", "outer1", "outer2"):
+        first, second = layout.scoped(scope), layout.scoped(f"{scope}_seed1" if scope else "seed1")
+        assert Path(second.predictions("efficientnet_lite0")).read_bytes() != before
+        if scope:  # the deployed scope's choice is its first replica's (no other evaluate is needed)
+            chosen = [json.loads(Path(s.summary()).read_text())["selected"]["config_id"] for s in (first, second)]
+            assert chosen[0] == chosen[1], scope
+        vals = [read_validation(s.validation())["configurations"].set_index("config_id") for s in (first, second)]
+        matrix = pd.read_csv(first.matrix()).set_index("config_id")
+        key = "val_" + json.loads(Path(first.summary()).read_text())["selected"]["criterion"]
+        mean = (vals[0][key] + vals[1][key]) / 2
+        assert np.allclose(matrix.loc[mean.index, key], mean, equal_nan=True), scope
+    estimate = json.loads(Path(layout.nested()).read_text())
+    pooled = pd.read_csv(layout.nested_predictions(), dtype={"patient": str})
+    assert sorted(set(pooled.seed)) == [7, 8] and len(pooled) == 2 * estimate["n_frames"]
+    assert np.isclose(estimate["frame"]["accuracy"]["estimate"], accuracy_score(pooled.label, pooled.final))
+    for row in estimate["seeds"]["per_seed"]:
+        own = pooled[pooled.seed == row["seed"]]
+        assert np.isclose(row["frame_accuracy"], accuracy_score(own.label, own.final))
+    assert "2 model seeds pooled" in estimate["headline"]
+    page = Path(layout.report()).read_text()
+    assert estimate["headline"] in page and "all seeds pooled (the estimate)" in page

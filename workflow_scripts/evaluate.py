@@ -22,4 +22,5 @@ with step_logging(sm):
         video_tables=video_tables,
         scope=sm.params.scope,
         out_selected_csv=sm.output.selected,
+        seed_validations=list(sm.input.seed_validations),
     )

@@ -14,4 +14,5 @@ with step_logging(sm):
         sm.output.videos,
         sm.output.figure,
         video_tables=sm.params.video_tables or None,
+        seeds=sm.params.seeds,
     )

@@ -61,7 +61,7 @@ from lus_core.cnn.model_file import save_model
 from lus_core.cnn.settings import backbone_finetune, backbone_weights, cache_enabled, encoder_settings
 from lus_core.frames.store import read_frame_index
 from lus_core.io_utils import atomic_path, config_json, read_json, sha256_file
-from lus_core.split.scopes import scope_split
+from lus_core.split.scopes import model_seed, scope_split
 
 METRIC_COLUMNS = [
     "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1",
@@ -288,7 +288,7 @@ def run_train(
         torch.set_num_threads(int(threads))
     index = read_frame_index(frame_index_csv)
     split = scope_split(read_json(split_json), scope)
-    seed = fold_seed(config["seed"], fold, len(split.get("folds", [])))
+    seed = fold_seed(model_seed(config), fold, len(split.get("folds", [])))  # the replica's (train.seeds)
     bad = index["label"][(index["label"] < 0) | (index["label"] >= n_classes)]
     if len(bad):
         raise ValueError(f"labels must be class indices 0..{n_classes - 1}; found {sorted(set(bad))[:5]}")

@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,13 +28,14 @@ from lus_core.videolevel.table import VIDEO_SCORES, read_video_table, video_metr
 from .answer_level import labels_are_per_video, resolve_level, video_answer
 from .inputs import check_neighbours_are_training_frames, load_confidence
 from .matrix import CONFIG_COLUMNS, TestSet, config_id, deployable_scores, evaluate_matrix, write_matrix
+from .seeds import mean_over_seeds, read_validation, video_level_mean, write_validation
 from .selected_scores import empty_selected_scores, write_selected_scores
 from .selection import VAL_COLUMNS, select_configuration, validation_table
 from .summary import build_summary, dataset_counts, selected_entry, write_summary
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_evaluate", "inputs_from_keys", "CHOSEN_ON"]
+__all__ = ["run_evaluate", "run_validate", "inputs_from_keys", "CHOSEN_ON"]
 
 CHOSEN_ON = (
     "the training patients only, out of fold ({n_frames} frames of {n_patients} patients): the CNN's "
@@ -237,16 +238,25 @@ def _load_neighbors(data: EvaluationInputs, neighbors, settings: EvaluationSetti
             data.neigh_train[(b, s, d)] = (v.neighbor_label, v.distance)
 
 
-def score_and_select(data: EvaluationInputs, settings: EvaluationSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
+def validation_of(data: EvaluationInputs, settings: EvaluationSettings,
+                  seed_validations: Sequence[Mapping] | None = None) -> pd.DataFrame:
+    """Every deployable configuration's validation scores on the training patients (out of fold);
+    with several model seeds, their mean over the seeds' replicas (lus_core.evaluation.seeds)."""
+    ref_train = data.ref_train
+    val = validation_table(ref_train.label, ref_train.patient, {b: p.pred for b, p in data.train.items()},
+                           data.trusted_train, data.neigh_train, settings.ks, settings.modes, settings.n_classes,
+                           settings.learned_embedding)
+    return mean_over_seeds(val, seed_validations, settings.criterion) if seed_validations else val
+
+
+def score_and_select(data: EvaluationInputs, settings: EvaluationSettings,
+                     seed_validations: Sequence[Mapping] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the matrix with its validation columns and ``selected``, the validation table). The
     selection sees training-patient arrays only; the test score of what it chose is in the matrix."""
     class_names = [_safe_name(c) for c in settings.classes]
     matrix = evaluate_matrix(data.cnn_test, data.conf_test, data.neigh_test, data.ts, settings.ks, settings.modes,
                              class_names)
-    ref_train = data.ref_train
-    val = validation_table(ref_train.label, ref_train.patient, {b: p.pred for b, p in data.train.items()},
-                           data.trusted_train, data.neigh_train, settings.ks, settings.modes, settings.n_classes,
-                           settings.learned_embedding)
+    val = validation_of(data, settings, seed_validations)
     chosen = select_configuration(val, settings.criterion)
     matrix = matrix.merge(val.drop(columns=list(CONFIG_COLUMNS)), on="config_id", how="left", validate="one_to_one")
     matrix["selected"] = matrix["config_id"] == chosen["config_id"]
@@ -286,6 +296,7 @@ def run_evaluate(
     video_tables: Mapping[str, str | os.PathLike] | None = None,
     scope: str = "",
     out_selected_csv: str | os.PathLike | None = None,
+    seed_validations: Sequence[str | os.PathLike] = (),
 ) -> pd.DataFrame:
     """Score every configuration on the test patients of `scope` (lus_core.split.scopes), select
     one on its training patients; write matrix.csv, summary.json, figures and the selected
@@ -301,17 +312,20 @@ def run_evaluate(
     figures: False skips the png files (tests, quick runs).
     video_tables: backbone -> video/{backbone}.csv (lus_core.videolevel.model): the video-level table
     (fixed aggregations and the learned score; test with patient intervals, training out of fold).
+    seed_validations: with several model seeds (train.seeds), every replica's eval/validation.json
+    of this scope: the choices are made on the mean over the seeds (lus_core.evaluation.seeds).
     Returns the matrix (sorted by test accuracy: exploratory).
     """
     settings = EvaluationSettings.from_config(config)
+    seeds = [read_validation(p) for p in seed_validations] or None
     split = scope_split(read_json(split_json), scope)
     test_patients = sorted(map(str, split["test_patients"]))
     data = load_inputs(predictions, confidence, neighbors, test_patients, settings)
     settings.learned_embedding = {b: embedding_is_learned(config, b) for b in data.train}
     if not test_patients:
         return _select_on_every_patient(data, settings, split, frame_index_csv, config, out_matrix_csv,
-                                        out_summary_json, out_dir_figures, out_selected_csv, video_tables)
-    matrix, val = score_and_select(data, settings)
+                                        out_summary_json, out_dir_figures, out_selected_csv, video_tables, seeds)
+    matrix, val = score_and_select(data, settings, seeds)
     write_matrix(matrix, out_matrix_csv)
     if out_selected_csv is not None:
         sel = matrix.loc[matrix["selected"]].iloc[0]
@@ -324,24 +338,33 @@ def run_evaluate(
                                    n_patients=len(set(data.ref_train.patient)), criterion=settings.criterion,
                                    n_candidates=int(val["val_out_of_fold"].sum())),
     )
-    add_video_answer(summary, video_tables, test_patients, settings, frame_index_csv)
+    add_video_answer(summary, video_tables, test_patients, settings, frame_index_csv, seeds)
     if figures:
         _draw_figures(summary, matrix, data, settings, frame_index_csv, out_dir_figures, Path(out_summary_json).parent)
     write_summary(summary, out_summary_json)
     return matrix
 
 
+def video_level_of(video_tables: Mapping, test_patients: list[str], settings: EvaluationSettings) -> dict:
+    """Every backbone's video scores: test metrics with patient intervals, `val_*` out of fold."""
+    return {
+        b: video_metrics(read_video_table(path, test_patients), settings.n_classes, settings.n_bootstrap,
+                         settings.ci, settings.seed, scores=video_scores(VIDEO_SCORES, settings.class_order),
+                         metrics=VIDEO_METRICS[settings.class_order]).to_dict("records")
+        for b, path in sorted(video_tables.items())
+    }
+
+
 def add_video_answer(summary: dict, video_tables: Mapping | None, test_patients: list[str],
-                     settings: EvaluationSettings, frame_index_csv) -> None:
-    """summary.json's `video_level` (every backbone's video scores), `answer_level` and, at video
-    level, `video_answer` (lus_core.evaluation.answer_level)."""
+                     settings: EvaluationSettings, frame_index_csv,
+                     seed_validations: Sequence[Mapping] | None = None) -> None:
+    """summary.json's `video_level` (every backbone's video scores; with several model seeds their
+    validation values are the mean over the seeds), `answer_level` and, at video level,
+    `video_answer` (lus_core.evaluation.answer_level)."""
     if video_tables:
-        summary["video_level"] = {
-            b: video_metrics(read_video_table(path, test_patients), settings.n_classes, settings.n_bootstrap,
-                             settings.ci, settings.seed, scores=video_scores(VIDEO_SCORES, settings.class_order),
-                             metrics=VIDEO_METRICS[settings.class_order]).to_dict("records")
-            for b, path in sorted(video_tables.items())
-        }
+        summary["video_level"] = video_level_of(video_tables, test_patients, settings)
+        if seed_validations:
+            summary["video_level"] = video_level_mean(summary["video_level"], seed_validations)
     summary["class_order"] = settings.class_order
     per_video = labels_are_per_video(read_frame_index(frame_index_csv))
     summary["answer_level"] = resolve_level(settings.level, bool(video_tables), per_video)
@@ -351,13 +374,12 @@ def add_video_answer(summary: dict, video_tables: Mapping | None, test_patients:
 
 def _select_on_every_patient(data: EvaluationInputs, settings: EvaluationSettings, split: Mapping, frame_index_csv,
                              config: Mapping, out_matrix_csv, out_summary_json, out_dir_figures,
-                             out_selected_csv, video_tables: Mapping | None = None) -> pd.DataFrame:
+                             out_selected_csv, video_tables: Mapping | None = None,
+                             seed_validations: Sequence[Mapping] | None = None) -> pd.DataFrame:
     """The deployed scope of nested cross-validation: the selection rule on every patient's
     out-of-fold scores; the matrix is the validation table (there is no test patient to score)."""
     ref_train = data.ref_train
-    val = validation_table(ref_train.label, ref_train.patient, {b: p.pred for b, p in data.train.items()},
-                           data.trusted_train, data.neigh_train, settings.ks, settings.modes, settings.n_classes,
-                           settings.learned_embedding)
+    val = validation_of(data, settings, seed_validations)
     chosen = select_configuration(val, settings.criterion)
     matrix = val.assign(selected=val["config_id"] == chosen["config_id"])
     write_matrix(matrix, out_matrix_csv)
@@ -379,7 +401,7 @@ def _select_on_every_patient(data: EvaluationInputs, settings: EvaluationSetting
         "validation_columns": list(VAL_COLUMNS), "figures": [], "galleries": [], "config": dict(config),
         "skipped_videos": skipped_summary(Path(frame_index_csv).parent),
     }
-    add_video_answer(summary, video_tables, [], settings, frame_index_csv)  # chosen on validation only
+    add_video_answer(summary, video_tables, [], settings, frame_index_csv, seed_validations)  # validation only
     Path(out_dir_figures).mkdir(parents=True, exist_ok=True)
     if out_selected_csv is not None:
         write_selected_scores(empty_selected_scores(), out_selected_csv)
@@ -409,3 +431,17 @@ def _draw_figures(summary: dict, matrix: pd.DataFrame, data: EvaluationInputs, s
     ))
     summary["figures"] = [{**f, "file": os.path.relpath(f["file"], base)} for f in figs]
     summary["galleries"] = [{**g, "file": os.path.relpath(g["file"], base)} for g in gals]
+
+
+def run_validate(predictions, confidence, neighbors, split_json, frame_index_csv, out_json, config: Mapping, *,
+                 video_tables: Mapping[str, str | os.PathLike] | None = None, scope: str = "") -> pd.DataFrame:
+    """Step `validate` (several model seeds): this replica's validation scores of every
+    configuration and video score, for every replica's evaluate to choose on their mean."""
+    settings = EvaluationSettings.from_config(config)
+    split = scope_split(read_json(split_json), scope)
+    test_patients = sorted(map(str, split["test_patients"]))
+    data = load_inputs(predictions, confidence, neighbors, test_patients, settings)
+    settings.learned_embedding = {b: embedding_is_learned(config, b) for b in data.train}
+    val = validation_of(data, settings)
+    write_validation(out_json, val, video_level_of(video_tables, test_patients, settings) if video_tables else {})
+    return val

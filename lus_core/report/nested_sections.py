@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from lus_core.evaluation.answer_level import METRIC_NAMES
-from lus_core.evaluation.nested import shown_metrics, video_fold_metric
+from lus_core.evaluation.nested import seed_table, shown_metrics, video_fold_metric
 from lus_core.report.markup import ci_pct, esc, figure, fmt, fmt_ci, kv, table
 from lus_core.report.sections import METRIC_LABEL, signed_ci
 
@@ -49,6 +49,11 @@ def section_nested_headline(estimate: Mapping, figure_png: str | Path | None) ->
         "0.</p></div>",
         table(["level", "metric", "estimate", "minus the CNN alone", "minus the majority class"], rows),
     ]
+    header, rows = seed_table(estimate)
+    if rows:
+        box += ["<p>The model seeds (train.seeds): each seed's own estimate over every patient, and their spread. "
+                "The interval above is over patients, with every seed's models pooled; the spread below is what "
+                "re-seeding the procedure moves it by.</p>", table(header, rows)]
     if figure_png and Path(figure_png).exists():
         box.append(figure(Path(figure_png), "Each outer fold and the pooled estimate",
                           "Each fold scored on its own test patients (few: wide intervals), and all patients pooled."))

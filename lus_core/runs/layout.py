@@ -24,8 +24,15 @@ class RunLayout:
 
     def scoped(self, scope: str) -> RunLayout:
         """The layout of a scope's own files (lus_core.split.scopes): the root for the deployed
-        scope, `outer/{o}/` for an outer fold. Frames, embeddings and the split stay at the root."""
-        return self if not scope else RunLayout(f"{str(self.root).rstrip('/')}/outer/{int(scope.removeprefix('outer'))}")
+        scope, `outer/{o}/` for an outer fold, and `seed/{i}/` below either for seed i's replica
+        (`outer{o}_seed{i}`, `seed{i}`). Frames, embeddings and the split stay at the root."""
+        parts = []
+        for part in scope.split("_") if scope else []:
+            name = part.rstrip("0123456789")
+            if name not in ("outer", "seed") or name == part:
+                raise ValueError(f"{scope!r} is not a scope (lus_core.split.scopes)")
+            parts += [name, str(int(part[len(name):]))]
+        return RunLayout(self._p(*parts)) if parts else self
 
     def nested(self) -> str:
         """The pooled estimate of nested cross-validation over the outer folds."""
@@ -141,6 +148,10 @@ class RunLayout:
 
     def summary(self) -> str:
         return self._p("eval", "summary.json")
+
+    def validation(self) -> str:
+        """A seed replica's validation scores (several model seeds: lus_core.evaluation.seeds)."""
+        return self._p("eval", "validation.json")
 
     def figures_dir(self) -> str:
         return self._p("eval", "figures")

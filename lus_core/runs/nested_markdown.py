@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from lus_core.evaluation.answer_level import METRIC_NAMES
-from lus_core.evaluation.nested import shown_metrics, video_fold_metric
+from lus_core.evaluation.nested import seed_table, shown_metrics, video_fold_metric
 from lus_core.runs.reader import FinishedRun
 from lus_core.runs.run_time import run_time_line
 
@@ -49,6 +49,11 @@ def estimate_lines(estimate: dict) -> list[str]:
             lines.append(f"| {label} | {name} | {_ci(res[m])} | {_ci(res.get(f'{m}_minus_cnn'), True)} "
                          f"| {_ci(res.get(f'{m}_minus_majority'), True)} |")
     lines += ["", "\\* the interval excludes 0. The majority class is each fold's most frequent training score.", ""]
+    header, rows = seed_table(estimate)
+    if rows:
+        lines += ["Each model seed's own estimate over every patient (train.seeds), and their spread over the seeds:",
+                  "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                  *("| " + " | ".join(r) + " |" for r in rows), ""]
     return lines
 
 

@@ -35,7 +35,9 @@ def _pooled_videos(run: FinishedRun) -> pd.DataFrame:
     if videos.empty:
         raise ValueError(f"{run.layout.nested_videos()}: no pooled video answers (the run has no video scores); recipes are compared "
                          "on video scores")
-    return videos.set_index("video").sort_index()
+    if "seed" not in videos:  # a run from before train.seeds: its one seed
+        videos = videos.assign(seed=int(run.nested["seed"]))
+    return videos.set_index(["seed", "video"]).sort_index()
 
 
 def _deployed_choice(run: FinishedRun, metric: str) -> tuple[str, float]:
@@ -86,6 +88,10 @@ def compare_nested_recipes(runs: list[Path], reference: str | None = None, n_boo
     rows, preds = [], {}
     for run in finished:
         videos = _pooled_videos(run)
+        seeds = sorted(set(videos.index.get_level_values("seed")))
+        if seeds != sorted(set(ref_videos.index.get_level_values("seed"))):
+            raise ValueError(f"{run.root}: its model seeds {seeds} differ from {ref.root}'s (train.seeds): recipes "
+                             "are compared seed by seed")
         if list(videos.index) != list(ref_videos.index) or not (videos["label"] == ref_videos["label"]).all():
             raise ValueError(f"{run.root}: its videos or labels differ from {ref.root}'s")
         pred = videos["pred"].to_numpy(np.int64)

@@ -18,6 +18,8 @@ import copy
 import json
 from collections.abc import Mapping
 
+from lus_core.split.scopes import seed_overrides
+
 # "a.b" declares that key and everything below it; "*" is the whole config
 STEP_KEYS: dict[str, tuple[str, ...]] = {
     "synth": ("seed", "classes", "dataset.synthetic.n_patients", "dataset.synthetic.videos_per_patient",
@@ -58,6 +60,10 @@ STEP_KEYS: dict[str, tuple[str, ...]] = {
     "evaluate": ("seed", "classes", "class_order", "evaluate", "similarity.k", "similarity.fallback",
                  "similarity.fallback_diversity", "similarity.diversity", "similarity.raw_size",
                  "train.weights", "train.finetune"),
+    # a seed replica's validation scores, which its scope's replicas choose on (train.seeds)
+    "validate": ("seed", "classes", "class_order", "evaluate", "similarity.k", "similarity.fallback",
+                 "similarity.fallback_diversity", "similarity.diversity", "similarity.raw_size",
+                 "train.weights", "train.finetune"),
     # the pooled estimate's intervals and figures; what was chosen is read from the folds' summaries
     "nested_estimate": ("seed", "classes", "class_order", "evaluate.n_bootstrap", "evaluate.ci"),
     "gradcam": (),
@@ -86,6 +92,8 @@ RUN_WIDE: dict[str, str] = {
     "similarity.spaces": "which index and neighbour jobs exist",
     "video_model.enabled": "whether the video-model jobs exist",
     "split.outer_folds": "how many scopes (outer folds) there are, each with its own jobs",
+    "train.seeds": "how many replicas of each scope there are (one per model seed), each with its own jobs; "
+                   "a replica's seed reaches its steps' slices (lus_core.split.scopes.seed_overrides)",
 }
 
 
@@ -95,10 +103,12 @@ RULE_STEP = {"build_tsne_index": "build_index"}
 
 def step_of_rule(rule: str) -> str:
     """The step a rule runs (extract_frames_3 -> extract_frames, build_tsne_index -> build_index,
-    train_outer2 -> train: an outer fold's copy of a rule, lus_core.split.scopes)."""
-    base, sep, fold = rule.rpartition("_outer")
-    if sep and fold.isdigit():
-        rule = base
+    train_outer2 -> train: an outer fold's copy of a rule, train_seed1 and train_outer2_seed1 ->
+    train: a seed replica's, lus_core.split.scopes)."""
+    for copy_of in ("_seed", "_outer"):  # a replica's copy of an outer fold's copy (train_outer2_seed1)
+        base, sep, number = rule.rpartition(copy_of)
+        if sep and number.isdigit():
+            rule = base
     for family in ("extract_frames", "embed"):
         if rule.startswith(family + "_") and rule[len(family) + 1:].isdigit():
             return family
@@ -141,6 +151,10 @@ def step_config(config: Mapping, step: str) -> dict:
     return out
 
 
-def step_params(config: Mapping, step: str) -> str:
-    """``step_config`` as canonical JSON: the rule's ``params.config`` (a changed value reruns the step)."""
-    return json.dumps(step_config(config, step), sort_keys=True)
+def step_params(config: Mapping, step: str, seed: int | None = None) -> str:
+    """``step_config`` as canonical JSON: the rule's ``params.config`` (a changed value reruns the
+    step); ``seed``: the model seed of the scope replica the rule runs in (lus_core.split.scopes)."""
+    sliced = step_config(config, step)
+    if seed is not None:
+        sliced.update(seed_overrides(config, step, seed))
+    return json.dumps(sliced, sort_keys=True)
