@@ -158,3 +158,16 @@ def test_replicas_of_an_outer_fold_must_have_chosen_the_same(tmp_path):
                          seeds=[1, 2])
     loaded = load_outer_folds(["outer0", "outer0_seed1"], [files[0][1]] * 2, [files[0][0]] * 2, split, seeds=[1, 2])
     assert [(f.scope, f.replica, f.seed) for f in loaded] == [("outer0", "outer0", 1), ("outer0", "outer0_seed1", 2)]
+
+
+def test_one_seed_given_as_train_seeds_is_todays_run(tiny_run, tmp_path):
+    """`train.seeds: [the run's seed]` changes no job's config slice, input or output: a finished
+    run with one seed has nothing to do (its files are bitwise what it was)."""
+    from tests.workflow_helpers import planned_jobs
+
+    overlay = tmp_path / "seeds.yaml"
+    overlay.write_text("train: {seeds: [7]}\n")  # configs/tiny.yaml's seed
+    assert planned_jobs(*tiny_run.with_configs(str(overlay))) == {}
+    overlay.write_text("train: {seeds: [7, 9]}\n")
+    plan = planned_jobs(*tiny_run.with_configs(str(overlay)))
+    assert plan["train_seed1"] == 6 and "train" not in plan and plan["validate"] == plan["validate_seed1"] == 1
