@@ -105,6 +105,8 @@ def validate_config(config: dict, source: str | ConfigSources = "config") -> dic
         raise ConfigError("; ".join(f"{source_of(source, _error_key(e))}: {_describe(e)}" for e in errors[:5]))
     _check_semantics(config, source)
     _resolve_data_paths(config)
+    if [int(s) for s in config["train"]["seeds"]] == [int(config["seed"])]:
+        config["train"]["seeds"] = []  # the run's own seed alone is the default: the same run, the same records
     return config
 
 

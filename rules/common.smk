@@ -28,6 +28,10 @@ L = RunLayout(R)  # every path of the results folder (lus_core.runs.layout)
 RUN_STARTED = time.time()  # the jobs of this invocation are the benchmark files written after it
 CLASSES = config["classes"]
 BACKBONES = config["train"]["backbones"]
+# output layers on a frozen encoder's cached embeddings train in one job per backbone and scope
+# (rule train_heads); the others one job per fold (rule train)
+HEAD_BACKBONES = [b for b in BACKBONES if cache_enabled(config, b)]
+FULL_BACKBONES = [b for b in BACKBONES if b not in HEAD_BACKBONES]
 FOLDS = [str(i) for i in range(config["split"]["n_folds"])]
 METHODS = config["confidence"]["methods"]
 SPACES = config["similarity"]["spaces"]
@@ -49,7 +53,6 @@ check_split_feasible(config, VIDEOS, CONFIG_SOURCES)
 wildcard_constraints:
     backbone="|".join(BACKBONES),
     fold=r"\d+|all",
-    method="|".join(METHODS),
     space="|".join(SPACES),
 
 
@@ -80,6 +83,26 @@ def rule_name(step, scope):
 def fold_models(S):
     """The fold models (inner folds and `all`) of a backbone in scope layout S, by fold name."""
     return lambda wildcards: {f: S.model(wildcards.backbone, f) for f in FOLDS + ["all"]}
+
+
+def confidence_outputs(S):
+    """Named outputs of a scope's `fit_confidence` job: each method's model, scores and summary."""
+    files = {}
+    for m in METHODS:
+        files[f"model_{m}"] = S.confidence_model("{backbone}", m)
+        files[f"scores_{m}"] = S.confidence_scores("{backbone}", m)
+        files[f"summary_{m}"] = S.confidence_summary("{backbone}", m)
+    return files
+
+
+def fold_model_outputs(S):
+    """Named outputs of a scope's `train_heads` job: every fold's model, metrics and curve."""
+    files = {}
+    for f in FOLDS + ["all"]:
+        files[f"model_{f}"] = S.model("{backbone}", f)
+        files[f"metrics_{f}"] = S.model_metrics("{backbone}", f)
+        files[f"curve_{f}"] = S.model_curve("{backbone}", f)
+    return files
 
 
 def index_files(S):

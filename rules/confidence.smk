@@ -3,6 +3,8 @@
 for scope, seed in TRAINING_SCOPES:
     S = L.scoped(scope)
 
+    # every method of a backbone in one job: a job's start (Python, scikit-learn, SciPy) took
+    # longer than most methods' fits; each method still has its own files
     rule:
         name:
             rule_name("fit_confidence", scope)
@@ -10,16 +12,15 @@ for scope, seed in TRAINING_SCOPES:
         input:
             S.predictions("{backbone}"),
         output:
-            model=S.confidence_model("{backbone}", "{method}"),
-            scores=S.confidence_scores("{backbone}", "{method}"),
-            summary=S.confidence_summary("{backbone}", "{method}"),
+            **confidence_outputs(S),
         params:
+            methods=METHODS,
             config=step_config("fit_confidence", seed),
             code=script_code("fit_confidence"),
         log:
-            S.log("confidence", "{backbone}", "{method}"),
+            S.log("confidence", "{backbone}", "fit"),
         benchmark:
-            S.benchmark("confidence", "{backbone}", "{method}")
+            S.benchmark("confidence", "{backbone}", "fit")
         conda:
             "../envs/lus.yaml"
         script:

@@ -60,6 +60,8 @@ for scope, seed in TRAINING_SCOPES:
             input_keys=evaluate_input_keys(),
             config=step_config("evaluate"),
             scope=scope,
+            # the figures of the first seed's replica only (the others' numbers are pooled)
+            figures=split_scope(scope)[1] == 0,
             code=script_code("evaluate"),
         log:
             S.log("evaluate"),
@@ -118,6 +120,9 @@ rule report:
         confidence_tables=[L.confidence_table(b) for b in BACKBONES],
         gradcam=L.gradcam_index(),
         nested=[L.nested(), L.nested_figure()] if OUTER_SCOPES else [],
+        # several model seeds without outer folds: the other seeds' test scores (a nested run's are
+        # in its estimate)
+        seed_summaries=[] if OUTER_SCOPES else [L.scoped(r).summary() for r in replicas(config, "")[1:]],
         # the model card's data (sources, devices, burned-in annotation) and the selected model's checksum
         stores=all_frame_stores,
         models=[L.model(b, "all") for b in BACKBONES],
@@ -126,6 +131,7 @@ rule report:
         model_card=L.model_card(),
     params:
         config=step_config("report"),
+        seeds=SEEDS,
         code=script_code("report"),
     log:
         L.log("report"),

@@ -19,12 +19,13 @@ from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings
 from tests.workflow_helpers import REPO
 
 PER_VIDEO_RULE = re.compile(r"^(extract_frames|embed)_\d+$")
-OUTER_FOLD_RULE = re.compile(r"^(\w+)_outer\d+$")
+OUTER_FOLD_RULE = re.compile(r"^(\w+?)(?:_outer\d+)?(?:_seed\d+)?$")
 
 
 def rule_family(name: str) -> str:
     """The per-video steps are rules in a loop (extract_frames_0, embed_3, ...), and so are an outer
-    fold's copies of the per-scope steps (train_outer2, ...): one family each."""
+    fold's and a seed replica's copies of the per-scope steps (train_outer2, train_outer2_seed1,
+    train_seed1, ...): one family each."""
     return OUTER_FOLD_RULE.sub(r"\1", PER_VIDEO_RULE.sub(r"\1", name))
 
 

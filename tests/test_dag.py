@@ -12,10 +12,10 @@ def default_plan(tmp_path_factory):
 
 
 def test_dry_run_lists_every_step(default_plan):
-    # 16 patients x 3 videos; 2 backbones x (3 folds + all); 8 methods; 4 spaces
+    # 16 patients x 3 videos; 2 backbones x (3 folds + all); 8 methods in one job per backbone; 4 spaces
     assert default_plan == {
         "synth": 1, "extract_frames": 8, "verify_frame_stores": 1, "frame_index": 1, "balance_split": 1,
-        "train": 8, "infer": 2, "fit_confidence": 16, "confidence_report": 2, "fit_video_model": 2,
+        "train": 8, "infer": 2, "fit_confidence": 2, "confidence_report": 2, "fit_video_model": 2,
         "build_index": 6, "build_tsne_index": 2, "query_neighbors": 8,
         "evaluate": 1, "gradcam": 1, "report": 1, "manifest": 1, "all": 1,
     }

@@ -217,7 +217,8 @@ def test_nested_run_estimates_from_every_patient_and_deploys_the_all_patient_cho
     single_plan = planned_jobs("--configfile", "configs/tiny.yaml", str(single), "--config", "results=results",
                                "--directory", str(fresh))
     assert nested_plan["embed"] == single_plan["embed"] > 0
-    assert nested_plan["train_outer0"] == nested_plan["train"] == 3  # 2 inner folds and `all`, per scope
+    # 2 inner folds and `all` per scope, the output layers of the frozen encoder in one job
+    assert nested_plan["train_heads_outer0"] == nested_plan["train_heads"] == 1
     # lus predict uses the deployed model and configuration
     video = next(Path(results / "synthetic").rglob("*.mp4"))
     out = tmp_path / "pred"
@@ -250,7 +251,7 @@ def test_an_outer_fold_never_reads_its_test_patients_labels(nested_run, tmp_path
     held_out = index.patient.isin(test)
     index.loc[held_out, "label"] = (index.loc[held_out, "label"] + 2) % 4  # every test label changes
     index.to_csv(layout.frame_index(), index=False)
-    fold_rules = ["train_outer0", "infer_outer0", "fit_confidence_outer0", "build_index_outer0",
+    fold_rules = ["train_heads_outer0", "infer_outer0", "fit_confidence_outer0", "build_index_outer0",
                   "query_neighbors_outer0", "fit_video_model_outer0", "evaluate_outer0"]
     # the content change is the point; the rest of the run (the split, the other folds) stays as it was
     run_ok("--cores", "2", *args[:-1], str(work), "--rerun-triggers", "params", "code", "input",
@@ -267,18 +268,27 @@ def test_an_outer_fold_never_reads_its_test_patients_labels(nested_run, tmp_path
 
 
 def test_every_outer_fold_rule_passes_its_steps_slice(tmp_path):
-    """An outer fold's copy of a rule declares the same config slice as the rule (step_config)."""
+    """An outer fold's (and a seed replica's) copy of a rule declares the same config slice as the
+    rule (step_config), a replica's with its seed where the step draws from it."""
+    import re
+
+    from lus_core.split.scopes import seed_overrides
     from lus_core.workflow.step_config import step_of_rule
     from tests.dag_plans import DryRuns
 
-    params = DryRuns(tmp_path, ["configs/tiny.yaml", NESTED], {"results": "results"}).rule_params()
-    scoped = {name for name in params if "_outer" in name}
-    assert {"train_outer0", "evaluate_outer2", "fit_video_model_outer1", "nested_estimate"} <= set(params)
-    assert scoped
-    for name in scoped:
-        assert params[name]["config"] == params[step_of_rule(name)]["config"], name
-        if step_of_rule(name) in ("train", "infer", "fit_video_model", "evaluate"):  # they read split.json
-            assert params[name]["scope"] == name.rpartition("_")[2], name
+    seeds = tmp_path / "seeds.yaml"
+    seeds.write_text("train: {seeds: [7, 8]}\n")  # configs/tiny.yaml's seed, and another
+    params = DryRuns(tmp_path, ["configs/tiny.yaml", NESTED, seeds], {"results": "results"}).rule_params()
+    scoped = {name: m[1] for name in params if (m := re.search(r"_((?:outer\d+_)?seed\d+|outer\d+)$", name))}
+    assert {"train_heads_outer0", "evaluate_outer2", "fit_video_model_outer1", "nested_estimate",
+            "train_heads_outer0_seed1", "validate_seed1", "evaluate_outer2_seed1"} <= set(params)
+    for name, scope in scoped.items():
+        step = step_of_rule(name)
+        base = name.removesuffix("_" + scope)
+        extra = seed_overrides({"seed": 7}, step, 8) if "seed" in scope else {}
+        assert json.loads(params[name]["config"]) == {**json.loads(params[base]["config"]), **extra}, name
+        if step in ("train", "infer", "fit_video_model", "evaluate", "validate"):  # they read split.json
+            assert params[name]["scope"] == scope, name
 
 
 @pytest.mark.slow
@@ -323,7 +333,8 @@ def test_model_seeds_replicate_every_scope_and_choose_on_their_mean(nested_run, 
     base = (*args[:2], NESTED)  # --configfile tiny.yaml tiny-nested.yaml
     assert planned_jobs(*base, str(same), "--config", "results=results", "--directory", str(work)) == {}
     plan = planned_jobs(*base, str(two), "--config", "results=results", "--directory", str(work))
-    assert plan["train_outer0_seed1"] == plan["train_seed1"] == 3 and "train_outer0" not in plan and "train" not in plan
+    assert plan["train_heads_outer0_seed1"] == plan["train_heads_seed1"] == 1
+    assert "train_heads_outer0" not in plan and "train_heads" not in plan
     assert "infer_outer0" not in plan and "embed" not in plan  # seed 7's models and the embedding cache stay
     layout = RunLayout(work / "results")
     before = Path(layout.scoped("outer0").predictions("efficientnet_lite0")).read_bytes()

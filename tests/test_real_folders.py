@@ -141,7 +141,7 @@ def test_a_second_run_on_the_same_results_folder_stops_at_once(tiny_run, tmp_pat
     lock = run.results / ".lus.lock"
     # a run that takes a while: both backbones' training again
     first = subprocess.Popen([SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), *run.args, "--cores", "1",
-                              "--forcerun", "train"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              "--forcerun", "train", "train_heads"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     try:
         # the copy carries the finished run's lock file (a released lock keeps its last holder's
@@ -182,7 +182,7 @@ def test_the_same_models_whatever_kernels_the_processor_offers(tiny_run, tmp_pat
     run = tiny_run.copy(tmp_path / "run")
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "SSE41", "OPENBLAS_CORETYPE": "Sandybridge", "MKL_CBWR": "AVX"}
     proc = subprocess.run([SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), *run.args, "--cores", "2",
-                           "--forcerun", "train", "results/eval/matrix.csv"],
+                           "--forcerun", "train", "train_heads", "--", "results/eval/matrix.csv"],
                           cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run.results / "eval" / "matrix.csv").read_bytes() == (tiny_run.results / "eval" / "matrix.csv").read_bytes()

@@ -59,15 +59,18 @@ def test_per_rule_sums_against_pandas(tmp_path):
 
 
 def test_a_nested_runs_outer_folds_count_in_its_record(tmp_path):
-    """The jobs of every outer fold (R/outer/{o}/benchmarks) are the run's jobs too."""
+    """The jobs of every outer fold (R/outer/{o}/benchmarks) and of every seed replica
+    (R/seed/{i}/, R/outer/{o}/seed/{i}/) are the run's jobs too."""
     t0 = 1_000_000.0
     _bench(tmp_path, "train/a/all.tsv", 10.0, t0 + 1)
     _bench(tmp_path / "outer" / "0", "train/a/all.tsv", 20.0, t0 + 2)
     _bench(tmp_path / "outer" / "1", "evaluate.tsv", 3.0, t0 + 3)
+    _bench(tmp_path / "seed" / "1", "train/a/all.tsv", 5.0, t0 + 4)
+    _bench(tmp_path / "outer" / "0" / "seed" / "1", "train/a/all.tsv", 6.0, t0 + 5)
     jobs = benchmark_table(tmp_path)
-    assert sorted(jobs.scope) == ["", "outer/0", "outer/1"]
+    assert sorted(jobs.scope) == ["", "outer/0", "outer/0/seed/1", "outer/1", "seed/1"]
     record = record_run(tmp_path, started=t0, cores=2, finished=t0 + 10)
-    assert record["full"] and record["jobs_run"] == 3 and record["per_rule"]["train"]["s"] == 30.0
+    assert record["full"] and record["jobs_run"] == 5 and record["per_rule"]["train"]["s"] == 41.0
     _bench(tmp_path / "outer" / "1", "evaluate.tsv", 4.0, t0 + 100)  # one outer fold's step again
     assert not record_run(tmp_path, started=t0 + 50, cores=2, finished=t0 + 110)["full"]
 

@@ -4,6 +4,7 @@ seeds, and the nested estimate pooled over the seeds with each seed's own estima
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -170,4 +171,40 @@ def test_one_seed_given_as_train_seeds_is_todays_run(tiny_run, tmp_path):
     assert planned_jobs(*tiny_run.with_configs(str(overlay))) == {}
     overlay.write_text("train: {seeds: [7, 9]}\n")
     plan = planned_jobs(*tiny_run.with_configs(str(overlay)))
-    assert plan["train_seed1"] == 6 and "train" not in plan and plan["validate"] == plan["validate_seed1"] == 1
+    assert plan["train_seed1"] == 3 and plan["train_heads_seed1"] == 1  # scratch's 2 folds and all; the heads
+    assert "train" not in plan and "train_heads" not in plan and plan["validate"] == plan["validate_seed1"] == 1
+
+
+def test_the_report_rows_of_a_single_split_runs_seeds():
+    from lus_core.report.seed_sections import seed_rows
+
+    def summary(acc, qwk, vqwk):
+        cell = lambda v: {"estimate": v, "lo": v - 0.1, "hi": v + 0.1}  # noqa: E731
+        return {"class_order": "ordinal", "selected": {"config_id": "c", "test": {"accuracy": cell(acc),
+                                                                                   "qwk": cell(qwk)}},
+                "video_answer": {"test": {"accuracy": cell(0.5), "qwk": cell(vqwk)}}}
+
+    header, rows = seed_rows([1, 2, 3], [summary(0.5, 0.2, 0.3), summary(0.6, 0.4, 0.1), summary(0.7, 0.3, 0.2)])
+    assert header == ["model seed", "frame accuracy", "frame QWK", "video accuracy", "video QWK"]
+    assert [r[0] for r in rows] == ["1", "2", "3", "mean over 3 seeds", "sd over 3 seeds"]
+    assert rows[3][1] == "0.600" and rows[4][1] == f"{np.std([0.5, 0.6, 0.7], ddof=1):.3f}"
+    assert rows[3][4] == "0.200" and rows[0][2].startswith("0.20")
+
+
+@pytest.mark.slow
+def test_a_single_split_run_with_two_seeds_reports_each_seeds_test_scores(tiny_run, tmp_path):
+    """Seed 9 added to the finished tiny run: only its replica trains; both replicas choose the
+    same configuration on their mean; the report shows each seed's test scores."""
+    from tests.workflow_helpers import run_ok
+
+    run = tiny_run.copy(tmp_path / "run")
+    overlay = tmp_path / "seeds.yaml"
+    overlay.write_text("train: {seeds: [7, 9]}\n")
+    run_ok("--cores", "2", *run.with_configs(str(overlay)), timeout=1500)
+    layout = RunLayout(str(run.results))
+    first, second = (json.loads(Path(layout.scoped(s).summary()).read_text()) for s in ("", "seed1"))
+    assert first["selected"]["config_id"] == second["selected"]["config_id"]
+    assert first["test_patients"] == second["test_patients"]
+    assert Path(layout.scoped("seed1").model("scratch", "all")).exists()
+    page = Path(layout.report()).read_text()
+    assert "<h2>The model seeds</h2>" in page and "mean over 2 seeds" in page

@@ -154,13 +154,16 @@ def test_every_rule_passes_its_steps_slice_and_no_script_reads_the_whole_config(
     """Every rule of the parsed workflow (a nested run's, so that the outer folds' copies are there
     too) passes exactly its step's slice of the config."""
     overlay = yaml.safe_load((REPO / "configs/tiny-nested.yaml").read_text())
+    seeds = tmp_path / "seeds.yaml"  # and two model seeds, so that the replicas' rules are there too
+    seeds.write_text("train: {seeds: [7, 8]}\n")
     config = load_config(REPO / "config.yaml", overrides=merge(merge(yaml.safe_load(TINY.read_text()), overlay),
-                                                                 {"results": "results"}))
-    params = DryRuns(tmp_path, [TINY, REPO / "configs/tiny-nested.yaml"], {"results": "results"}).rule_params()
+                                                                 {"results": "results", "train": {"seeds": [7, 8]}}))
+    params = DryRuns(tmp_path, [TINY, REPO / "configs/tiny-nested.yaml", seeds], {"results": "results"}).rule_params()
     steps = {name: step_of_rule(name) for name in params if name != "all"}
     assert set(steps.values()) == set(STEP_KEYS), set(steps.values()) ^ set(STEP_KEYS)
     for name, step in steps.items():
-        assert params[name].get("config") == step_params(config, step), name
+        seed = 8 if name.endswith("_seed1") else 7
+        assert params[name].get("config") == step_params(config, step, seed), name
     for script in (REPO / "workflow_scripts").glob("*.py"):
         text = script.read_text()
         assert "sm.config" not in text and "snakemake.config" not in text, script.name

@@ -21,6 +21,7 @@ with step_logging(sm):
         config_of(sm),
         video_tables=video_tables,
         scope=sm.params.scope,
+        figures=sm.params.figures,
         out_selected_csv=sm.output.selected,
         seed_validations=list(sm.input.seed_validations),
     )

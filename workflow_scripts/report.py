@@ -17,6 +17,9 @@ with step_logging(sm):
         # shows each (method, metric) once, computed by lus_core.confidence.failure_metrics
         "gradcam": sm.input.gradcam,
         "nested": dict(zip(("estimate", "figure"), sm.input.nested, strict=True)) if sm.input.nested else None,
+        # several model seeds in a single-split run: every seed's test scores (the first seed's first)
+        "seeds": sm.params.seeds,
+        "seed_summaries": [sm.input.summary, *sm.input.seed_summaries] if sm.input.seed_summaries else [],
         "burned_in": sorted(store_facts(sm.input.stores).query("burned_in == 'YES'")["video"]),
     }
     config = config_of(sm)

@@ -309,7 +309,8 @@ def run_evaluate(
     neighbors: (backbone, space) -> neighbors/{b}/{space}.h5
     config: the step's slice of the validated config (lus_core.workflow.step_config: the schema's
     defaults are the only defaults).
-    figures: False skips the png files (tests, quick runs).
+    figures: False skips the png files (tests, quick runs, and the seed replicas after the first:
+    their figures would repeat the first seed's with other models; their numbers are pooled).
     video_tables: backbone -> video/{backbone}.csv (lus_core.videolevel.model): the video-level table
     (fixed aggregations and the learned score; test with patient intervals, training out of fold).
     seed_validations: with several model seeds (train.seeds), every replica's eval/validation.json
@@ -341,6 +342,8 @@ def run_evaluate(
     add_video_answer(summary, video_tables, test_patients, settings, frame_index_csv, seeds)
     if figures:
         _draw_figures(summary, matrix, data, settings, frame_index_csv, out_dir_figures, Path(out_summary_json).parent)
+    else:
+        Path(out_dir_figures).mkdir(parents=True, exist_ok=True)  # the step's output folder, empty
     write_summary(summary, out_summary_json)
     return matrix
 

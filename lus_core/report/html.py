@@ -49,6 +49,7 @@ from lus_core.report.sections import (
     section_video_answer,
     section_video_level,
 )
+from lus_core.report.seed_sections import section_seed_replicas
 
 __all__ = ["run_report", "render_html"]
 
@@ -86,6 +87,7 @@ def render_html(summary: Mapping, matrix: pd.DataFrame, split: Mapping, config: 
         section_video_answer(summary),
         section_headline(summary, matrix),
         section_selected(summary),
+        section_seed_replicas(extra.get("seeds") or [], extra.get("seed_summaries") or []),
         section_answer(summary),
         section_video_level(summary),
         section_findings(summary),
@@ -126,7 +128,8 @@ def run_report(eval_dir: str | os.PathLike, split_json: str | os.PathLike, confi
     ``provenance`` (dict shown as a table, e.g. code version, Snakemake version); ``gradcam``
     (the ``gradcam/index.json`` of the gradcam step: its maps are drawn beside their galleries);
     ``nested`` ({"estimate": ``nested/estimate.json``, "figure": ``nested/folds.png``} of a nested
-    run: the page opens with them); ``burned_in`` (ids of DICOM videos that declare burned-in annotation).
+    run: the page opens with them); ``seeds`` and ``seed_summaries`` (several model seeds in a
+    single-split run: each seed's replica's summary.json, the first seed's first); ``burned_in`` (ids of DICOM videos that declare burned-in annotation).
     """
     eval_dir = Path(eval_dir)
     summary = read_summary(eval_dir / "summary.json")
@@ -138,6 +141,8 @@ def run_report(eval_dir: str | os.PathLike, split_json: str | os.PathLike, confi
     extra = dict(extra or {})
     if extra.get("nested"):
         extra["nested"] = {**extra["nested"], "estimate": read_json(extra["nested"]["estimate"])}
+    if extra.get("seed_summaries"):
+        extra["seed_summaries"] = [read_summary(p) for p in extra["seed_summaries"]]
     if extra.get("gradcam"):
         cam_index = Path(extra["gradcam"])
         extra["gradcam"] = [{**c, "file": str(cam_index.parent / c["file"])} for c in read_json(cam_index)]

@@ -25,9 +25,11 @@ FULL_RUN = "logs/full_run.json"
 
 
 def benchmark_roots(results_dir: str | Path) -> list[Path]:
-    """The benchmark folders of a run: the root scope's and each outer fold's (a nested run)."""
+    """The benchmark folders of a run: the root scope's, each outer fold's (a nested run) and each
+    seed replica's (train.seeds: `seed/{i}/` below either)."""
     root = Path(results_dir)
-    return [root / "benchmarks", *sorted(root.glob("outer/*/benchmarks"))]
+    return [root / "benchmarks", *sorted(root.glob("seed/*/benchmarks")), *sorted(root.glob("outer/*/benchmarks")),
+            *sorted(root.glob("outer/*/seed/*/benchmarks"))]
 
 
 def _benchmark_files(results_dir: str | Path):
@@ -39,7 +41,8 @@ def _benchmark_files(results_dir: str | Path):
 def benchmark_table(results_dir: str | Path, since: float | None = None) -> pd.DataFrame:
     """One row per benchmarked job (rule, file, scope, wall s, CPU s, file mtime); `since` keeps
     the jobs whose benchmark file was written at or after that time (seconds since the epoch).
-    `file` is relative to its scope's benchmarks folder; `scope` is "" or the outer fold's folder."""
+    `file` is relative to its scope's benchmarks folder; `scope` is "" or the scope's folder
+    (`outer/2`, `seed/1`, `outer/2/seed/1`)."""
     root = Path(results_dir)
     rows = []
     for bench, tsv in _benchmark_files(results_dir):

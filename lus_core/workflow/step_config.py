@@ -98,7 +98,8 @@ RUN_WIDE: dict[str, str] = {
 
 
 # rules that run a step under another name: the t-SNE index (`use rule build_index as build_tsne_index`)
-RULE_STEP = {"build_tsne_index": "build_index"}
+# and every fold's output layer on cached embeddings in one job (`train_heads`)
+RULE_STEP = {"build_tsne_index": "build_index", "train_heads": "train"}
 
 
 def step_of_rule(rule: str) -> str:
