@@ -361,3 +361,15 @@ def test_model_seeds_replicate_every_scope_and_choose_on_their_mean(nested_run, 
     assert "2 model seeds pooled" in estimate["headline"]
     page = Path(layout.report()).read_text()
     assert estimate["headline"] in page and "all seeds pooled (the estimate)" in page
+    # recipes are compared seed by seed: every seed's pooled answers, never a one-seed run's against them
+    from lus_core.runs.nested_recipes import compare_nested_recipes
+
+    twin = tmp_path / "twin"
+    shutil.copytree(work / "results", twin)
+    table, notes = compare_nested_recipes([work / "results", twin], n_boot=50)
+    videos = pd.read_csv(layout.nested_videos())
+    assert notes["n_seeds"] == 2 and notes["n_videos"] == estimate["n_videos"] == len(videos) // 2
+    assert table.video_qwk[0] == pytest.approx(cohen_kappa_score(videos.label, videos.pred, weights="quadratic",
+                                                                 labels=range(4)))
+    with pytest.raises(ValueError, match="model seeds"):
+        compare_nested_recipes([work / "results", results])

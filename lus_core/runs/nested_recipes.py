@@ -115,7 +115,9 @@ def compare_nested_recipes(runs: list[Path], reference: str | None = None, n_boo
     table = pd.DataFrame(rows)
     chosen = table.loc[table["deployed_val_score"].idxmax(), "recipe"]  # first of equals: the listed order
     table["chosen"] = table["recipe"] == chosen
-    notes = {"reference": ref.root.name, "metric": metric, "chosen": chosen, "n_videos": len(ref_videos),
+    seeds = sorted(set(ref_videos.index.get_level_values("seed")))
+    notes = {"reference": ref.root.name, "metric": metric, "chosen": chosen, "n_seeds": len(seeds),
+             "n_videos": int(ref_videos.index.get_level_values("video").nunique()),
              "n_patients": int(ref_videos["patient"].nunique()), "n_folds": len(groups[ref.root.name]),
              "ci": ci, "n_boot": n_boot, "pairs": []}
     for a, b in pairs:
@@ -131,7 +133,9 @@ def nested_recipes_markdown(table: pd.DataFrame, notes: dict) -> str:
     lines = [
         f"Every recipe's whole procedure by nested cross-validation on the same {notes['n_folds']} outer test groups: "
         f"each patient's video answer comes from the outer fold that held them out ({notes['n_videos']} videos of "
-        f"{notes['n_patients']} patients; {ci} intervals from resampling all patients; Δ is paired against "
+        f"{notes['n_patients']} patients"
+        + (f", every model seed's answers pooled ({notes['n_seeds']} seeds)" if notes["n_seeds"] > 1 else "")
+        + f"; {ci} intervals from resampling all patients; Δ is paired against "
         f"{notes['reference']} on the same resamples). Chosen on the deployed scope's validation video {name} "
         f"(every patient, out of fold; no pooled test score is read): **{notes['chosen']}**.", "",
         f"| recipe | what trains | deployed video answer (validation {name}) | video accuracy | video balanced accuracy "
