@@ -80,7 +80,7 @@ def test_rule_params_carry_the_replica_seed(tmp_path):
 def _val(scores: dict[str, float]) -> pd.DataFrame:
     return pd.DataFrame([{"config_id": c, "row_type": "cnn_only", "backbone": "b", "confidence": "", "space": "",
                           "k": None, "fallback": "", "diversity": "", "val_accuracy": s, "val_balanced_accuracy": s,
-                          "val_qwk": s, "val_fallback_rate": 0.0, "val_n_frames": 10, "val_n_patients": 3,
+                          "val_macro_f1": s, "val_qwk": s, "val_fallback_rate": 0.0, "val_n_frames": 10, "val_n_patients": 3,
                           "val_out_of_fold": True} for c, s in scores.items()])
 
 
@@ -97,7 +97,8 @@ def test_the_choice_is_made_on_the_mean_over_seeds(tmp_path):
     assert select_configuration(tables["a"], "qwk")["config_id"] == "cfg1"
     for own in tables.values():
         mean = mean_over_seeds(own, read, "qwk")
-        assert np.allclose(mean["val_qwk"], [0.5, 0.575])
+        for criterion in ("accuracy", "balanced_accuracy", "macro_f1", "qwk"):  # whichever the run chooses on
+            assert np.allclose(mean[f"val_{criterion}"], [0.5, 0.575]), criterion
         assert np.allclose(mean["val_qwk_seed_sd"], [np.std([0.9, 0.1], ddof=1), np.std([0.6, 0.55], ddof=1)])
         assert select_configuration(mean, "qwk")["config_id"] == "cfg2"
     level = video_level_mean(videos["a"], read)

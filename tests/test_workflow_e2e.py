@@ -100,8 +100,8 @@ def test_changing_epochs_reruns_training_not_extraction(tiny_run, tmp_path):
     more_epochs = tmp_path / "epochs.yaml"
     more_epochs.write_text("train: {epochs: 2}\n")
     jobs = planned_jobs(*tiny_run.with_configs(str(more_epochs)))
-    # 2 backbones x (2 folds + all); the frozen encoder's embeddings are not made again
-    assert jobs.get("train") == 6 and "embed" not in jobs
+    # scratch's 2 folds and all, the frozen encoder's output layers in one job; its embeddings are not made again
+    assert jobs.get("train") == 3 and jobs.get("train_heads") == 1 and "embed" not in jobs
     assert "extract_frames" not in jobs and "balance_split" not in jobs
     assert {"infer", "fit_confidence", "evaluate", "report"} <= set(jobs)
 

@@ -17,10 +17,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from lus_core.evaluation.matrix import MAIN_METRICS
 from lus_core.io_utils import read_json, write_json
 
-# the validation scores averaged over seeds (counts and flags are the same in every replica)
-MEANED = ("val_accuracy", "val_balanced_accuracy", "val_qwk", "val_fallback_rate")
+# the validation scores averaged over seeds: every criterion's (counts and flags are the same in
+# every replica)
+MEANED = (*(f"val_{m}" for m in MAIN_METRICS), "val_fallback_rate")
 
 
 def write_validation(path: str | os.PathLike, val: pd.DataFrame, video_level: Mapping[str, list[dict]]) -> None:
