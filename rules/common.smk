@@ -173,6 +173,15 @@ def final_targets():
     return [L.report(), L.manifest(), L.stores_verified(), *all_frame_stores(), *([L.nested()] if OUTER_SCOPES else [])]
 
 
+def workflow_benchmark_files():
+    """The benchmark file of every job of this invocation's DAG (run or not); None when Snakemake
+    does not expose its DAG (the record then counts every benchmark file of the folder)."""
+    try:
+        return [str(job.benchmark) for job in workflow.dag.jobs if job.benchmark]
+    except AttributeError:
+        return None
+
+
 def local_cores():
     """--cores of a local run; None for a cluster run (its executor has no core count)."""
     try:
@@ -200,7 +209,8 @@ onsuccess:
     # how long this invocation took, from the run's own files (logs/last_run.json, full_run.json);
     # a finished run stays finished when its time cannot be recorded
     try:
-        record_run(R, RUN_STARTED, local_cores())
+        # the DAG's benchmark files: an older layout's leftovers neither count nor block a full run
+        record_run(R, RUN_STARTED, local_cores(), workflow_benchmarks=workflow_benchmark_files())
     except Exception as exc:  # noqa: BLE001 (nothing about the time may fail a finished run)
         print(f"warning: the run's time was not recorded in {R}/logs: {exc}", file=sys.stderr)
     # skipped videos are in no result: say so at the end of every run, not only in a CSV

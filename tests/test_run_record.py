@@ -93,3 +93,17 @@ def test_readme_run_time_block_is_rewritten_beside_the_default_run_block(tmp_pat
     text = readme.read_text()
     assert "stale" not in text and "results\n" in text and "**2 min 05 s**" in text
     assert block_text(text, S.RUN_TIME_BLOCK) == S.run_time_block(tmp_path)
+
+
+def test_benchmark_files_the_workflow_no_longer_has_do_not_block_a_full_run(tmp_path):
+    """An older layout's benchmark file (a job the workflow no longer has) stays in the folder:
+    given the DAG's benchmark files, the record leaves it out and the rerun of every job is full."""
+    t0 = 1_000_000.0
+    _bench(tmp_path, "confidence/a/msp.tsv", 9.0, t0 - 50)  # the old one-job-per-method layout
+    _bench(tmp_path, "confidence/a/fit.tsv", 2.0, t0 + 1)
+    _bench(tmp_path / "outer" / "0", "train/a/heads.tsv", 3.0, t0 + 2)
+    assert not record_run(tmp_path, started=t0, cores=2, finished=t0 + 5)["full"]
+    dag = [tmp_path / "benchmarks" / "confidence" / "a" / "fit.tsv",
+           tmp_path / "outer" / "0" / "benchmarks" / "train" / "a" / "heads.tsv"]
+    record = record_run(tmp_path, started=t0, cores=2, finished=t0 + 5, workflow_benchmarks=dag)
+    assert record["full"] and record["jobs_benchmarked"] == 2 and record["per_rule"]["confidence"]["s"] == 2.0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -53,8 +54,8 @@ def benchmark_table(results_dir: str | Path, since: float | None = None) -> pd.D
         scope = "" if bench.parent == root else bench.parent.relative_to(root).as_posix()
         rows.append({"rule": tsv.relative_to(bench).parts[0].removesuffix(".tsv"), "file": str(tsv.relative_to(bench)),
                      "scope": scope, "s": float(last["s"]), "cpu_s": float(last.get("cpu_time", float("nan"))),
-                     "mtime": mtime})
-    return pd.DataFrame(rows, columns=["rule", "file", "scope", "s", "cpu_s", "mtime"])
+                     "mtime": mtime, "path": str(tsv)})
+    return pd.DataFrame(rows, columns=["rule", "file", "scope", "s", "cpu_s", "mtime", "path"])
 
 
 def per_rule(jobs: pd.DataFrame) -> pd.DataFrame:
@@ -67,14 +68,21 @@ def _utc(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
 
 
-def record_run(results_dir: str | Path, started: float, cores: int | None, finished: float | None = None) -> dict | None:
+def record_run(results_dir: str | Path, started: float, cores: int | None, finished: float | None = None,
+               workflow_benchmarks: Iterable[str | Path] | None = None) -> dict | None:
     """Write the record of an invocation that started at `started` (nothing when it ran no
-    benchmarked job); also the full-run record when it re-ran every benchmarked job."""
+    benchmarked job); also the full-run record when it re-ran every benchmarked job.
+    `workflow_benchmarks`: the benchmark files of the workflow's jobs (the Snakefile passes its
+    DAG's): files of jobs the workflow no longer has (an older layout's, a seed replica's after
+    `train.seeds` was cut back) then neither count nor keep a run from being full."""
     finished = time.time() if finished is None else finished
     # a no-op rerun ran no job: say so from the files' times, without reading them
     if not any(tsv.stat().st_mtime >= started for _, tsv in _benchmark_files(results_dir)):
         return None
     everything = benchmark_table(results_dir)
+    if workflow_benchmarks is not None:
+        known = {Path(p).resolve() for p in workflow_benchmarks}
+        everything = everything[[Path(p).resolve() in known for p in everything["path"]]]
     ran = everything[everything["mtime"] >= started]
     if ran.empty:
         return None
