@@ -4,12 +4,11 @@ import json
 import sys
 import time
 
-from lus_core.cnn.settings import cache_enabled
+from lus_core.cnn.settings import cache_enabled, space_follows_model
 from lus_core.config import ConfigSources, validate_config
 from lus_core.frames.skipped import format_skipped, read_skipped
 from lus_core.runs.layout import RunLayout
 from lus_core.runs.run_time import record_run
-from lus_core.cnn.settings import embedding_is_learned
 from lus_core.split.scopes import model_seeds, outer_scopes, replicas, scopes, split_scope, training_scopes
 from lus_core.workflow.code_version import code_version_for
 from lus_core.workflow.dag import AFTER_TRAIN_PRIORITY, check_split_feasible, job_shards, train_priority, video_table
@@ -115,13 +114,6 @@ def step_config(step, seed=None):
     return step_params(config, step, seed)
 
 
-def space_follows_model(backbone, space):
-    """Whether a similarity space changes with the model: the softmax, and the embedding (and its
-    t-SNE) when the encoder learns; raw pixels and a frozen encoder's features do not, so a seed
-    replica searches the first seed's neighbour lists there instead of building the same again."""
-    return space == "softmax" or (space in ("embedding", "tsne") and embedding_is_learned(config, backbone))
-
-
 def evaluate_inputs(scope):
     """Named inputs of a scope replica's `evaluate` (and `validate`), one per file (see
     evaluate_input_keys for what each is)."""
@@ -133,7 +125,8 @@ def evaluate_inputs(scope):
             files[f"scores_{b}_{m}"] = S.confidence_scores(b, m)
             files[f"summary_{b}_{m}"] = S.confidence_summary(b, m)
         for s in SPACES:
-            files[f"neighbors_{b}_{s}"] = (S if space_follows_model(b, s) else first).neighbors(b, s)
+            # a space the model does not change: the first seed's lists (lus_core.cnn.settings)
+            files[f"neighbors_{b}_{s}"] = (S if space_follows_model(config, b, s) else first).neighbors(b, s)
         if VIDEO_MODEL:
             files[f"video_{b}"] = S.video_table(b)
     return files

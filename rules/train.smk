@@ -12,7 +12,7 @@ for scope, seed in TRAINING_SCOPES:
         name:
             rule_name("train", scope)
         wildcard_constraints:
-            backbone="|".join(FULL_BACKBONES) or "(?!)",
+            backbone="|".join(FULL_BACKBONES) or "(?!)",  # (?!) matches nothing: every backbone is a head
         input:
             index=L.frame_index(),
             split=L.split(),

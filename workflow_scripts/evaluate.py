@@ -1,6 +1,4 @@
-import json
-
-from lus_core.evaluation.step import inputs_from_keys, run_evaluate
+from lus_core.evaluation.step import inputs_from_keys, run_evaluate, video_inputs_from_keys
 from lus_core.workflow.script import config_of, step_logging
 
 sm = snakemake  # noqa: F821
@@ -8,7 +6,7 @@ with step_logging(sm):
     # inputs by name (rules/common.smk: evaluate_inputs / evaluate_input_keys), never by position
     named = dict(sm.input.items())
     predictions, confidence, neighbors = inputs_from_keys(sm.params.input_keys, named)
-    video_tables = {b: named[k] for b, k in json.loads(sm.params.input_keys).get("video", {}).items()}
+    video_tables = video_inputs_from_keys(sm.params.input_keys, named)
     run_evaluate(
         predictions,
         confidence,

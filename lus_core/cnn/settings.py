@@ -51,6 +51,13 @@ def cache_enabled(config: Mapping, backbone: str) -> bool:
     return backbone_finetune(config, backbone) == "head"
 
 
+def space_follows_model(config: Mapping, backbone: str, space: str) -> bool:
+    """Whether a similarity space changes with the trained model: the softmax, and the embedding
+    (and its t-SNE) when the encoder learns; raw pixels and a frozen encoder's features do not,
+    so a seed replica (train.seeds) searches the first seed's neighbour lists there."""
+    return space == "softmax" or (space in ("embedding", "tsne") and embedding_is_learned(config, backbone))
+
+
 def encoder_settings(config: Mapping, backbone: str) -> dict:
     """Everything that determines the cached features (a cache made with others is refused)."""
     tc = config["train"]

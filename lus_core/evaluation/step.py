@@ -35,7 +35,7 @@ from .summary import build_summary, dataset_counts, selected_entry, write_summar
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_evaluate", "run_validate", "inputs_from_keys", "CHOSEN_ON"]
+__all__ = ["run_evaluate", "run_validate", "inputs_from_keys", "video_inputs_from_keys", "CHOSEN_ON"]
 
 CHOSEN_ON = (
     "the training patients only, out of fold ({n_frames} frames of {n_patients} patients): the CNN's "
@@ -100,6 +100,12 @@ def inputs_from_keys(input_keys: str | Mapping, named: Mapping[str, str]) -> tup
     if unlisted:
         raise KeyError(f"evaluate: inputs {unlisted} are not in input_keys")
     return predictions, confidence, neighbors
+
+
+def video_inputs_from_keys(input_keys: str | Mapping, named: Mapping[str, str]) -> dict[str, str]:
+    """backbone -> its video table among the rule's named inputs (empty without video models)."""
+    keys = json.loads(input_keys) if isinstance(input_keys, str) else input_keys
+    return {b: str(named[k]) for b, k in keys.get("video", {}).items()}
 
 
 # the video metrics summary.json lists (balanced accuracy chooses the video answer of nominal classes)

@@ -4,13 +4,15 @@ The rules (``rules/*.smk``) build their inputs and outputs from it (wildcards pa
 ``RunLayout(R).model("{backbone}", "{fold}")`` is a pattern), and ``lus predict``, ``lus
 summarize`` and the manifest find a finished run's files with it, so a path changed here is
 changed for the workflow and for every reader of its results at once. Pure string building:
-no file is touched, no lus_core module is imported.
+no file is touched; the only lus_core import is the parser of scope names (lus_core.split.scopes).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+
+from lus_core.split.scopes import split_scope
 
 
 @dataclass(frozen=True)
@@ -26,12 +28,8 @@ class RunLayout:
         """The layout of a scope's own files (lus_core.split.scopes): the root for the deployed
         scope, `outer/{o}/` for an outer fold, and `seed/{i}/` below either for seed i's replica
         (`outer{o}_seed{i}`, `seed{i}`). Frames, embeddings and the split stay at the root."""
-        parts = []
-        for part in scope.split("_") if scope else []:
-            name = part.rstrip("0123456789")
-            if name not in ("outer", "seed") or name == part:
-                raise ValueError(f"{scope!r} is not a scope (lus_core.split.scopes)")
-            parts += [name, str(int(part[len(name):]))]
+        outer, seed = split_scope(scope)
+        parts = [*(["outer", outer.removeprefix("outer")] if outer else []), *(["seed", str(seed)] if seed else [])]
         return RunLayout(self._p(*parts)) if parts else self
 
     def nested(self) -> str:

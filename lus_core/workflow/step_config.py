@@ -20,6 +20,13 @@ from collections.abc import Mapping
 
 from lus_core.split.scopes import seed_overrides
 
+# what a configuration's validation and test scores depend on: `evaluate` and a seed replica's
+# `validate` (train.weights / finetune: whether an embedding is learned decides which
+# configurations have an out-of-fold validation score, lus_core.evaluation.selection)
+EVALUATION_KEYS = ("seed", "classes", "class_order", "evaluate", "similarity.k", "similarity.fallback",
+                   "similarity.fallback_diversity", "similarity.diversity", "similarity.raw_size",
+                   "train.weights", "train.finetune")
+
 # "a.b" declares that key and everything below it; "*" is the whole config
 STEP_KEYS: dict[str, tuple[str, ...]] = {
     "synth": ("seed", "classes", "dataset.synthetic.n_patients", "dataset.synthetic.videos_per_patient",
@@ -55,15 +62,9 @@ STEP_KEYS: dict[str, tuple[str, ...]] = {
     "fit_video_model": ("seed", "classes", "video_model.input", "video_model.use_findings", "video_model.hidden",
                         "video_model.epochs", "video_model.lr", "video_model.weight_decay", "video_model.loss",
                         "video_model.sord_alpha", "video_model.confident_fraction"),
-    # train.weights / finetune: whether an embedding is learned decides which configurations
-    # have an out-of-fold validation score (lus_core.evaluation.selection)
-    "evaluate": ("seed", "classes", "class_order", "evaluate", "similarity.k", "similarity.fallback",
-                 "similarity.fallback_diversity", "similarity.diversity", "similarity.raw_size",
-                 "train.weights", "train.finetune"),
+    "evaluate": EVALUATION_KEYS,
     # a seed replica's validation scores, which its scope's replicas choose on (train.seeds)
-    "validate": ("seed", "classes", "class_order", "evaluate", "similarity.k", "similarity.fallback",
-                 "similarity.fallback_diversity", "similarity.diversity", "similarity.raw_size",
-                 "train.weights", "train.finetune"),
+    "validate": EVALUATION_KEYS,
     # the pooled estimate's intervals and figures; what was chosen is read from the folds' summaries
     "nested_estimate": ("seed", "classes", "class_order", "evaluate.n_bootstrap", "evaluate.ci"),
     "gradcam": (),
