@@ -14,6 +14,7 @@ import jsonschema
 import yaml
 
 from lus_core.class_order import nominal_conflicts
+from lus_core.cnn.settings import finetune_problems
 
 SCHEMA_PATH = Path(__file__).with_name("config_schema.yaml")
 
@@ -161,6 +162,9 @@ def _check_semantics(config: dict, source) -> None:
             raise ConfigError(f"{source_of(source, 'dataset.video_dirs')}: key 'dataset.video_dirs' is empty and dataset.synthetic.enabled is false")
         if not ds["labels"]:
             raise ConfigError(f"{source_of(source, 'dataset.labels')}: key 'dataset.labels' is required for a real dataset")
+    problems = finetune_problems(config)
+    if problems:
+        raise ConfigError(f"{source_of(source, 'train.finetune')}: key 'train.finetune': " + "; ".join(problems))
     conflicts = nominal_conflicts(config)
     if conflicts:
         raise ConfigError("; ".join(f"{source_of(source, key)}: key '{key}': {why}" for key, why in conflicts))

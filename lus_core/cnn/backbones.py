@@ -22,6 +22,13 @@ or a filled `$TORCH_HOME/hub/checkpoints`; for `efficientnet_lite0` the weights 
 `finetune="head"` trains the new output layer only and keeps the rest frozen and in eval mode
 (BatchNorm statistics and dropout included); it only applies to pretrained weights, since a
 frozen random network is useless: with `weights="none"` and for `scratch` the whole model trains.
+
+`finetune="last_blocks:N"` (resnet18, efficientnet_lite0) trains the last N of the backbone's
+blocks and what follows them (efficientnet's final 1x1 convolution and its BatchNorm, the
+dropout, the output layer) in training mode; the blocks before them stay frozen in eval mode. The
+network is `top(blocks(stem(x)))`, so `activations_before(x, N)` (what the frozen part computes,
+cached by the `embed` step) followed by `from_activations(a, N)` is the same computation as
+`embed(x)`: training the last blocks on cached activations trains what the whole network would.
 """
 
 from __future__ import annotations
@@ -34,12 +41,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lus_core.cnn.settings import effective_finetune
+from lus_core.cnn.settings import effective_finetune, trained_blocks
 
 log = logging.getLogger(__name__)
 
 BACKBONES = ("resnet18", "vgg16", "squeezenet1_1", "scratch", "efficientnet_lite0")
 FINETUNE = ("head", "all")
+
+
+def check_finetune(finetune: str) -> None:
+    if finetune not in FINETUNE and not trained_blocks(finetune):
+        raise ValueError(f"finetune must be one of {FINETUNE} or 'last_blocks:N', got {finetune!r}")
 
 
 class LUSModel(nn.Module):
@@ -87,22 +99,58 @@ class LUSModel(nn.Module):
         """(logits (N, C), penultimate embedding (N, D))."""
         return self._forward_embed(x)
 
+    # the network as stem -> blocks -> top, for the backbones that can fine-tune their last blocks
+    def blocks(self) -> list[nn.Module]:
+        raise ValueError(f"{self.backbone} has no blocks to fine-tune; use finetune head or all")
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def run_blocks(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        for block in self.blocks()[start:stop]:
+            x = block(x)
+        return x
+
+    def top(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def top_modules(self) -> list[nn.Module]:
+        """What follows the blocks and has parameters or a training mode (the output layer last)."""
+        return [self.head]
+
+    def activations_before(self, x: torch.Tensor, n_last: int) -> torch.Tensor:
+        """What the frozen part computes: the input of the last `n_last` blocks."""
+        n = len(self.blocks())
+        return self.run_blocks(self.stem(x), 0, n - n_last)
+
+    def from_activations(self, a: torch.Tensor, n_last: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, embedding) from the input of the last `n_last` blocks."""
+        n = len(self.blocks())
+        return self.top(self.run_blocks(a, n - n_last, n))
+
+    def trainable_modules(self) -> list[nn.Module]:
+        """The modules that train under this model's fine-tuning (all of them: [self])."""
+        if self.finetune == "all":
+            return [self]
+        blocks = trained_blocks(self.finetune)
+        tail = [*self.blocks()[len(self.blocks()) - blocks:], *self.top_modules()] if blocks else [self.head]
+        return tail + ([self.findings_head] if self.findings_head is not None else [])
+
     def set_finetune(self, finetune: str) -> None:
-        if finetune not in FINETUNE:
-            raise ValueError(f"finetune must be one of {FINETUNE}, got {finetune!r}")
+        check_finetune(finetune)
         self.finetune = finetune
-        heads = [self.head] + ([self.findings_head] if self.findings_head is not None else [])
-        head_params = {id(p) for h in heads for p in h.parameters()}
+        trained = {id(p) for m in self.trainable_modules() for p in m.parameters()}
         for p in self.parameters():
-            p.requires_grad_(finetune == "all" or id(p) in head_params)
+            p.requires_grad_(id(p) in trained)
         self.train(self.training)
 
     def train(self, mode: bool = True) -> LUSModel:
         super().train(mode)
-        if self.finetune == "head":
+        if self.finetune != "all":
             # frozen feature extractor: BatchNorm statistics and dropout stay fixed
             self.net.train(False)
-            self.head.train(mode)
+            for module in self.trainable_modules():
+                module.train(mode)
         return self
 
     def head_state_prefix(self) -> str:
@@ -119,12 +167,20 @@ class ResNet18(LUSModel):
         self.net = resnet18(weights=None)
         self.net.fc = nn.Linear(512, n_classes)
 
-    def _forward_embed(self, x):
+    def blocks(self) -> list[nn.Module]:
         n = self.net
-        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
-        x = n.layer4(n.layer3(n.layer2(n.layer1(x))))
-        emb = torch.flatten(n.avgpool(x), 1)
-        return n.fc(emb), emb
+        return [*n.layer1, *n.layer2, *n.layer3, *n.layer4]  # 8 residual blocks
+
+    def stem(self, x):
+        n = self.net
+        return n.maxpool(n.relu(n.bn1(n.conv1(x))))
+
+    def top(self, x):
+        emb = torch.flatten(self.net.avgpool(x), 1)
+        return self.net.fc(emb), emb
+
+    def _forward_embed(self, x):
+        return self.top(self.run_blocks(self.stem(x), 0, len(self.blocks())))
 
 
 class VGG16(LUSModel):
@@ -176,10 +232,32 @@ class EfficientNetLite0(LUSModel):
         # image_size=None: "same" padding computed per input, so any image_size works
         self.net = EfficientNet.from_name("efficientnet-lite0", image_size=None, num_classes=n_classes)
 
-    def _forward_embed(self, x):
+    def blocks(self) -> list[nn.Module]:
+        return list(self.net._blocks)  # 16 MBConv blocks
+
+    def stem(self, x):
         n = self.net
-        emb = torch.flatten(n._avg_pooling(n.extract_features(x)), 1)
+        return n._swish(n._bn0(n._conv_stem(x)))
+
+    def run_blocks(self, x, start, stop):
+        # as EfficientNet.extract_features: each block's drop-connect rate grows with its index
+        n = self.net
+        rate = n._global_params.drop_connect_rate
+        for idx in range(start, stop):
+            x = n._blocks[idx](x, drop_connect_rate=rate * (float(idx) / len(n._blocks)) if rate else rate)
+        return x
+
+    def top(self, x):
+        n = self.net
+        emb = torch.flatten(n._avg_pooling(n._swish(n._bn1(n._conv_head(x)))), 1)
         return n._fc(n._dropout(emb)), emb
+
+    def top_modules(self) -> list[nn.Module]:
+        n = self.net
+        return [n._conv_head, n._bn1, n._dropout, n._fc]
+
+    def _forward_embed(self, x):
+        return self.top(self.run_blocks(self.stem(x), 0, len(self.net._blocks)))
 
 
 class _ScratchNet(nn.Module):
@@ -236,12 +314,11 @@ def build_model(backbone: str, n_classes: int, weights: str = "none", finetune: 
 
     weights: "none" | "imagenet" | path to a local state dict (ours, or the original
     architecture's, e.g. a torchvision `.pth`); the old classifier head in it is ignored.
-    finetune: "head" (only the new output layer trains) | "all".
+    finetune: "head" (only the new output layer trains) | "all" | "last_blocks:N".
     """
     if backbone not in _CLASSES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
-    if finetune not in FINETUNE:
-        raise ValueError(f"finetune must be one of {FINETUNE}, got {finetune!r}")
+    check_finetune(finetune)
     if n_classes < 2:
         raise ValueError(f"need at least 2 classes, got {n_classes}")
     weights = "none" if weights is None else str(weights)

@@ -13,13 +13,20 @@ to float rounding (`bench/heads.py`).
 | dataset     | dtype / shape           | meaning                                              |
 |-------------|-------------------------|------------------------------------------------------|
 | `embedding` | float32 (N, 1 + V, D)   | view 0: the frame as stored; views 1..V: augmented   |
+|             | or (N, 1 + V, C, H, W)  | the last blocks' input (`finetune: {last_blocks: N}`) |
 | `row`       | int32 (N,)              | row of the frame in `frames/{video}.h5`              |
 
 attrs: `format` (this module's version), `video_id`, `source_sha256` (the frame store's),
 `encoder` (JSON: backbone, weights, weights_sha256, image_size, n_views, augment, seed), `config`.
 
+With `train.finetune: {last_blocks: N}` (resnet18, efficientnet_lite0) the same files hold, in
+`embedding`, the activations at the input of the backbone's last N blocks, float32 (N, 1 + V, C,
+H, W) (`encoder` then records `before_last_blocks: N`): what the frozen blocks compute once, so the
+last blocks train on it without running the frozen ones every epoch
+(`lus_core.cnn.backbones.LUSModel.activations_before`; `bench/blocks.py`).
+
 Only backbones whose logits are a function of the pooled embedding (``logits = head(embedding)``)
-can train from it: resnet18, vgg16, efficientnet_lite0. squeezenet1_1's head is a 1x1 conv, ReLU
+can train a head from it: resnet18, vgg16, efficientnet_lite0. squeezenet1_1's head is a 1x1 conv, ReLU
 and pooling after it (the ReLU does not commute with the pooling) and trains end to end;
 `scratch` and random-init backbones train every layer and are never cached.
 """
@@ -116,13 +123,19 @@ def encode_videos(
     """Embed the frame stores `stores` into the cache files `outs` (one per video, each written
     atomically as soon as it is done), building the encoder once."""
     if not cache_enabled(config, backbone):
-        raise ValueError(f"{backbone}: the embedding cache needs a frozen pretrained encoder (finetune: head)")
+        raise ValueError(f"{backbone}: the embedding cache needs a frozen pretrained encoder "
+                         "(finetune: head, or last_blocks on resnet18 / efficientnet_lite0)")
     if len(stores) != len(outs):
         raise ValueError(f"{len(stores)} frame stores for {len(outs)} cache files")
     settings = encoder_settings(config, backbone)
     device = torch.device(device)
     # the output layer is never used here: the features do not depend on the classes
     model = build_model(backbone, 2, settings["weights"], "head").to(device).eval()
+    blocks = int(settings.get("before_last_blocks", 0))
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        return model.activations_before(x, blocks) if blocks else model.embed(x)[1]
+
     augment = Augment(settings["augment"]) if settings["n_views"] else None
     caches = []
     for i, (store_h5, out_h5) in enumerate(zip(stores, outs, strict=True)):
@@ -134,10 +147,12 @@ def encode_videos(
         for xb, _, _ in DataLoader(ds, batch_size, shuffle=False):
             for v in range(len(views)):
                 x = prepare_batch(xb, device, augment if v else None, gen if v else None)
-                views[v].append(model.embed(x)[1].float().cpu())
+                views[v].append(features(x).float().cpu())
         ds.close()
-        dim = model.embedding_dim
-        emb = np.stack([torch.cat(v).numpy() if v else np.zeros((0, dim), np.float32) for v in views], axis=1)
+        if not len(index):  # a video without frames: the feature shape of one blank frame
+            blank = torch.zeros(1, 3, settings["image_size"], settings["image_size"], device=device)
+            views = [[features(blank)[:0].float().cpu()] for _ in views]
+        emb = np.stack([torch.cat(v).numpy() for v in views], axis=1)
         cache = EmbeddingCache(video, index["row"].to_numpy(), emb.astype(np.float32), settings, sha256_file(store_h5))
         write_cache(out_h5, cache, config)
         caches.append(cache)

@@ -31,7 +31,7 @@ from lus_core.cnn.embedding_cache import load_features
 from lus_core.cnn.frame_dataset import FrameDataset, frames_to_tensor, prepare_batch
 from lus_core.cnn.model_file import load_model
 from lus_core.cnn.predictions import Predictions, write_predictions
-from lus_core.cnn.settings import cache_enabled, encoder_settings
+from lus_core.cnn.settings import backbone_finetune, cache_enabled, encoder_settings, trained_blocks
 from lus_core.frames.store import finding_targets, read_frame_index
 from lus_core.io_utils import config_json, read_json
 from lus_core.split.scopes import scope_split
@@ -100,12 +100,21 @@ def predict_index(
 
 @torch.inference_mode()
 def predict_features(
-    model: LUSModel, features: np.ndarray, device: str | torch.device = "cpu", batch_size: int = 4096
+    model: LUSModel, features: np.ndarray, device: str | torch.device = "cpu", batch_size: int = 4096,
+    blocks: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Like `predict_index`, from cached frozen-encoder embeddings (N, D) (`lus_core.cnn.embedding_cache`):
-    the logits are the output layer applied to them, the embedding is the cached one."""
+    the logits are the output layer applied to them, the embedding is the cached one. With
+    `blocks` N > 0 (a `last_blocks:N` model) the features are the activations before its last N
+    blocks (N, C, H, W), which it runs to the logits and embedding."""
     device = torch.device(device)
     model.eval()
+    if blocks:
+        acts = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+        step = max(1, batch_size // 16)
+        outs = [model.from_activations(acts[i : i + step].to(device), blocks) for i in range(0, len(acts), step)]
+        return _outputs([lo.float().cpu() for lo, _ in outs], [em.float().cpu() for _, em in outs], _n_out(model),
+                        model.embedding_dim)
     emb = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
     logits = [model.head(emb[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(emb), batch_size)]
     return _outputs(logits, [emb], _n_out(model), model.embedding_dim)
@@ -226,10 +235,11 @@ def run_infer(
     features = None
     if cache_paths is not None and cache_enabled(config, backbone):
         features = load_features(index, cache_paths, encoder_settings(config, backbone))[:, 0]
+    blocks = trained_blocks(backbone_finetune(config, backbone))
 
     def score(model, image_size, rows, desc):
         if features is not None:
-            return predict_features(model, features[rows], device)
+            return predict_features(model, features[rows], device, blocks=blocks)
         part = index if len(rows) == n else index.iloc[rows]
         return predict_index(model, part, image_size, device, batch_size, workers, progress, desc)
 
@@ -241,6 +251,9 @@ def run_infer(
         model, meta = load_model(path, device)
         rows = np.flatnonzero(fold_col == (-1 if key == "all" else int(key)))
         _check_model(meta, key, backbone, n_classes, set(patients[rows]), split, path, finding_names)
+        if features is not None and trained_blocks(str(meta.get("finetune", ""))) != blocks:
+            raise ValueError(f"{path}: trained with finetune {meta.get('finetune')!r}, the cached features are "
+                             f"for {backbone_finetune(config, backbone)!r}; rerun the train step")
         image_size = int(meta["image_size"])
         if key == "all":
             # one pass over all frames: test rows get their scores, every row its `embedding_all`

@@ -30,6 +30,7 @@ from lus_core.cnn.backbones import LUSModel
 from lus_core.cnn.checkpoints import CheckpointStore, get_rng_state, say, set_rng_state
 from lus_core.cnn.frame_dataset import prepare_batch
 from lus_core.cnn.losses import score_part
+from lus_core.cnn.settings import trained_blocks
 from lus_core.metrics import macro_f1
 
 Prepare = Callable[[torch.Tensor], torch.Tensor]
@@ -176,9 +177,33 @@ class CachedScoreAndFindings(nn.Module):
         return torch.cat([self.head(features), self.findings_head(features)], dim=1)
 
 
+class CachedTail(nn.Module):
+    """The last blocks and the output layer(s) of a `last_blocks:N` model, from the cached
+    activations before those blocks (lus_core.cnn.embedding_cache): the same computation as the
+    whole model with its earlier blocks frozen. Only the trained modules are its submodules, so
+    its state (checkpoints, the best epoch's) holds no frozen weights."""
+
+    def __init__(self, model: LUSModel, n_last: int):
+        super().__init__()
+        self.parts = nn.ModuleList(model.trainable_modules())
+        self._model = [model]  # a plain list: the frozen part is not a submodule
+        self.n_last = n_last
+
+    def forward(self, activations: torch.Tensor) -> torch.Tensor:
+        model = self._model[0]
+        logits, emb = model.from_activations(activations, self.n_last)
+        if model.findings_head is None:
+            return logits
+        return torch.cat([logits, model.findings_head(emb)], dim=1)
+
+
 def trained_part(model: LUSModel, from_cache: bool) -> nn.Module:
-    """The module `fit` trains: the output layer(s) on cached features, else the model; with
-    findings, a wrapper that also returns the finding logits."""
+    """The module `fit` trains: the output layer(s) on cached features (or the last blocks on
+    cached activations), else the model; with findings, a wrapper that also returns the finding
+    logits."""
+    blocks = trained_blocks(model.finetune)
+    if from_cache and blocks:
+        return CachedTail(model, blocks)
     if model.findings_head is None:
         return model.head if from_cache else model
     return CachedScoreAndFindings(model) if from_cache else ScoreAndFindings(model)

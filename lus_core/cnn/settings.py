@@ -11,6 +11,10 @@ from lus_core.io_utils import sha256_file
 # Only backbones whose logits are a function of the pooled embedding (``logits = head(embedding)``)
 # can train from cached embeddings (lus_core.cnn.embedding_cache)
 CACHEABLE = ("resnet18", "vgg16", "efficientnet_lite0")
+# Backbones made of a sequence of blocks whose last ones can train on the cached activations of
+# the frozen ones before them (`train.finetune: {last_blocks: N}`, lus_core.cnn.backbones.blocks)
+PARTIAL = {"resnet18": 8, "efficientnet_lite0": 16}  # backbone -> its number of blocks
+LAST_BLOCKS = "last_blocks:"
 
 
 def per_backbone(value, backbone: str, default=None):
@@ -21,8 +25,36 @@ def per_backbone(value, backbone: str, default=None):
     return default if value is None else value
 
 
+def finetune_name(value) -> str:
+    """One backbone's `train.finetune` as the name models and caches record: "head", "all" or
+    "last_blocks:N" (the config's `{last_blocks: N}`)."""
+    if isinstance(value, Mapping):
+        return f"{LAST_BLOCKS}{int(value['last_blocks'])}"
+    return str(value)
+
+
+def trained_blocks(finetune: str) -> int:
+    """N of a "last_blocks:N" fine-tuning, 0 for "head" and "all"."""
+    return int(finetune[len(LAST_BLOCKS):]) if finetune.startswith(LAST_BLOCKS) else 0
+
+
+def finetune_problems(config: Mapping) -> list[str]:
+    """Why the config's `train.finetune` cannot apply to a backbone (empty when it can)."""
+    problems = []
+    for backbone in config["train"]["backbones"]:
+        blocks = trained_blocks(backbone_finetune(config, backbone))
+        if not blocks:
+            continue
+        if backbone not in PARTIAL:
+            problems.append(f"{backbone} has no blocks to fine-tune (last_blocks works for "
+                            f"{', '.join(PARTIAL)}); use head or all for it")
+        elif blocks > PARTIAL[backbone]:
+            problems.append(f"{backbone} has {PARTIAL[backbone]} blocks, last_blocks asks for {blocks}")
+    return problems
+
+
 def effective_finetune(backbone: str, weights: str, finetune: str) -> str:
-    """`head` only makes sense on top of pretrained features."""
+    """`head` and the last blocks only make sense on top of pretrained features."""
     if backbone == "scratch" or str(weights) == "none":
         return "all"
     return finetune
@@ -35,7 +67,10 @@ def backbone_weights(config: Mapping, backbone: str) -> str:
 
 def backbone_finetune(config: Mapping, backbone: str) -> str:
     """What trains for one backbone: "head" (a frozen pretrained encoder) or "all"."""
-    requested = str(per_backbone(config["train"]["finetune"], backbone, "head"))
+    value = config["train"]["finetune"]
+    if not (isinstance(value, Mapping) and "last_blocks" in value):  # else one spec for every backbone
+        value = per_backbone(value, backbone, "head")
+    requested = finetune_name(value)
     return effective_finetune(backbone, backbone_weights(config, backbone), requested)
 
 
@@ -45,10 +80,14 @@ def embedding_is_learned(config: Mapping, backbone: str) -> bool:
 
 
 def cache_enabled(config: Mapping, backbone: str) -> bool:
-    """True when `backbone` trains only its output layer on a frozen pretrained encoder."""
-    if not config["train"]["embedding_cache"] or backbone not in CACHEABLE:
+    """True when `backbone` trains from the cache of the `embed` step: only its output layer on a
+    frozen pretrained encoder's embeddings, or its last blocks on the activations before them."""
+    if not config["train"]["embedding_cache"]:
         return False
-    return backbone_finetune(config, backbone) == "head"
+    finetune = backbone_finetune(config, backbone)
+    if trained_blocks(finetune):
+        return backbone in PARTIAL
+    return finetune == "head" and backbone in CACHEABLE
 
 
 def space_follows_model(config: Mapping, backbone: str, space: str) -> bool:
@@ -72,4 +111,7 @@ def encoder_settings(config: Mapping, backbone: str) -> dict:
         "augment": dict(tc["augment"]) if n_views else None,
         "seed": int(config["seed"]),
         "input": "grey",  # every frame's grey image (lus_core.frames.decode.grey), colour videos too
+        # activations before the last N blocks instead of the embedding (absent: the embedding,
+        # so that caches made before partial fine-tuning existed stay valid)
+        **({"before_last_blocks": blocks} if (blocks := trained_blocks(backbone_finetune(config, backbone))) else {}),
     }

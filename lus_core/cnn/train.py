@@ -17,6 +17,9 @@ config, runs the loop of `lus_core.cnn.loop` and writes the rule's outputs (the 
   class weights), `sampler` (a class-balanced `WeightedRandomSampler`) or `none`.
 - Loss (`train.loss`): cross-entropy, or SORD soft ordinal targets (`lus_core.cnn.losses`) that
   make a prediction one score away cheaper than one three scores away.
+- What trains (`train.finetune`): the output layer on a frozen pretrained encoder, its last N
+  blocks too (`{last_blocks: N}`), or every layer; from the `embed` step's cache where one applies
+  (`lus_core.cnn.embedding_cache`: embeddings for a head, the last blocks' input for last blocks).
 - AdamW, cosine learning-rate schedule over `train.epochs` (stepped per epoch), early stopping
   on validation macro-F1 (ties: lower validation loss) with `train.patience` (0: no early stopping,
   the best epoch is still the one kept).
@@ -58,7 +61,13 @@ from lus_core.cnn.frame_dataset import FrameDataset
 from lus_core.cnn.loop import FitSettings, LoopSettings, cpu_state, fit, trained_part
 from lus_core.cnn.losses import ScoreAndFindingsLoss, make_criterion
 from lus_core.cnn.model_file import save_model
-from lus_core.cnn.settings import backbone_finetune, backbone_weights, cache_enabled, encoder_settings
+from lus_core.cnn.settings import (
+    backbone_finetune,
+    backbone_weights,
+    cache_enabled,
+    encoder_settings,
+    trained_blocks,
+)
 from lus_core.frames.store import read_frame_index
 from lus_core.io_utils import atomic_path, config_json, read_json, sha256_file
 from lus_core.split.scopes import model_seed, scope_split
@@ -353,7 +362,7 @@ def run_train(
         "class_balance": tc["class_balance"],
         "loss": str(tc["loss"]),
         "finding_names": findings,
-        "trained_from": "embedding_cache" if data.from_cache else "frames",
+        "trained_from": ("block_cache" if trained_blocks(finetune) else "embedding_cache") if data.from_cache else "frames",
         "seed": seed,
         "n_train_frames": len(data.train_ds),
         "n_val_frames": len(data.val_ds),

@@ -93,6 +93,12 @@ def _heads(r: dict) -> str:
             f"one-off encoding counted")
 
 
+def _blocks(r: dict) -> str:
+    return (f"an epoch of the last {r['last_blocks']} blocks of {r['backbone']} ({r['image_size']} px) on cached "
+            f"activations {r['epoch_speedup']:.1f}x faster, max softmax difference {r['max_abs_softmax_difference']:.1g}; "
+            f"{r['speedup_with_one_off_encoding']:.1f}x with the one-off encoding counted ({r['epochs']} epochs)")
+
+
 def _gpu(r: dict) -> str:
     if r.get("skipped"):
         return f"not measured: {r['skipped']}"
@@ -132,6 +138,8 @@ ROWS: dict[str, tuple[str, Callable[[dict], str], Callable[[dict], str]]] = {
     "predict": ("model load + decode + CNN alone on the same videos", _predict, lambda r: f">= {_g(r['goal_ratio'])}"),
     "heads": ("the same head trained through the frozen encoder every epoch", _heads,
               lambda r: f">= {_g(r['goal_speedup'])}x, softmax within {_g(r['tolerance'])}"),
+    "blocks": ("the same blocks trained through the whole network every epoch, early blocks frozen", _blocks,
+               lambda r: f">= {_g(r['goal_speedup'])}x per epoch, softmax within {_g(r['tolerance'])}"),
     "rerun": ("`snakemake --version` start-up",
               lambda r: f"no-op rerun {r['noop_rerun_s']:.1f} s, of which {r['snakemake_startup_s']:.1f} s is "
                         f"Snakemake's own start-up", lambda r: f"<= {_g(r['goal_noop_rerun_s'])} s"),

@@ -18,7 +18,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from lus_core.cnn.settings import backbone_weights, embedding_is_learned
+from lus_core.cnn.settings import (
+    backbone_finetune,
+    backbone_weights,
+    cache_enabled,
+    embedding_is_learned,
+    trained_blocks,
+)
 from lus_core.metrics import bootstrap_ci, paired_bootstrap_diff
 from lus_core.runs.reader import FinishedRun
 from lus_core.runs.run_time import benchmark_table, read_full_run
@@ -49,11 +55,19 @@ class Recipe:
         tc = self.config["train"]
         weights = backbone_weights(self.config, self.backbone)
         frozen = not embedding_is_learned(self.config, self.backbone)
+        blocks = trained_blocks(backbone_finetune(self.config, self.backbone))
+        cached = cache_enabled(self.config, self.backbone)
         parts = [f"{self.backbone}, {'ImageNet' if weights == 'imagenet' else weights} weights"
                  if weights != "none" else f"{self.backbone} from random weights"]
-        parts.append("frozen encoder + new output layer (cached embeddings)" if frozen else "trained end to end")
+        if frozen:
+            parts.append("frozen encoder + new output layer (cached embeddings)")
+        elif blocks:
+            parts.append(f"last {blocks} block(s) + new output layer fine-tuned"
+                         + (" (on cached activations)" if cached else ""))
+        else:
+            parts.append("trained end to end")
         parts.append(f"SORD (alpha {tc['sord_alpha']})" if tc["loss"] == "sord" else "cross-entropy")
-        if frozen and int(tc["cache_views"]):
+        if cached and int(tc["cache_views"]):
             parts.append(f"{tc['cache_views']} augmented views per frame")
         findings = list(self.config["dataset"]["findings"])
         if findings:
