@@ -35,6 +35,7 @@ FOLDS = [str(i) for i in range(config["split"]["n_folds"])]
 METHODS = config["confidence"]["methods"]
 SPACES = config["similarity"]["spaces"]
 VIDEO_MODEL = config["video_model"]["enabled"]
+ENSEMBLE = config["train"]["ensemble"] == "folds"
 SYNTHETIC = config["dataset"]["synthetic"]["enabled"]
 # the training-and-selection contexts (lus_core.split.scopes): the root (deployed) one, and with
 # split.outer_folds K > 1 one per outer fold, each under R/outer/{o}/

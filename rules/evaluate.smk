@@ -145,6 +145,8 @@ rule manifest:
     priority: AFTER_TRAIN_PRIORITY  # finish a model's chain before more trainings (lus_core.workflow.dag)
     input:
         models=[L.model(b, "all") for b in BACKBONES],
+        # train.ensemble: folds: lus predict scores with the fold models too
+        fold_models=[L.model(b, f) for b in BACKBONES for f in FOLDS] if ENSEMBLE else [],
         confidence=[L.confidence_model(b, m) for b in BACKBONES for m in METHODS],
         summaries=[L.confidence_summary(b, m) for b in BACKBONES for m in METHODS],
         indexes=[f for b in BACKBONES for s in SPACES for f in L.index_files(b, s).values()],

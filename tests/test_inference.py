@@ -133,3 +133,24 @@ def test_predict_groups_consecutive_videos_up_to_a_frame_budget():
     groups = [[name for name, _ in batch] for batch in frame_batches(iter(videos), 8)]
     assert groups == [["v0", "v1"], ["v2"], ["v3"], ["v4", "v5"]]  # v3 alone exceeds the budget
     assert list(frame_batches(iter([]), 8)) == []
+
+
+def test_an_ensemble_scores_test_frames_by_the_mean_softmax_of_the_all_and_fold_models(run, tmp_path):
+    root, config, paths = run
+    ensemble = {**config, "train": {**config["train"], "ensemble": "folds"}}
+    run_infer(root / "frame_index.csv", root / "split.json", "scratch", paths, tmp_path / "e.h5", ensemble, progress=False)
+    single, _ = _read(root / "a" / "scratch.h5")
+    got, attrs = _read(tmp_path / "e.h5")
+    test = got["split"] == "test"
+    assert json.loads(attrs["test_scored_by"]) == ["all", "0", "1", "2"]
+    # training frames: their one out-of-fold model, as without the ensemble
+    for key in ("logits", "softmax", "embedding_oof", "embedding_all"):
+        assert np.array_equal(got[key][~test], single[key][~test]), key
+    assert np.array_equal(got["embedding_oof"][test], single["embedding_oof"][test])  # the `all` model's
+    # test frames: each model run on the frames directly, their softmax averaged here
+    frames = FrameReader(read_frame_index(root / "frame_index.csv")).frames(np.flatnonzero(test))
+    each = [predict_frames(load_model(paths[k])[0], frames, 16, "cpu")[1] for k in FOLDS]
+    mean = np.mean(np.stack(each).astype(np.float64), axis=0)
+    np.testing.assert_allclose(got["softmax"][test], mean, atol=1e-5)
+    np.testing.assert_allclose(torch.softmax(torch.from_numpy(got["logits"][test]), 1).numpy(), mean, atol=1e-5)
+    assert not np.allclose(got["softmax"][test], single["softmax"][test], atol=1e-4)  # the fold models took part

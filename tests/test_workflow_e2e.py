@@ -380,3 +380,28 @@ def test_predict_refuses_a_tampered_frame_store(tiny_run, tmp_path):
     store.write_bytes(b"\x00" * store.stat().st_size)
     run = _predict(video, "--run", run_dir, "--out", tmp_path / "out", "--config-name", "scratch · CNN alone")
     assert run.returncode != 0 and store.name in run.stderr and "checksum" in run.stderr
+
+
+def test_an_ensemble_run_scores_test_videos_like_lus_predict(tiny_run, tmp_path):
+    """train.ensemble: folds reruns inference and what follows it, not training (the fold models
+    exist), and `lus predict` scores a test video with the same ensemble as the workflow did."""
+    overlay = tmp_path / "ensemble.yaml"
+    overlay.write_text("train: {ensemble: folds}\n")
+    jobs = planned_jobs(*tiny_run.with_configs(str(overlay)))
+    assert "infer" in jobs and not {"train", "train_heads", "embed", "extract_frames"} & set(jobs)
+    run = tiny_run.copy(tmp_path / "run")
+    run_ok("--cores", "2", *run.with_configs(str(overlay)), timeout=1500)
+    video, path = _test_video(run.results)
+    out = tmp_path / "pred"
+    proc = lus("predict", str(path), "--run", str(run.results), "--out", str(out), "--config-name", "scratch · CNN alone")
+    assert proc.returncode == 0, proc.stderr
+    frames = pd.read_csv(out / "frames.csv")
+    with h5py.File(run.results / "predictions" / "scratch.h5") as f, \
+            h5py.File(tiny_run.results / "predictions" / "scratch.h5") as single:
+        assert json.loads(f.attrs["test_scored_by"]) == ["all", "0", "1"]
+        rows = f["video"][:].astype(str) == video
+        stored, alone = f["softmax"][:][rows], single["softmax"][:][rows]
+        findings = f["findings"][:][rows]
+    assert not np.allclose(stored, alone, atol=1e-4)  # the fold models took part
+    np.testing.assert_allclose(frames[[f"p_{c}" for c in range(4)]].to_numpy(), stored, atol=1e-5)
+    np.testing.assert_allclose(frames[["p_finding_a_lines", "p_finding_b_lines"]].to_numpy(), findings, atol=1e-5)

@@ -6,6 +6,12 @@ by a model that trained on its own patient); for a test patient from the `all` m
 Every model file records the patients it trained on, and `run_infer` checks them against the
 split before scoring, so a mix-up of model files fails loudly instead of leaking.
 
+With `train.ensemble: folds` a frame no model trained on (a test patient's) gets the mean
+softmax of the `all` model and the K fold models (none of them saw that patient; logits are the
+log of that mean, finding probabilities their mean, the embedding stays the `all` model's);
+training patients keep their one out-of-fold model, the only one that did not train on them.
+`lus predict` scores new videos the same way (`ensemble_softmax`).
+
 The file (written through :mod:`lus_core.cnn.predictions`) holds two embeddings: `embedding_oof`
 by the model that made each frame's softmax (K fold models for training frames, i.e. K feature
 spaces) and `embedding_all`, every frame by the `all` model; a similarity index that compares
@@ -133,6 +139,18 @@ def finding_probabilities(model: LUSModel, embedding: np.ndarray, batch_size: in
     return (torch.cat(parts) if parts else torch.zeros(0, len(bias))).numpy().astype(np.float32)
 
 
+def ensemble_softmax(softmaxes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, softmax) of an ensemble: the mean of its models' softmax, and its log (so that
+    the softmax of the logits is that mean)."""
+    mean = np.mean(np.stack(softmaxes), axis=0, dtype=np.float64)
+    return np.log(np.maximum(mean, 1e-12)).astype(np.float32), mean.astype(np.float32)
+
+
+def ensemble_of(config: dict) -> bool:
+    """Whether frames no model trained on are scored by the `all` and fold models together."""
+    return config["train"]["ensemble"] == "folds"
+
+
 def _n_out(model: LUSModel) -> int:
     head = model.head
     return int(head.out_features if hasattr(head, "out_features") else head.out_channels)
@@ -232,6 +250,10 @@ def run_infer(
     used = {}
     needed = sorted({int(f) for f in fold_col})
     keys = ["all"] + [str(f) for f in needed if f >= 0]  # `all` first: it scores every frame
+    ensemble = ensemble_of(config)
+    test_rows = np.flatnonzero(fold_col == -1)
+    if ensemble:  # every fold model scores the test frames too
+        keys = ["all"] + [str(int(f["fold"])) for f in split["folds"]]
     features = None
     if cache_paths is not None and cache_enabled(config, backbone):
         features = load_features(index, cache_paths, encoder_settings(config, backbone))[:, 0]
@@ -240,12 +262,13 @@ def run_infer(
     def score(model, image_size, rows, desc):
         if features is not None:
             return predict_features(model, features[rows], device, blocks=blocks)
-        part = index if len(rows) == n else index.iloc[rows]
+        part = index if np.array_equal(rows, np.arange(n)) else index.iloc[rows]
         return predict_index(model, part, image_size, device, batch_size, workers, progress, desc)
 
     missing = [k for k in keys if k not in model_paths]
     if missing:
         raise ValueError(f"{backbone}: no model file for fold(s) {missing} (have {sorted(model_paths)})")
+    members: dict[str, list[np.ndarray]] = {"softmax": [], "findings": []}  # the fold models' on test frames
     for key in keys:
         path = model_paths[key]
         model, meta = load_model(path, device)
@@ -262,7 +285,12 @@ def run_infer(
             embedding = np.full((n, em.shape[1]), np.nan, np.float32)
             lo, sm, em = lo[rows], sm[rows], em[rows]
         else:
-            lo, sm, em = score(model, image_size, rows, f"{backbone} fold {key}")
+            both = np.concatenate([rows, test_rows]) if ensemble else rows
+            lo, sm, em = score(model, image_size, both, f"{backbone} fold {key}")
+            if ensemble:
+                members["softmax"].append(sm[len(rows):])
+                members["findings"].append(finding_probabilities(model, em[len(rows):]))
+                lo, sm, em = lo[: len(rows)], sm[: len(rows)], em[: len(rows)]
         if em.shape[1] != embedding.shape[1]:
             raise ValueError(f"{path}: embedding dim {em.shape[1]} differs from the `all` model's {embedding.shape[1]}")
         logits[rows], softmax[rows], embedding[rows] = lo, sm, em
@@ -271,6 +299,9 @@ def run_infer(
         del model
     if np.isnan(softmax).any():  # pragma: no cover - assign_models guarantees coverage
         raise RuntimeError("some frames were not scored")
+    if ensemble and len(test_rows):
+        logits[test_rows], softmax[test_rows] = ensemble_softmax([softmax[test_rows], *members["softmax"]])
+        findings[test_rows] = np.mean(np.stack([findings[test_rows], *members["findings"]]), axis=0)
 
     write_predictions(out_h5, Predictions(
         frame_id=index["frame_id"].to_numpy(np.int64), label=index["label"].to_numpy(np.int64),
@@ -279,6 +310,7 @@ def run_infer(
         embedding_all=embedding_all, findings=findings,
         finding_labels=finding_targets(index, finding_names).astype(np.int8),
         attrs={"backbone": backbone, "finding_names": json.dumps(finding_names), "classes": json.dumps(list(config["classes"])),
-               "config": config_json(config), "models": json.dumps(used, sort_keys=True)},
+               "config": config_json(config), "models": json.dumps(used, sort_keys=True),
+               "test_scored_by": json.dumps(["all", *[k for k in keys if k != "all"]] if ensemble else ["all"])},
     ))
     return {"backbone": backbone, "n_frames": n, "n_test": int((split_col == "test").sum()), "models": used}

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from lus_core.cnn.gradcam import gradcam_maps, gradcam_overlay
-from lus_core.cnn.infer import finding_probabilities, predict_frames
+from lus_core.cnn.infer import ensemble_of, ensemble_softmax, finding_probabilities, predict_frames
 from lus_core.cnn.model_file import load_model
 from lus_core.frames.decode import VideoError, grey, is_frame_folder, is_video
 from lus_core.frames.dicom import DicomError, header_facts, is_dicom, is_dicom_series
@@ -94,6 +94,10 @@ class Predictor:
         self.device = device
         b = choice.backbone
         self.model, self.model_meta = load_model(run.verified(layout.model(b, "all")), device)
+        # train.ensemble: folds: the fold models score a new video beside the `all` model (as the
+        # workflow scored its test patients, lus_core.cnn.infer)
+        self.fold_models = [load_model(run.verified(layout.model(b, str(f))), device)[0]
+                            for f in range(int(self.config["split"]["n_folds"]))] if ensemble_of(self.config) else []
         self.image_size = int(self.model_meta.get("image_size", self.config["train"]["image_size"]))
         self.confidence = None
         if choice.row_type == "combined":
@@ -174,8 +178,14 @@ class Predictor:
     def score_cnn(self, frames: np.ndarray) -> dict:
         """The CNN's softmax and the confidence model's trust of one video's frames."""
         logits, softmax, embedding = predict_frames(self.model, frames, self.image_size, self.device)
+        findings = finding_probabilities(self.model, embedding)
+        if self.fold_models:
+            members = [predict_frames(m, frames, self.image_size, self.device) for m in self.fold_models]
+            logits, softmax = ensemble_softmax([softmax, *(sm for _, sm, _ in members)])
+            findings = np.mean([findings, *(finding_probabilities(m, em) for m, (_, _, em) in
+                                            zip(self.fold_models, members, strict=True))], axis=0)
         n, k = len(frames), self.choice.k or 0
-        out = {"softmax": softmax, "embedding": embedding, "findings": finding_probabilities(self.model, embedding),
+        out = {"softmax": softmax, "embedding": embedding, "findings": findings,
                "cnn": softmax.argmax(1), "confidence": np.ones(n),
                "trusted": np.ones(n, bool), "fallback": np.full(n, -1), "neighbors": np.full((n, k), -1),
                "neighbor_labels": np.full((n, k), -1), "distances": np.full((n, k), np.nan),

@@ -48,7 +48,7 @@ STEP_KEYS: dict[str, tuple[str, ...]] = {
               "train.class_balance", "train.loss", "train.embedding_cache", "train.cache_views",
               "train.findings_weight", "train.sord_alpha", "train.num_workers", "train.augment"),
     "infer": ("seed", "classes", "dataset.findings", "train.weights", "train.finetune", "train.image_size",
-              "train.batch_size", "train.num_workers", "train.embedding_cache", "train.cache_views",
+              "train.ensemble", "train.batch_size", "train.num_workers", "train.embedding_cache", "train.cache_views",
               "train.augment"),
     "fit_confidence": ("seed", "classes", "confidence.threshold_rule", "confidence.target_coverage",
                        "confidence.conformal_alpha", "confidence.svc_balance", "confidence.conformal_score",
