@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from lus_core.metrics import aggregate_by_group
+from lus_core.videolevel import model as model_module
 from lus_core.videolevel.model import (
     AttentionMIL,
     VideoBags,
     VideoModel,
     fit_video_model,
+    frame_features,
+    frame_motion,
     pad_bags,
     score_videos,
 )
@@ -19,7 +23,7 @@ from lus_core.videolevel.table import confident_mean
 
 torch.set_num_threads(1)
 CFG = {"hidden": 16, "epochs": 200, "lr": 0.02, "weight_decay": 0.0, "loss": "ce", "sord_alpha": 1.0,
-       "confident_fraction": 0.5}
+       "confident_fraction": 0.5, "dropout": 0.0, "early_stopping": False, "motion": False}
 
 
 def test_padding_and_frame_order_do_not_change_the_score():
@@ -55,20 +59,20 @@ def test_attention_learns_what_the_mean_of_frame_scores_misses():
     rng = np.random.default_rng(1)
     train_bags, train_y = _witness_videos(rng, 90)
     test_bags, test_y = _witness_videos(rng, 60)
-    model = fit_video_model(train_bags, train_y, 3, CFG, seed=0)
+    model, _ = fit_video_model(train_bags, train_y, 3, CFG, seed=0)
     att = model.predict_proba(test_bags).argmax(1)
     mean = np.array([aggregate_by_group(b.argmax(1), np.zeros(len(b), int), 1, "mean", 3)[0] for b in test_bags])
     assert (att == test_y).mean() >= 0.9
     assert (mean == test_y).mean() < 0.6
     # deterministic in its seed
-    again = fit_video_model(train_bags, train_y, 3, CFG, seed=0).predict_proba(test_bags)
+    again = fit_video_model(train_bags, train_y, 3, CFG, seed=0)[0].predict_proba(test_bags)
     np.testing.assert_array_equal(model.predict_proba(test_bags), again)
 
 
 def test_saved_model_scores_the_same(tmp_path):
     rng = np.random.default_rng(2)
     bags, y = _witness_videos(rng, 20)
-    model = fit_video_model(bags, y, 3, CFG, seed=0)
+    model, _ = fit_video_model(bags, y, 3, CFG, seed=0)
     model.save(tmp_path / "v.pt", {"input": "softmax"})
     loaded, meta = VideoModel.load(tmp_path / "v.pt")
     assert meta["input"] == "softmax"
@@ -151,3 +155,87 @@ def test_a_video_split_across_train_and_test_is_refused():
     with pytest.raises(ValueError, match="both train and test"):
         VideoBags.from_frames(frames["video"], frames["patient"], frames["split"], frames["label"],
                               frames["softmax"], frames["softmax"])
+
+
+def test_frame_motion_against_a_loop_by_hand():
+    rng = np.random.default_rng(5)
+    emb = rng.normal(size=(7, 4))
+    video = np.array(["a", "a", "a", "b", "b", "c", "c"])
+    got = frame_motion(emb, video)[:, 0]
+    expected = [0.0 if i == 0 or video[i] != video[i - 1] else float(np.sqrt(((emb[i] - emb[i - 1]) ** 2).mean()))
+                for i in range(len(emb))]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    np.testing.assert_allclose(frame_motion(emb[:3])[:, 0], expected[:3], rtol=1e-6)  # one video
+    cfg = {"input": "softmax", "use_findings": False, "motion": True}
+    feats = frame_features(np.full((7, 3), 1 / 3), emb, np.zeros((7, 0)), cfg, video)
+    assert feats.shape == (7, 4) and np.allclose(feats[:, 3], expected, atol=1e-6)
+
+
+def _moving_videos(rng, n_videos, n_frames=8):
+    """Every frame's softmax and embedding level look alike; the class is how much the embedding
+    moves from frame to frame (a still, a slow and a fast video)."""
+    softmax, embedding, video, labels = [], [], [], []
+    for v in range(n_videos):
+        y = int(rng.integers(0, 3))
+        embedding.append(rng.normal(0, 1, (1, 6)) + np.cumsum(rng.normal(0, 0.05 + 0.6 * y, (n_frames, 6)), axis=0) * 0.3)
+        softmax.append(np.tile([1 / 3] * 3, (n_frames, 1)) + rng.normal(0, 0.01, (n_frames, 3)))
+        video += [f"v{v}"] * n_frames
+        labels.append(y)
+    return np.concatenate(softmax), np.concatenate(embedding), np.array(video), np.array(labels)
+
+
+def test_motion_lets_the_video_model_see_what_moves():
+    rng = np.random.default_rng(6)
+    data = {part: _moving_videos(rng, n) for part, n in (("train", 90), ("test", 60))}
+    accuracy = {}
+    for motion in (False, True):
+        cfg = {**CFG, "input": "softmax", "use_findings": False, "motion": motion}
+        bags = {}
+        for part, (soft, emb, video, labels) in data.items():
+            feats = frame_features(soft, emb, np.zeros((len(soft), 0)), cfg, video)
+            bags[part] = ([feats[video == v] for v in pd.unique(video)], labels)
+        model, _ = fit_video_model(*bags["train"], 3, cfg, seed=0)
+        accuracy[motion] = (model.predict_proba(bags["test"][0]).argmax(1) == bags["test"][1]).mean()
+    assert accuracy[True] >= 0.8 and accuracy[False] < 0.6
+
+
+def test_early_stopping_chooses_the_step_with_the_lowest_held_out_loss(monkeypatch):
+    frames, split = _cohort(np.random.default_rng(7), n_patients=15)
+    cfg = {**CFG, "epochs": 300, "lr": 0.05, "early_stopping": True}
+    bags = VideoBags.from_frames(frames["video"], frames["patient"], frames["split"], frames["label"],
+                                 frames["softmax"], frames["softmax"])
+    seen = {}
+    real = model_module.early_stopping_step
+
+    def spy(curves, labels):
+        seen["step"] = real(curves, labels)
+        seen["curves"], seen["labels"] = curves, labels
+        return seen["step"]
+
+    monkeypatch.setattr(model_module, "early_stopping_step", spy)
+    table, final = score_videos(bags, split, 3, cfg, seed=0)
+    step, curves, labels = seen["step"], seen["curves"], seen["labels"]
+    assert sorted(curves[0]) == list(range(10, 301, 10)) and final.steps == step
+    # the held-out loss by hand: the chosen step has the lowest (ties: the earliest)
+    nll = {s: np.mean(np.concatenate([-np.log(c[s][np.arange(len(y)), y]) for c, y in zip(curves, labels, strict=True)]))
+           for s in curves[0]}
+    assert nll[step] == min(nll.values()) and step == min(s for s in nll if nll[s] == nll[step])
+    # each training video's out-of-fold score is its fold model's at the chosen step (table rows in bag order)
+    for f, curve in zip(range(3), curves, strict=True):
+        rows = table[(table["split"] == "train") & (table["fold"] == f)]
+        assert len(rows) == len(curve[step])
+        np.testing.assert_array_equal(rows[["p_0", "p_1", "p_2"]].to_numpy(), curve[step])
+    # the final model trained for exactly that many steps: the same as fitting it so by hand
+    again, _ = fit_video_model([bags.features[i] for i in np.flatnonzero(bags.split == "train")],
+                               bags.label[bags.split == "train"], 3, cfg, 0, steps=step)
+    test = [bags.features[i] for i in np.flatnonzero(bags.split == "test")]
+    np.testing.assert_array_equal(final.predict_proba(test), again.predict_proba(test))
+
+
+def test_dropout_trains_and_does_not_touch_scoring():
+    rng = np.random.default_rng(8)
+    bags, y = _witness_videos(rng, 40)
+    plain, _ = fit_video_model(bags, y, 3, CFG, seed=0)
+    dropped, _ = fit_video_model(bags, y, 3, {**CFG, "dropout": 0.5}, seed=0)
+    assert not np.allclose(plain.predict_proba(bags), dropped.predict_proba(bags))  # it trained differently
+    np.testing.assert_array_equal(dropped.predict_proba(bags), dropped.predict_proba(bags))  # eval: no dropout

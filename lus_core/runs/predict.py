@@ -120,7 +120,8 @@ class Predictor:
             self.video_model, meta = VideoModel.load(run.verified(layout.video_model(b)))
             # what the video model takes per frame (video_model.frame_features)
             self.video_features = {"input": str(meta.get("input", "softmax")),
-                                   "use_findings": bool(meta.get("use_findings", False))}
+                                   "use_findings": bool(meta.get("use_findings", False)),
+                                   "motion": bool(meta.get("motion", False))}
         # frame id -> row of the frame index (neighbour images and patients for the galleries)
         self.frame_pos = pd.Series(np.arange(len(self.frame_index)), index=self.frame_index["frame_id"].to_numpy())
         self.patients = self.frame_index["patient"].astype(str).to_numpy()

@@ -49,9 +49,10 @@ from lus_core.videolevel.table import FIXED_AGGREGATIONS, fixed_aggregations, wr
 class AttentionMIL(nn.Module):
     """Gated attention pooling of (B, N, D) frame features (mask (B, N)) -> (B, C) logits."""
 
-    def __init__(self, in_dim: int, n_classes: int, hidden: int = 32):
+    def __init__(self, in_dim: int, n_classes: int, hidden: int = 32, dropout: float = 0.0):
         super().__init__()
-        self.encode = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU())
+        # dropout on each frame's encoding: about 200 videos train it (no parameters: any value loads)
+        self.encode = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
         self.att_v = nn.Linear(hidden, hidden)
         self.att_u = nn.Linear(hidden, hidden)
         self.att_w = nn.Linear(hidden, 1)
@@ -88,6 +89,7 @@ class VideoModel:
     net: AttentionMIL
     mean: np.ndarray
     std: np.ndarray
+    steps: int = 0  # the training steps it got (chosen by early stopping, or video_model.epochs)
 
     @torch.inference_mode()
     def predict_proba(self, bags: list[np.ndarray]) -> np.ndarray:
@@ -103,6 +105,7 @@ class VideoModel:
             "in_dim": int(self.mean.shape[0]),
             "n_classes": int(self.net.classify.out_features),
             "hidden": int(self.net.classify.in_features),
+            "steps": int(self.steps),
             **meta,
         }
         with atomic_path(path) as tmp:
@@ -116,30 +119,52 @@ class VideoModel:
         net = AttentionMIL(int(obj["in_dim"]), int(obj["n_classes"]), int(obj["hidden"]))
         net.load_state_dict(obj["state_dict"])
         meta = {k: v for k, v in obj.items() if k not in ("state_dict", "mean", "std")}
-        return cls(net.eval(), obj["mean"].numpy(), obj["std"].numpy()), meta
+        return cls(net.eval(), obj["mean"].numpy(), obj["std"].numpy(), int(obj.get("steps", 0))), meta
 
 
-def fit_video_model(bags: list[np.ndarray], labels: np.ndarray, n_classes: int, cfg: dict, seed: int) -> VideoModel:
-    """Full-batch Adam on padded bags; class-weighted like the frame CNN (inverse frequency)."""
+def fit_video_model(bags: list[np.ndarray], labels: np.ndarray, n_classes: int, cfg: dict, seed: int,
+                    steps: int | None = None, watch: list[np.ndarray] | None = None,
+                    every: int = 0) -> tuple[VideoModel, dict[int, np.ndarray]]:
+    """Full-batch Adam on padded bags; class-weighted like the frame CNN (inverse frequency).
+
+    `steps` (default `cfg["epochs"]`) full-batch steps. With `watch` bags and `every` > 0, their
+    class probabilities after every `every` steps ({step: (len(watch), C)}): the curve early
+    stopping reads. Returns (model, that curve)."""
     labels = np.asarray(labels, dtype=np.int64)
     stacked = np.concatenate(bags)
     mean = stacked.mean(axis=0)
     std = stacked.std(axis=0) + 1e-6
     torch.manual_seed(seed)
-    net = AttentionMIL(stacked.shape[1], n_classes, int(cfg["hidden"]))
+    net = AttentionMIL(stacked.shape[1], n_classes, int(cfg["hidden"]), float(cfg["dropout"]))
     x, mask = pad_bags([(b - mean) / std for b in bags])
     y = torch.from_numpy(labels)
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
     weight = torch.tensor(np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n_classes, 0.0), dtype=torch.float32)
     criterion = make_criterion({"loss": cfg["loss"], "sord_alpha": cfg["sord_alpha"]}, n_classes, weight)
     opt = torch.optim.AdamW(net.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
-    net.train()
-    for _ in range(int(cfg["epochs"])):
+    curve: dict[int, np.ndarray] = {}
+    model = VideoModel(net, mean, std)
+    for step in range(1, int(cfg["epochs"] if steps is None else steps) + 1):
+        net.train()
         opt.zero_grad(set_to_none=True)
         loss = criterion(net(x, mask), y)
         loss.backward()
         opt.step()
-    return VideoModel(net.eval(), mean, std)
+        if watch is not None and every and step % every == 0:
+            curve[step] = model.predict_proba(watch)
+    net.eval()
+    return model, curve
+
+
+def early_stopping_step(curves: list[dict[int, np.ndarray]], labels: list[np.ndarray]) -> int:
+    """The step count with the lowest mean negative log-likelihood of the held-out videos' labels,
+    over the folds' curves (ties: fewer steps)."""
+    steps = sorted(curves[0])
+    nll = []
+    for step in steps:
+        losses = [-np.log(np.maximum(c[step][np.arange(len(y)), y], 1e-12)) for c, y in zip(curves, labels, strict=True)]
+        nll.append(float(np.concatenate(losses).mean()))
+    return steps[int(np.argmin(nll))]
 
 
 @dataclass
@@ -191,14 +216,28 @@ def score_videos(bags: VideoBags, split: dict, n_classes: int, cfg: dict, seed: 
     folds = fold_of_patient(split)
     fold = np.array([folds.get(p, -1) if s == "train" else -1 for p, s in zip(bags.patient, bags.split, strict=True)])
     proba = np.full((len(bags.video), n_classes), np.nan, np.float32)
+    # early stopping: each fold's held-out videos scored every `every` steps; the step count with
+    # the lowest held-out loss over all folds is then every fold's and the final model's
+    every = max(1, int(cfg["epochs"]) // 30) if cfg["early_stopping"] else 0
+    curves, held_out = [], []
     for f in sorted(set(fold[train])):
         fit_rows = train[fold[train] != f]
         score_rows = train[fold[train] == f]
         if len(fit_rows) == 0:
             raise ValueError(f"fold {f}: no training videos outside it")
-        model = fit_video_model([bags.features[i] for i in fit_rows], bags.label[fit_rows], n_classes, cfg, seed + f + 1)
-        proba[score_rows] = model.predict_proba([bags.features[i] for i in score_rows])
-    final = fit_video_model([bags.features[i] for i in train], bags.label[train], n_classes, cfg, seed)
+        watch = [bags.features[i] for i in score_rows]
+        model, curve = fit_video_model([bags.features[i] for i in fit_rows], bags.label[fit_rows], n_classes, cfg,
+                                       seed + f + 1, watch=watch, every=every)
+        proba[score_rows] = model.predict_proba(watch)
+        curves.append(curve)
+        held_out.append(score_rows)
+    steps = int(cfg["epochs"])
+    if every:
+        steps = early_stopping_step(curves, [bags.label[r] for r in held_out])
+        for rows, curve in zip(held_out, curves, strict=True):
+            proba[rows] = curve[steps]
+    final, _ = fit_video_model([bags.features[i] for i in train], bags.label[train], n_classes, cfg, seed, steps=steps)
+    final.steps = steps
     if len(test):
         proba[test] = final.predict_proba([bags.features[i] for i in test])
     fraction = float(cfg["confident_fraction"])
@@ -219,13 +258,32 @@ def score_videos(bags: VideoBags, split: dict, n_classes: int, cfg: dict, seed: 
     return table, final
 
 
-def frame_features(softmax: np.ndarray, embedding: np.ndarray, findings: np.ndarray, cfg: dict) -> np.ndarray:
+def frame_motion(embedding: np.ndarray, video: np.ndarray | None = None) -> np.ndarray:
+    """(N, 1): how far each frame's embedding moved from the previous frame of its video (the
+    root-mean-square difference; 0 for a video's first frame). B-lines and lung sliding move:
+    a still frame and a moving one can share an embedding but not this. Frames in video order;
+    `video` None: all one video."""
+    embedding = np.asarray(embedding, dtype=np.float64)
+    step = np.zeros(len(embedding))
+    if len(embedding) > 1:
+        same = np.ones(len(embedding) - 1, bool) if video is None else np.asarray(video)[1:] == np.asarray(video)[:-1]
+        rms = np.sqrt(np.mean((embedding[1:] - embedding[:-1]) ** 2, axis=1))
+        step[1:] = np.where(same, rms, 0.0)
+    return step[:, None].astype(np.float32)
+
+
+def frame_features(softmax: np.ndarray, embedding: np.ndarray, findings: np.ndarray, cfg: dict,
+                   video: np.ndarray | None = None) -> np.ndarray:
     """The video model's per-frame input (the workflow's and `lus predict`'s): the softmax or the
-    embedding (`input`), then the finding probabilities when `use_findings` and there are any."""
-    base = softmax if cfg["input"] == "softmax" else embedding
+    embedding (`input`), then the finding probabilities when `use_findings` and there are any,
+    then the frame's motion (`frame_motion`) when `motion`. `video`: each frame's video (frames in
+    video order); None: all one video."""
+    parts = [softmax if cfg["input"] == "softmax" else embedding]
     if cfg["use_findings"] and findings.shape[1]:
-        return np.hstack([base, findings]).astype(np.float32)
-    return base
+        parts.append(findings)
+    if cfg["motion"]:
+        parts.append(frame_motion(embedding, video))
+    return parts[0] if len(parts) == 1 else np.hstack(parts).astype(np.float32)
 
 
 def run_video_model(predictions_h5: str | Path, split_json: str | Path, out_csv, out_model, config: dict,
@@ -234,10 +292,10 @@ def run_video_model(predictions_h5: str | Path, split_json: str | Path, out_csv,
     cfg = config["video_model"]
     n_classes = len(config["classes"])
     p = read_predictions(predictions_h5)
-    features = frame_features(p.softmax, p.embedding_oof, p.findings, cfg)
+    features = frame_features(p.softmax, p.embedding_oof, p.findings, cfg, p.video)
     bags = VideoBags.from_frames(p.video, p.patient, p.split, p.label, features, p.softmax)
     table, final = score_videos(bags, scope_split(read_json(split_json), scope), n_classes, cfg, int(config["seed"]))
     write_video_table(table, out_csv)
-    final.save(out_model, {"input": cfg["input"], "use_findings": bool(cfg["use_findings"]),
+    final.save(out_model, {"input": cfg["input"], "use_findings": bool(cfg["use_findings"]), "motion": bool(cfg["motion"]),
                            "finding_names": p.finding_names, "classes": json.dumps(list(config["classes"])), "config": config_json(config)})
     return table

@@ -60,6 +60,7 @@ STEP_KEYS: dict[str, tuple[str, ...]] = {
     "query_neighbors": ("seed", "classes", "similarity.k", "similarity.fallback", "similarity.recall_queries",
                         "similarity.diversity", "similarity.fallback_diversity"),
     "fit_video_model": ("seed", "classes", "video_model.input", "video_model.use_findings", "video_model.hidden",
+                        "video_model.dropout", "video_model.early_stopping", "video_model.motion",
                         "video_model.epochs", "video_model.lr", "video_model.weight_decay", "video_model.loss",
                         "video_model.sord_alpha", "video_model.confident_fraction"),
     "evaluate": EVALUATION_KEYS,
