@@ -405,3 +405,6 @@ def test_an_ensemble_run_scores_test_videos_like_lus_predict(tiny_run, tmp_path)
     assert not np.allclose(stored, alone, atol=1e-4)  # the fold models took part
     np.testing.assert_allclose(frames[[f"p_{c}" for c in range(4)]].to_numpy(), stored, atol=1e-5)
     np.testing.assert_allclose(frames[["p_finding_a_lines", "p_finding_b_lines"]].to_numpy(), findings, atol=1e-5)
+    # one ONNX graph cannot hold the ensemble: the export says so instead of scoring unlike lus predict
+    export = lus("export", "--run", str(run.results), "--out", str(tmp_path / "onnx"))
+    assert export.returncode == 2 and "ensemble" in export.stderr and not (tmp_path / "onnx").exists()

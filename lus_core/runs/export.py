@@ -292,6 +292,11 @@ def run_export(run_dir, out_dir, config_name: str = "selected", overwrite: bool 
     from lus_core.runs.model_card import model_card_text
 
     run, out_dir = FinishedRun(run_dir), Path(out_dir)
+    if run.config["train"]["ensemble"] != "none":
+        # the graph would hold the `all` model alone and score new videos unlike lus predict
+        raise ValueError(f"{run_dir}: the run scores new patients with an ensemble (train.ensemble: "
+                         f"{run.config['train']['ensemble']}); the ONNX export holds one model: export a run "
+                         "without it, or use lus predict")
     check_output_dir(out_dir, [], overwrite)
     choice = run.configuration(config_name)
     backbone = choice["backbone"]
