@@ -20,24 +20,19 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
 
 from fixtures_frames import make_frame_store, make_split, small_config  # noqa: E402
+from training_pair import encode_all, held_out_agreement, train_both  # noqa: E402
 
-from lus_core.cnn.embedding_cache import encode_video  # noqa: E402
-from lus_core.cnn.infer import predict_index  # noqa: E402
-from lus_core.cnn.model_file import load_model  # noqa: E402
-from lus_core.cnn.train import run_train  # noqa: E402
 from lus_core.frames.store import read_frame_index  # noqa: E402
-from lus_core.io_utils import read_json  # noqa: E402
 from lus_core.runs.bench_records import record  # noqa: E402
 
 
@@ -66,27 +61,11 @@ def main() -> None:
         }
         index = read_frame_index(csv)
 
-        t0 = time.perf_counter()
-        caches = {}
-        for video, h5 in index.groupby("video")["h5"].first().items():
-            caches[video] = root / "embeddings" / f"{video}.h5"
-            encode_video(h5, caches[video], args.backbone, config)
-        encode_s = time.perf_counter() - t0
+        caches, encode_s = encode_all(root / "embeddings", index, args.backbone, config)
 
-        seconds, models = {}, {}
-        for name, paths in (("reference", None), ("cache", caches)):
-            models[name] = root / f"{name}.pt"
-            t0 = time.perf_counter()
-            run_train(
-                csv, root / "split.json", args.backbone, "all", models[name], root / f"{name}.csv",
-                root / f"{name}.png", root / "ck" / name, config, progress=False, cache_paths=paths,
-            )
-            seconds[name] = time.perf_counter() - t0
-
-        test = index[index["patient"].isin(read_json(root / "split.json")["test_patients"])]
-        softmax = {name: predict_index(load_model(path)[0], test, args.image_size)[1] for name, path in models.items()}
-        max_diff = float(np.abs(softmax["reference"] - softmax["cache"]).max())
-        same_argmax = float((softmax["reference"].argmax(1) == softmax["cache"].argmax(1)).mean())
+        trained = train_both(root, csv, args.backbone, {"reference": (config, None), "cache": (config, caches)})
+        max_diff, same_argmax = held_out_agreement(root, index, trained, args.image_size)
+        seconds = {name: t["seconds"] for name, t in trained.items()}
 
     speedup = seconds["reference"] / seconds["cache"]
     speedup_with_encoding = seconds["reference"] / (seconds["cache"] + encode_s)
