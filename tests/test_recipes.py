@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from lus_core.runs.recipes import compare_recipes, recipes_markdown
+from lus_core.config import validate_config
+from lus_core.runs.recipes import compare_recipes, recipes_markdown, video_model_words
 from lus_core.runs.run_time import record_run
 
 SCORES = ("max", "mean", "majority", "confident_mean", "attention")
@@ -98,3 +99,12 @@ def test_runs_on_different_splits_are_refused(tmp_path):
     b = fake_run(tmp_path, "b", ["s"], rng, test_patients=("T1", "T2", "T3", "T9"))
     with pytest.raises(ValueError, match="different test patients"):
         compare_recipes([a, b])
+
+
+def test_a_recipe_names_what_its_video_score_changes():
+    default = validate_config({"dataset": {"synthetic": {"enabled": True}}})["video_model"]
+    assert video_model_words(default) == ""
+    changed = {**default, "input": "embedding", "dropout": 0.3, "early_stopping": True, "motion": True}
+    assert video_model_words(changed) == ("video score on the frames' embeddings, with their motion, dropout 0.3, "
+                                          "early stopping on inner folds")
+    assert video_model_words({**default, "enabled": False}) == "no learned video score"

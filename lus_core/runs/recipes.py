@@ -73,7 +73,28 @@ class Recipe:
         if findings:
             parts.append(f"auxiliary findings {', '.join(findings)} (loss weight {tc['findings_weight']})")
         parts.append(f"{tc['image_size']} px, {tc['epochs']} epochs")
+        if tc["ensemble"] == "folds":
+            parts.append(f"test patients scored by the mean of the all and {self.config['split']['n_folds']} fold models")
+        video = video_model_words(self.config["video_model"])
+        if video:
+            parts.append(video)
         return "; ".join(parts)
+
+
+def video_model_words(vm: dict) -> str:
+    """The learned video score's settings that differ from the default one, in words ("" for the default)."""
+    if not vm["enabled"]:
+        return "no learned video score"
+    words = []
+    if vm["input"] != "softmax":
+        words.append(f"on the frames' {vm['input']}s")
+    if vm["motion"]:
+        words.append("with their motion")
+    if vm["dropout"]:
+        words.append(f"dropout {vm['dropout']:g}")
+    if vm["early_stopping"]:
+        words.append("early stopping on inner folds")
+    return f"video score {', '.join(words)}" if words else ""
 
 
 def recipes_of(runs: list[Path]) -> list[Recipe]:
