@@ -279,9 +279,9 @@ def test_the_video_model_takes_the_finding_probabilities_after_the_frame_feature
 
     softmax, embedding = np.full((3, 4), 0.25, np.float32), np.ones((3, 5), np.float32)
     findings = np.array([[0.1, 0.9], [0.2, 0.8], [0.3, 0.7]], np.float32)
-    got = frame_features(softmax, embedding, findings, {"input": "softmax", "use_findings": True})
+    got = frame_features(softmax, embedding, findings, {"input": "softmax", "use_findings": True, "motion": False})
     np.testing.assert_array_equal(got, np.hstack([softmax, findings]))
-    got = frame_features(softmax, embedding, findings, {"input": "embedding", "use_findings": True})
+    got = frame_features(softmax, embedding, findings, {"input": "embedding", "use_findings": True, "motion": False})
     np.testing.assert_array_equal(got, np.hstack([embedding, findings]))
-    assert frame_features(softmax, embedding, findings, {"input": "softmax", "use_findings": False}) is softmax
-    assert frame_features(softmax, embedding, findings[:, :0], {"input": "softmax", "use_findings": True}) is softmax
+    assert frame_features(softmax, embedding, findings, {"input": "softmax", "use_findings": False, "motion": False}) is softmax
+    assert frame_features(softmax, embedding, findings[:, :0], {"input": "softmax", "use_findings": True, "motion": False}) is softmax

@@ -35,7 +35,7 @@ __all__ = ["TARGET_LAYERS", "target_layer", "gradcam_maps", "gradcam_overlay", "
 
 # module paths inside an LUSModel (see lus_core.cnn.backbones); each is called once per forward
 TARGET_LAYERS = {
-    "resnet18": "net.layer4",  # last residual stage, 7x7 at 224 px
+    "resnet18": "net.layer4.1",  # last residual block (the last stage's output), 7x7 at 224 px
     "vgg16": "net.features.29",  # ReLU after conv5_3, before the last max-pool
     "squeezenet1_1": "net.features.12",  # last Fire module
     "efficientnet_lite0": "net._bn1",  # head conv + BN (its activation module is shared with the stem)
