@@ -10,7 +10,7 @@ With `train.ensemble: folds` a frame no model trained on (a test patient's) gets
 softmax of the `all` model and the K fold models (none of them saw that patient; logits are the
 log of that mean, finding probabilities their mean, the embedding stays the `all` model's);
 training patients keep their one out-of-fold model, the only one that did not train on them.
-`lus predict` scores new videos the same way (`ensemble_softmax`).
+`lus predict` scores new videos the same way (`ensemble_scores`).
 
 The file (written through :mod:`lus_core.cnn.predictions`) holds two embeddings: `embedding_oof`
 by the model that made each frame's softmax (K fold models for training frames, i.e. K feature
@@ -139,11 +139,13 @@ def finding_probabilities(model: LUSModel, embedding: np.ndarray, batch_size: in
     return (torch.cat(parts) if parts else torch.zeros(0, len(bias))).numpy().astype(np.float32)
 
 
-def ensemble_softmax(softmaxes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(logits, softmax) of an ensemble: the mean of its models' softmax, and its log (so that
-    the softmax of the logits is that mean)."""
+def ensemble_scores(softmaxes: list[np.ndarray], findings: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """(logits, softmax, finding probabilities) of an ensemble, from its models' softmax and
+    finding probabilities: the means, and the log of the mean softmax as logits (so that the
+    softmax of the logits is that mean)."""
     mean = np.mean(np.stack(softmaxes), axis=0, dtype=np.float64)
-    return np.log(np.maximum(mean, 1e-12)).astype(np.float32), mean.astype(np.float32)
+    return (np.log(np.maximum(mean, 1e-12)).astype(np.float32), mean.astype(np.float32),
+            np.mean(np.stack(findings), axis=0))
 
 
 def ensemble_of(config: dict) -> bool:
@@ -300,8 +302,8 @@ def run_infer(
     if np.isnan(softmax).any():  # pragma: no cover - assign_models guarantees coverage
         raise RuntimeError("some frames were not scored")
     if ensemble and len(test_rows):
-        logits[test_rows], softmax[test_rows] = ensemble_softmax([softmax[test_rows], *members["softmax"]])
-        findings[test_rows] = np.mean(np.stack([findings[test_rows], *members["findings"]]), axis=0)
+        logits[test_rows], softmax[test_rows], findings[test_rows] = ensemble_scores(
+            [softmax[test_rows], *members["softmax"]], [findings[test_rows], *members["findings"]])
 
     write_predictions(out_h5, Predictions(
         frame_id=index["frame_id"].to_numpy(np.int64), label=index["label"].to_numpy(np.int64),
@@ -311,6 +313,6 @@ def run_infer(
         finding_labels=finding_targets(index, finding_names).astype(np.int8),
         attrs={"backbone": backbone, "finding_names": json.dumps(finding_names), "classes": json.dumps(list(config["classes"])),
                "config": config_json(config), "models": json.dumps(used, sort_keys=True),
-               "test_scored_by": json.dumps(["all", *[k for k in keys if k != "all"]] if ensemble else ["all"])},
+               "test_scored_by": json.dumps(keys if ensemble else ["all"])},
     ))
     return {"backbone": backbone, "n_frames": n, "n_test": int((split_col == "test").sum()), "models": used}

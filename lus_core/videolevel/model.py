@@ -143,8 +143,9 @@ def fit_video_model(bags: list[np.ndarray], labels: np.ndarray, n_classes: int, 
     criterion = make_criterion({"loss": cfg["loss"], "sord_alpha": cfg["sord_alpha"]}, n_classes, weight)
     opt = torch.optim.AdamW(net.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
     curve: dict[int, np.ndarray] = {}
-    model = VideoModel(net, mean, std)
-    for step in range(1, int(cfg["epochs"] if steps is None else steps) + 1):
+    n_steps = int(cfg["epochs"] if steps is None else steps)
+    model = VideoModel(net, mean, std, n_steps)
+    for step in range(1, n_steps + 1):
         net.train()
         opt.zero_grad(set_to_none=True)
         loss = criterion(net(x, mask), y)
@@ -237,7 +238,6 @@ def score_videos(bags: VideoBags, split: dict, n_classes: int, cfg: dict, seed: 
         for rows, curve in zip(held_out, curves, strict=True):
             proba[rows] = curve[steps]
     final, _ = fit_video_model([bags.features[i] for i in train], bags.label[train], n_classes, cfg, seed, steps=steps)
-    final.steps = steps
     if len(test):
         proba[test] = final.predict_proba([bags.features[i] for i in test])
     fraction = float(cfg["confident_fraction"])
