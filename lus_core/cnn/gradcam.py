@@ -39,6 +39,8 @@ TARGET_LAYERS = {
     "vgg16": "net.features.29",  # ReLU after conv5_3, before the last max-pool
     "squeezenet1_1": "net.features.12",  # last Fire module
     "efficientnet_lite0": "net._bn1",  # head conv + BN (its activation module is shared with the stem)
+    "efficientnet_lite1": "net._bn1",
+    "efficientnet_lite2": "net._bn1",
     "scratch": "net.features.26",  # ReLU of the last block, before its max-pool
 }
 

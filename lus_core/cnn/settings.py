@@ -10,10 +10,10 @@ from lus_core.io_utils import sha256_file
 
 # Only backbones whose logits are a function of the pooled embedding (``logits = head(embedding)``)
 # can train from cached embeddings (lus_core.cnn.embedding_cache)
-CACHEABLE = ("resnet18", "vgg16", "efficientnet_lite0")
+CACHEABLE = ("resnet18", "vgg16", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 # Backbones made of a sequence of blocks whose last ones can train on the cached activations of
 # the frozen ones before them (`train.finetune: {last_blocks: N}`, lus_core.cnn.backbones.blocks)
-PARTIAL = {"resnet18": 8, "efficientnet_lite0": 16}  # backbone -> its number of blocks
+PARTIAL = {"resnet18": 8, "efficientnet_lite0": 16, "efficientnet_lite1": 21, "efficientnet_lite2": 21}  # backbone -> its number of blocks
 LAST_BLOCKS = "last_blocks:"
 
 

@@ -88,7 +88,7 @@ def video_table(config: dict, synth_dir: str) -> dict[str, dict]:
 # Relative cost of training a backbone end to end (forward GFLOPs of one 224-px image): the
 # scheduler starts the longest trainings first, so that short jobs fill the gaps instead of one
 # long training running alone at the end (on 2 cores that idle tail was 45 s of the default run).
-TRAIN_COST = {"vgg16": 15.5, "resnet18": 1.8, "efficientnet_lite0": 0.4, "squeezenet1_1": 0.35, "scratch": 0.1}
+TRAIN_COST = {"vgg16": 15.5, "resnet18": 1.8, "efficientnet_lite2": 0.9, "efficientnet_lite1": 0.6, "efficientnet_lite0": 0.4, "squeezenet1_1": 0.35, "scratch": 0.1}
 # What consumes a finished model (inference, confidence, indexes) runs before further trainings,
 # so that a backbone's chain to the report overlaps the trainings of the next one.
 AFTER_TRAIN_PRIORITY = 100
