@@ -362,7 +362,7 @@ def test_model_seeds_replicate_every_scope_and_choose_on_their_mean(nested_run, 
     page = Path(layout.report()).read_text()
     assert estimate["headline"] in page and "all seeds pooled (the estimate)" in page
     # recipes are compared seed by seed: every seed's pooled answers, never a one-seed run's against them
-    from lus_core.runs.nested_recipes import compare_nested_recipes
+    from lus_core.runs.nested_recipes import compare_nested_recipes, nested_recipes_markdown
 
     twin = tmp_path / "twin"
     shutil.copytree(work / "results", twin)
@@ -371,6 +371,15 @@ def test_model_seeds_replicate_every_scope_and_choose_on_their_mean(nested_run, 
     assert notes["n_seeds"] == 2 and notes["n_videos"] == estimate["n_videos"] == len(videos) // 2
     assert table.video_qwk[0] == pytest.approx(cohen_kappa_score(videos.label, videos.pred, weights="quadratic",
                                                                  labels=range(4)))
+    # each seed alone, and its difference to the reference's same seed: a twin right on seed 8 only
+    per_seed = {s: cohen_kappa_score(v.label, v.pred, weights="quadratic", labels=range(4)) for s, v in videos.groupby("seed")}
+    assert table.per_seed[0] == pytest.approx(per_seed)
+    right_on_8 = videos.assign(pred=np.where(videos.seed == 8, videos.label, videos.pred))
+    right_on_8.to_csv(RunLayout(twin).nested_videos(), index=False)
+    table, notes = compare_nested_recipes([work / "results", twin], n_boot=50)
+    assert table.per_seed[1] == pytest.approx({7: per_seed[7], 8: 1.0})
+    text = nested_recipes_markdown(table, notes)
+    assert "| seed 7 | seed 8 |" in text and f"| twin | {per_seed[7]:.3f} (+0.000) | 1.000 ({1 - per_seed[8]:+.3f}) |" in text
     one_seed = tmp_path / "one_seed"
     shutil.copytree(results, one_seed)
     with pytest.raises(ValueError, match="model seeds"):

@@ -21,7 +21,7 @@ import pandas as pd
 
 from lus_core.class_order import video_metric
 from lus_core.evaluation.answer_level import METRIC_NAMES
-from lus_core.metrics import bootstrap_ci, paired_bootstrap_diff
+from lus_core.metrics import CM_METRICS, bootstrap_ci, confusion_matrix, paired_bootstrap_diff
 from lus_core.runs.reader import FinishedRun
 from lus_core.runs.recipes import Recipe, interval_text, pair_lines, row_marks
 from lus_core.runs.run_time import read_full_run
@@ -49,6 +49,15 @@ def _deployed_choice(run: FinishedRun, metric: str) -> tuple[str, float]:
     backbone = run.selected()["backbone"]
     best = chosen_video_score(run.video_level(backbone), metric)
     return f"{backbone} · {best['video_score']}", float(best[f"val_{metric}"])
+
+
+def per_seed_scores(videos: pd.DataFrame, pred: np.ndarray, metric: str, n_classes: int) -> dict[int, float]:
+    """The metric of each model seed's own video answers (point estimates: how far re-seeding moves
+    a recipe, the doubt the pooled interval over patients does not hold)."""
+    seeds = videos.index.get_level_values("seed").to_numpy()
+    y = videos["label"].to_numpy(np.int64)
+    return {int(s): float(CM_METRICS[metric](confusion_matrix(y[seeds == s], pred[seeds == s], n_classes)))
+            for s in np.unique(seeds)}
 
 
 def _outer_groups(run: FinishedRun) -> list[tuple[str, ...]]:
@@ -111,6 +120,7 @@ def compare_nested_recipes(runs: list[Path], reference: str | None = None, n_boo
         row.update({"delta": diff.diff, "delta_lo": diff.lo, "delta_hi": diff.hi, "delta_significant": bool(diff.significant)})
         full = read_full_run(run.root)
         row["run_wall_minutes"] = full["wall_seconds"] / 60 if full else None
+        row["per_seed"] = per_seed_scores(videos, pred, metric, n_classes)
         rows.append(row)
     table = pd.DataFrame(rows)
     chosen = table.loc[table["deployed_val_score"].idxmax(), "recipe"]  # first of equals: the listed order
@@ -151,4 +161,20 @@ def nested_recipes_markdown(table: pd.DataFrame, notes: dict) -> str:
             f"| {r['frame_accuracy']:.3f} | {r['video_scores_chosen']} of {r['n_folds']} | {wall} |")
     lines += ["", "\\* the interval excludes 0.", ""]
     lines += pair_lines(notes["pairs"], f"pooled video {name}")
+    if notes["n_seeds"] > 1:
+        lines += per_seed_lines(table, notes, name)
     return "\n".join(lines)
+
+
+def per_seed_lines(table: pd.DataFrame, notes: dict, name: str) -> list[str]:
+    """Each recipe's video score for each model seed alone, with its difference to the reference
+    recipe's same seed: a difference that changes sign between seeds is not evidence."""
+    reference = table.set_index("recipe").loc[notes["reference"], "per_seed"]
+    seeds = sorted(reference)
+    lines = [f"Each model seed alone (video {name}; in brackets, minus {notes['reference']} with the same seed):", "",
+             "| recipe | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|" + "---|" * len(seeds)]
+    for _, r in table.iterrows():
+        cells = [f"{r['per_seed'][s]:.3f}" + ("" if r["recipe"] == notes["reference"]
+                                              else f" ({r['per_seed'][s] - reference[s]:+.3f})") for s in seeds]
+        lines.append(f"| {r['recipe']} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
