@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from lus_core.cnn.backbones import BACKBONES, build_model
-from lus_core.cnn.infer import predict_frames
+from lus_core.cnn.infer import ensemble_scores, finding_probabilities, predict_frames
 from lus_core.confidence.base import TRUST_NOTHING
 from lus_core.confidence.baselines import Entropy, MaxSoftmax, TemperatureScaling
 from lus_core.runs.export import (
@@ -66,6 +66,26 @@ def test_the_onnx_graph_scores_frames_as_torch_does(tmp_path, backbone):
     # one frame at a time, as a scanner would send them: the batch size is free
     single = onnx_session(path).run(None, {"frames": cnn_input(frames[:1], 32)})[1]
     assert np.abs(single - softmax_o[:1]).max() <= PARITY_TOLERANCE
+
+
+def test_an_ensemble_graph_averages_its_members_as_infer_does(tmp_path):
+    """train.ensemble: folds: the graph holds the all model and the fold models; its softmax and
+    findings are their means (lus_core.cnn.infer.ensemble_scores), the embedding the all model's."""
+    torch.manual_seed(0)
+    models = [build_model("scratch", 4, weights="none", findings=["b_lines"]).eval() for _ in range(3)]
+    frames = stored_frames(8, 48)
+    path = tmp_path / "ensemble.onnx"
+    export_onnx(DeployedScorer(models[0], {"method": "msp", "threshold": 0.5}, models[1:]), 32, path)
+    members = [predict_frames(m, frames, 32) for m in models]
+    logits, softmax, findings = ensemble_scores([sm for _, sm, _ in members],
+                                                [finding_probabilities(m, em) for m, (_, _, em) in zip(models, members, strict=True)])
+    lo, sm, em, fi, conf, trusted = onnx_session(path).run(None, {"frames": cnn_input(frames, 32)})
+    assert np.abs(sm - softmax).max() <= PARITY_TOLERANCE and np.abs(members[0][1] - softmax).max() > 1e-3
+    np.testing.assert_allclose(lo, logits, atol=1e-4)
+    np.testing.assert_allclose(fi, findings, atol=1e-5)
+    np.testing.assert_allclose(em, members[0][2], atol=1e-4)
+    np.testing.assert_allclose(conf, softmax.max(1), atol=1e-5)
+    assert (trusted == (conf >= 0.5)).all()
 
 
 @pytest.mark.parametrize("method, cls", [("msp", MaxSoftmax), ("entropy", Entropy), ("temperature", TemperatureScaling)])

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from lus_core.metrics import accuracy
+from lus_core.runs.export import cnn_input, onnx_session
 from lus_core.runs.readme_blocks import block_text
 from tests.workflow_helpers import REPO, lus, planned_jobs, run_ok
 
@@ -405,6 +406,16 @@ def test_an_ensemble_run_scores_test_videos_like_lus_predict(tiny_run, tmp_path)
     assert not np.allclose(stored, alone, atol=1e-4)  # the fold models took part
     np.testing.assert_allclose(frames[[f"p_{c}" for c in range(4)]].to_numpy(), stored, atol=1e-5)
     np.testing.assert_allclose(frames[["p_finding_a_lines", "p_finding_b_lines"]].to_numpy(), findings, atol=1e-5)
-    # one ONNX graph cannot hold the ensemble: the export says so instead of scoring unlike lus predict
-    export = lus("export", "--run", str(run.results), "--out", str(tmp_path / "onnx"))
-    assert export.returncode == 2 and "ensemble" in export.stderr and not (tmp_path / "onnx").exists()
+    # the ONNX export holds the same ensemble: its softmax is lus predict's on the video's stored frames
+    export = lus("export", "--run", str(run.results), "--out", str(tmp_path / "onnx"), "--config-name", "scratch · CNN alone")
+    assert export.returncode == 0, export.stderr
+    contract = json.loads((tmp_path / "onnx" / "export.json").read_text())
+    assert contract["model"]["ensemble"]["members"] == ["all", "0", "1"] and contract["parity"]["same_class"]
+    with h5py.File(run.results / "predictions" / "scratch.h5") as f:
+        frame_ids = f["frame_id"][:][rows]
+    index = pd.read_csv(run.results / "frame_index.csv").set_index("frame_id").loc[frame_ids]
+    with h5py.File(run.results / "frames" / f"{video}.h5") as f:
+        stored_frames = f["frames"][()][index["row"].to_numpy()]
+    size = contract["input"]["shape"][-1]
+    onnx_softmax = onnx_session(tmp_path / "onnx" / "model.onnx").run(None, {"frames": cnn_input(stored_frames, size)})[1]
+    np.testing.assert_allclose(onnx_softmax, stored, atol=1e-4)  # the workflow's ensemble, not the all model alone

@@ -148,6 +148,21 @@ def ensemble_scores(softmaxes: list[np.ndarray], findings: list[np.ndarray]) -> 
             np.mean(np.stack(findings), axis=0))
 
 
+def predict_frames_with(model: LUSModel, fold_models: list[LUSModel], frames_uint8: np.ndarray, image_size: int,
+                        device: str | torch.device = "cpu") -> tuple[np.ndarray, ...]:
+    """(logits, softmax, embedding, finding probabilities) of uint8 frames scored by `model` and,
+    with `fold_models` (train.ensemble: folds), by the ensemble of it and them
+    (`ensemble_scores`; the embedding stays `model`'s)."""
+    logits, softmax, embedding = predict_frames(model, frames_uint8, image_size, device)
+    findings = finding_probabilities(model, embedding)
+    if fold_models:
+        members = [predict_frames(m, frames_uint8, image_size, device) for m in fold_models]
+        logits, softmax, findings = ensemble_scores(
+            [softmax, *(sm for _, sm, _ in members)],
+            [findings, *(finding_probabilities(m, em) for m, (_, _, em) in zip(fold_models, members, strict=True))])
+    return logits, softmax, embedding, findings
+
+
 def ensemble_of(config: dict) -> bool:
     """Whether frames no model trained on are scored by the `all` and fold models together."""
     return config["train"]["ensemble"] == "folds"

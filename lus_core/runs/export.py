@@ -4,7 +4,10 @@ onnxruntime runs (a scanner-side or web application), with what it needs to be u
 The export folder holds:
 
 - ``model.onnx`` (opset 17): the chosen configuration's CNN, its `all` model (encoder and output
-  layers), with the input normalisation inside the graph and, where the configuration's confidence
+  layers) and, for a run with `train.ensemble: folds`, its fold models beside it (the softmax and
+  finding probabilities are the members' means, the logits the log of that mean, the embedding the
+  `all` model's: as the workflow and `lus predict` score new patients), with the input
+  normalisation inside the graph and, where the configuration's confidence
   method is a formula of the softmax (msp, temperature, entropy), its confidence and trust decision.
   Input ``frames``: uint8 (N, 1, S, S), S = train.image_size: the CNN's input, each stored frame's
   grey image resized (see ``export.json`` ``input.preprocessing``). Outputs: ``logits`` (N, C),
@@ -16,9 +19,9 @@ The export folder holds:
 - ``predict_onnx.py``: an example that needs only onnxruntime and numpy.
 - ``model_card.md``: the run's model card (lus_core.runs.model_card).
 
-The graph is checked when it is written: the run's stored frames go through torch (the workflow's
-own `predict_frames`) and through onnxruntime, and the export stops when a softmax differs by more
-than PARITY_TOLERANCE or a frame's class differs.
+The graph is checked when it is written: the run's stored frames go through torch
+(`predict_frames_with`, as `lus predict` scores) and through onnxruntime, and the export stops
+when a softmax differs by more than PARITY_TOLERANCE or a frame's class differs.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from torch import nn
 import lus_core
 from lus_core.class_order import video_metric, video_scores
 from lus_core.cnn.frame_dataset import IMAGENET_MEAN, IMAGENET_STD, frames_to_tensor
-from lus_core.cnn.infer import predict_frames
+from lus_core.cnn.infer import ensemble_of, predict_frames_with
 from lus_core.cnn.model_file import load_model
 from lus_core.confidence.base import TRUST_NOTHING
 from lus_core.evaluation.answer_level import METRIC_NAMES
@@ -47,6 +50,8 @@ from lus_core.runs.reader import FinishedRun
 from lus_core.runs.safe_output import check_output_dir, publish, staging_dir
 
 OPSET = 17
+ENSEMBLE_RULE = ("softmax and finding probabilities: the mean over the members (the all model and the fold "
+                 "models); logits: the log of that mean; embedding: the all model's")
 PARITY_TOLERANCE = 1e-4  # max |softmax_torch - softmax_onnx| accepted at export
 PARITY_FRAMES = 64  # stored frames of the run checked at export
 EXPORT_FORMAT = 1
@@ -116,9 +121,10 @@ class DeployedScorer(nn.Module):
     Normalisation as `lus_core.cnn.frame_dataset.prepare_batch`: x / 255 in three channels, minus
     the ImageNet mean, over its std."""
 
-    def __init__(self, model, confidence: dict | None = None):
+    def __init__(self, model, confidence: dict | None = None, fold_models=()):
         super().__init__()
         self.model = exportable(model).eval()
+        self.fold_models = nn.ModuleList([exportable(m).eval() for m in fold_models])
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1))
         self.method = confidence["method"] if confidence else None
@@ -136,9 +142,17 @@ class DeployedScorer(nn.Module):
         x = (x - self.mean) / self.std
         logits, emb = self.model.embed(x)
         softmax = torch.softmax(logits, dim=1)
+        findings = torch.sigmoid(self.model.findings_head(emb)) if self.model.findings_head is not None else None
+        if len(self.fold_models):  # the ensemble, as lus_core.cnn.infer.ensemble_scores
+            members = [m.embed(x) for m in self.fold_models]
+            softmax = torch.stack([softmax, *(torch.softmax(lo, dim=1) for lo, _ in members)]).mean(dim=0)
+            logits = torch.log(softmax.clamp_min(1e-12))
+            if findings is not None:
+                findings = torch.stack([findings, *(torch.sigmoid(m.findings_head(em))
+                                                    for m, (_, em) in zip(self.fold_models, members, strict=True))]).mean(dim=0)
         out = [logits, softmax, emb]
-        if self.model.findings_head is not None:
-            out.append(torch.sigmoid(self.model.findings_head(emb)))
+        if findings is not None:
+            out.append(findings)
         if self.method:
             conf = confidence_formula(self.method, logits, softmax, self.temperature)
             out += [conf, conf >= self.threshold]
@@ -199,10 +213,11 @@ def cnn_input(frames: np.ndarray, image_size: int) -> np.ndarray:
     return frames_to_tensor(frames, image_size)[:, :1].numpy()
 
 
-def parity(model, scorer_path: str | Path, frames: np.ndarray, image_size: int) -> dict:
-    """The same stored frames through torch (`predict_frames`, as the workflow infers) and through
-    the ONNX graph: max |softmax difference| and whether every frame's class agrees."""
-    _, softmax_torch, emb_torch = predict_frames(model, frames, image_size)
+def parity(model, scorer_path: str | Path, frames: np.ndarray, image_size: int, fold_models=()) -> dict:
+    """The same stored frames through torch (`predict_frames_with`, as `lus predict` scores, with the
+    ensemble's fold models if any) and through the ONNX graph: max |softmax difference| and whether
+    every frame's class agrees."""
+    _, softmax_torch, emb_torch, _ = predict_frames_with(model, list(fold_models), frames, image_size)
     outputs = onnx_session(scorer_path).run(None, {"frames": cnn_input(frames, image_size)})
     softmax_onnx, emb_onnx = outputs[1], outputs[2]
     return {"n_frames": int(len(frames)),
@@ -292,25 +307,24 @@ def run_export(run_dir, out_dir, config_name: str = "selected", overwrite: bool 
     from lus_core.runs.model_card import model_card_text
 
     run, out_dir = FinishedRun(run_dir), Path(out_dir)
-    if run.config["train"]["ensemble"] != "none":
-        # the graph would hold the `all` model alone and score new videos unlike lus predict
-        raise ValueError(f"{run_dir}: the run scores new patients with an ensemble (train.ensemble: "
-                         f"{run.config['train']['ensemble']}); the ONNX export holds one model: export a run "
-                         "without it, or use lus predict")
     check_output_dir(out_dir, [], overwrite)
     choice = run.configuration(config_name)
     backbone = choice["backbone"]
     model_file = run.verified(run.layout.model(backbone, "all"))
     model, meta = load_model(model_file)
+    # train.ensemble: folds: the fold models score new patients beside the `all` model
+    fold_files = [run.verified(run.layout.model(backbone, str(f))) for f in range(int(run.config["split"]["n_folds"]))
+                  ] if ensemble_of(run.config) else []
+    fold_models = [load_model(f)[0] for f in fold_files]
     image_size = int(meta.get("image_size", run.config["train"]["image_size"]))
     rule, confidence = confidence_rule(run, choice)
-    scorer = DeployedScorer(model, rule)
+    scorer = DeployedScorer(model, rule, fold_models)
     staging = staging_dir(out_dir)
     try:
         onnx_path = staging / "model.onnx"
         export_onnx(scorer, image_size, onnx_path)
         check_graph(onnx_path)
-        check = parity(model, onnx_path, _run_frames(run, PARITY_FRAMES), image_size)
+        check = parity(model, onnx_path, _run_frames(run, PARITY_FRAMES), image_size, fold_models)
         if check["max_abs_softmax_difference"] > PARITY_TOLERANCE or not check["same_class"]:
             raise ValueError(f"{onnx_path.name}: the ONNX graph does not reproduce the torch model on the run's frames "
                              f"({check}); not exported")
@@ -332,7 +346,10 @@ def run_export(run_dir, out_dir, config_name: str = "selected", overwrite: bool 
             "model": {"backbone": backbone, "image_size": image_size, "n_classes": len(classes),
                       "embedding_dim": model.embedding_dim, "opset": OPSET, "onnx_sha256": sha256_file(onnx_path),
                       "source_model": run.layout.relative(run.layout.model(backbone, "all")),
-                      "source_model_sha256": sha256_file(model_file)},
+                      "source_model_sha256": sha256_file(model_file),
+                      "ensemble": {"members": ["all", *(str(f) for f in range(len(fold_files)))],
+                                   "source_models_sha256": [sha256_file(f) for f in [model_file, *fold_files]],
+                                   "rule": ENSEMBLE_RULE} if fold_files else None},
             "code_version": lus_core.__version__, "config_sha256": config_hash(run.config),
         }
         write_json(staging / "export.json", contract)

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from lus_core.cnn.gradcam import gradcam_maps, gradcam_overlay
-from lus_core.cnn.infer import ensemble_of, ensemble_scores, finding_probabilities, predict_frames
+from lus_core.cnn.infer import ensemble_of, predict_frames_with
 from lus_core.cnn.model_file import load_model
 from lus_core.frames.decode import VideoError, grey, is_frame_folder, is_video
 from lus_core.frames.dicom import DicomError, header_facts, is_dicom, is_dicom_series
@@ -178,13 +178,8 @@ class Predictor:
 
     def score_cnn(self, frames: np.ndarray) -> dict:
         """The CNN's softmax and the confidence model's trust of one video's frames."""
-        logits, softmax, embedding = predict_frames(self.model, frames, self.image_size, self.device)
-        findings = finding_probabilities(self.model, embedding)
-        if self.fold_models:
-            members = [predict_frames(m, frames, self.image_size, self.device) for m in self.fold_models]
-            logits, softmax, findings = ensemble_scores(
-                [softmax, *(sm for _, sm, _ in members)],
-                [findings, *(finding_probabilities(m, em) for m, (_, _, em) in zip(self.fold_models, members, strict=True))])
+        logits, softmax, embedding, findings = predict_frames_with(self.model, self.fold_models, frames, self.image_size,
+                                                                   self.device)
         n, k = len(frames), self.choice.k or 0
         out = {"softmax": softmax, "embedding": embedding, "findings": findings,
                "cnn": softmax.argmax(1), "confidence": np.ones(n),
