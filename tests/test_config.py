@@ -1,4 +1,5 @@
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
@@ -108,3 +109,48 @@ def test_the_findings_comparison_overlays_are_valid_and_write_their_own_folders(
     assert check(cfg)
     folders = {_laid_over_default(*overlays[:i])["results"] for i in range(len(overlays) + 1)}
     assert len(folders) == len(overlays) + 1  # never another recipe's folder
+
+
+def _laid_over(base: str, overlay: str) -> dict:
+    from lus_core.config import deep_merge
+
+    merged = {}
+    for path in ("config.yaml", base, overlay):
+        merged = deep_merge(merged, yaml.safe_load(open(path)))
+    return validate_config(merged)
+
+
+OVERLAYS = sorted(str(p) for base in ("covid-blues", "pocus-diagnosis")
+                  for p in Path("configs").glob(f"{base}-*.yaml"))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_recipe_overlay_is_valid_and_writes_its_own_folder(overlay):
+    """Each recipe config (`--configfile configs/BASE.yaml configs/BASE-x.yaml`) is valid laid
+    over its base and writes its results under its own name, never the base's."""
+    base = "configs/covid-blues.yaml" if "covid-blues-" in overlay else "configs/pocus-diagnosis.yaml"
+    cfg = _laid_over(base, overlay)
+    assert cfg["results"] == f"results/{Path(overlay).stem}"
+
+
+def test_the_pocus_recipes_are_the_sizes_and_encoders_they_say():
+    """The POCUS diagnosis recipes compared in docs/results-pocus-diagnosis.md: the default at
+    112 px, the 224-px ones at 224 (frames stored at the size the CNN takes), lite2 at 260."""
+    base = "configs/pocus-diagnosis.yaml"
+    assert load_config(base)["frames"]["size"] == 112 == load_config(base)["train"]["image_size"]
+    for name, size in (("224", 224), ("224-ensemble", 224), ("224-3seeds", 224), ("blocks", 112), ("3seeds", 112)):
+        cfg = _laid_over(base, f"configs/pocus-diagnosis-{name}.yaml")
+        assert cfg["frames"]["size"] == size == cfg["train"]["image_size"], name
+    assert _laid_over(base, "configs/pocus-diagnosis-3seeds.yaml")["train"]["seeds"] == [42, 43, 44]
+    lite2 = _laid_over(base, "configs/pocus-diagnosis-lite2.yaml")
+    assert lite2["train"]["backbones"] == ["efficientnet_lite2"] and lite2["train"]["image_size"] == 260
+
+
+def test_every_config_the_docs_name_exists():
+    """The pages' "How it was made" commands and the README name configs that a reader can run."""
+    import re
+
+    pages = [Path("README.md"), *Path("docs").glob("*.md"), *Path("docs/parts").glob("*.md")]
+    named = {m for page in pages for m in re.findall(r"configs/[\w.-]+\.yaml", page.read_text())}
+    assert len(named) > 10
+    assert sorted(n for n in named if not Path(n).is_file()) == []
