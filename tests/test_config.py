@@ -81,16 +81,19 @@ def test_the_earlier_covid_blues_recipes_are_valid_laid_over_the_default():
     assert cfg["results"] != _laid_over_default()["results"]  # never the same folder
 
 
-def _laid_over_default(*overlays: str) -> dict:
-    """config.yaml, then configs/covid-blues.yaml, then `overlays`, as `--configfile` lays them."""
-    import yaml
-
-    from lus_core.config import deep_merge, validate_config
+def _laid_over(base: str, *overlays: str) -> dict:
+    """config.yaml, then `base`, then `overlays`, as `--configfile` lays them."""
+    from lus_core.config import deep_merge
 
     merged = {}
-    for path in ("config.yaml", "configs/covid-blues.yaml", *overlays):
+    for path in ("config.yaml", base, *overlays):
         merged = deep_merge(merged, yaml.safe_load(open(path)))
     return validate_config(merged)
+
+
+def _laid_over_default(*overlays: str) -> dict:
+    """configs/covid-blues.yaml with `overlays` laid over it."""
+    return _laid_over("configs/covid-blues.yaml", *overlays)
 
 
 
@@ -109,15 +112,6 @@ def test_the_findings_comparison_overlays_are_valid_and_write_their_own_folders(
     assert check(cfg)
     folders = {_laid_over_default(*overlays[:i])["results"] for i in range(len(overlays) + 1)}
     assert len(folders) == len(overlays) + 1  # never another recipe's folder
-
-
-def _laid_over(base: str, overlay: str) -> dict:
-    from lus_core.config import deep_merge
-
-    merged = {}
-    for path in ("config.yaml", base, overlay):
-        merged = deep_merge(merged, yaml.safe_load(open(path)))
-    return validate_config(merged)
 
 
 OVERLAYS = sorted(str(p) for base in ("covid-blues", "pocus-diagnosis")

@@ -40,7 +40,7 @@ from torch import nn
 import lus_core
 from lus_core.class_order import video_metric, video_scores
 from lus_core.cnn.frame_dataset import IMAGENET_MEAN, IMAGENET_STD, frames_to_tensor
-from lus_core.cnn.infer import ensemble_of, predict_frames_with
+from lus_core.cnn.infer import predict_frames_with
 from lus_core.cnn.model_file import load_model
 from lus_core.confidence.base import TRUST_NOTHING
 from lus_core.evaluation.answer_level import METRIC_NAMES
@@ -310,11 +310,10 @@ def run_export(run_dir, out_dir, config_name: str = "selected", overwrite: bool 
     check_output_dir(out_dir, [], overwrite)
     choice = run.configuration(config_name)
     backbone = choice["backbone"]
-    model_file = run.verified(run.layout.model(backbone, "all"))
+    # the `all` model, and with train.ensemble: folds the fold models beside it
+    scoring = run.scoring_models(backbone)
+    model_file, *fold_files = scoring.values()
     model, meta = load_model(model_file)
-    # train.ensemble: folds: the fold models score new patients beside the `all` model
-    fold_files = [run.verified(run.layout.model(backbone, str(f))) for f in range(int(run.config["split"]["n_folds"]))
-                  ] if ensemble_of(run.config) else []
     fold_models = [load_model(f)[0] for f in fold_files]
     image_size = int(meta.get("image_size", run.config["train"]["image_size"]))
     rule, confidence = confidence_rule(run, choice)
@@ -347,8 +346,8 @@ def run_export(run_dir, out_dir, config_name: str = "selected", overwrite: bool 
                       "embedding_dim": model.embedding_dim, "opset": OPSET, "onnx_sha256": sha256_file(onnx_path),
                       "source_model": run.layout.relative(run.layout.model(backbone, "all")),
                       "source_model_sha256": sha256_file(model_file),
-                      "ensemble": {"members": ["all", *(str(f) for f in range(len(fold_files)))],
-                                   "source_models_sha256": [sha256_file(f) for f in [model_file, *fold_files]],
+                      "ensemble": {"members": list(scoring),
+                                   "source_models_sha256": [sha256_file(f) for f in scoring.values()],
                                    "rule": ENSEMBLE_RULE} if fold_files else None},
             "code_version": lus_core.__version__, "config_sha256": config_hash(run.config),
         }

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from lus_core.cnn.gradcam import gradcam_maps, gradcam_overlay
-from lus_core.cnn.infer import ensemble_of, predict_frames_with
+from lus_core.cnn.infer import predict_frames_with
 from lus_core.cnn.model_file import load_model
 from lus_core.frames.decode import VideoError, grey, is_frame_folder, is_video
 from lus_core.frames.dicom import DicomError, header_facts, is_dicom, is_dicom_series
@@ -93,11 +93,10 @@ class Predictor:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
         b = choice.backbone
-        self.model, self.model_meta = load_model(run.verified(layout.model(b, "all")), device)
-        # train.ensemble: folds: the fold models score a new video beside the `all` model (as the
-        # workflow scored its test patients, lus_core.cnn.infer)
-        self.fold_models = [load_model(run.verified(layout.model(b, str(f))), device)[0]
-                            for f in range(int(self.config["split"]["n_folds"]))] if ensemble_of(self.config) else []
+        # the `all` model, and with train.ensemble: folds the fold models beside it
+        model_files = list(run.scoring_models(b).values())
+        self.model, self.model_meta = load_model(model_files[0], device)
+        self.fold_models = [load_model(f, device)[0] for f in model_files[1:]]
         self.image_size = int(self.model_meta.get("image_size", self.config["train"]["image_size"]))
         self.confidence = None
         if choice.row_type == "combined":

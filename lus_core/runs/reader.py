@@ -130,6 +130,13 @@ class FinishedRun:
         """A layout path of the run, after checking it against the manifest's checksum."""
         return verified_path(self.root, self.manifest, self.layout.relative(path))
 
+    def scoring_models(self, backbone: str) -> dict[str, Path]:
+        """The checked model files that score a patient no model trained on: the `all` model and,
+        with `train.ensemble: folds`, the fold models beside it (as the workflow scored its test
+        patients, lus_core.cnn.infer); `all` first."""
+        folds = range(int(self.config["split"]["n_folds"])) if self.config["train"]["ensemble"] == "folds" else []
+        return {name: self.verified(self.layout.model(backbone, name)) for name in ["all", *map(str, folds)]}
+
     def verified_stores(self, stores) -> dict[str, str]:
         """Each frame-store path of the frame index -> its checked file in this run, whatever the
         configuration, so that predictions are never made with a run whose frames changed."""
