@@ -4,7 +4,7 @@ import json
 import sys
 import time
 
-from lus_core.cnn.settings import cache_enabled, space_follows_model
+from lus_core.cnn.settings import cache_enabled, ensemble_of, space_follows_model
 from lus_core.config import ConfigSources, validate_config
 from lus_core.frames.skipped import format_skipped, read_skipped
 from lus_core.runs.layout import RunLayout
@@ -35,7 +35,7 @@ FOLDS = [str(i) for i in range(config["split"]["n_folds"])]
 METHODS = config["confidence"]["methods"]
 SPACES = config["similarity"]["spaces"]
 VIDEO_MODEL = config["video_model"]["enabled"]
-ENSEMBLE = config["train"]["ensemble"] == "folds"
+ENSEMBLE = ensemble_of(config)
 SYNTHETIC = config["dataset"]["synthetic"]["enabled"]
 # the training-and-selection contexts (lus_core.split.scopes): the root (deployed) one, and with
 # split.outer_folds K > 1 one per outer fold, each under R/outer/{o}/

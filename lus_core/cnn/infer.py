@@ -37,7 +37,13 @@ from lus_core.cnn.embedding_cache import load_features
 from lus_core.cnn.frame_dataset import FrameDataset, frames_to_tensor, prepare_batch
 from lus_core.cnn.model_file import load_model
 from lus_core.cnn.predictions import Predictions, write_predictions
-from lus_core.cnn.settings import backbone_finetune, cache_enabled, encoder_settings, trained_blocks
+from lus_core.cnn.settings import (
+    backbone_finetune,
+    cache_enabled,
+    encoder_settings,
+    ensemble_of,
+    trained_blocks,
+)
 from lus_core.frames.store import finding_targets, read_frame_index
 from lus_core.io_utils import config_json, read_json
 from lus_core.split.scopes import scope_split
@@ -161,11 +167,6 @@ def predict_frames_with(model: LUSModel, fold_models: list[LUSModel], frames_uin
             [softmax, *(sm for _, sm, _ in members)],
             [findings, *(finding_probabilities(m, em) for m, (_, _, em) in zip(fold_models, members, strict=True))])
     return logits, softmax, embedding, findings
-
-
-def ensemble_of(config: dict) -> bool:
-    """Whether frames no model trained on are scored by the `all` and fold models together."""
-    return config["train"]["ensemble"] == "folds"
 
 
 def _n_out(model: LUSModel) -> int:

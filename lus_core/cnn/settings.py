@@ -79,6 +79,12 @@ def embedding_is_learned(config: Mapping, backbone: str) -> bool:
     return backbone_finetune(config, backbone) != "head"
 
 
+def ensemble_of(config: Mapping) -> bool:
+    """Whether frames no model trained on (test patients', lus predict's) are scored by the `all`
+    and fold models together (train.ensemble: folds)."""
+    return config["train"]["ensemble"] == "folds"
+
+
 def cache_enabled(config: Mapping, backbone: str) -> bool:
     """True when `backbone` trains from the cache of the `embed` step: only its output layer on a
     frozen pretrained encoder's embeddings, or its last blocks on the activations before them."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lus_core.cnn.settings import ensemble_of
 from lus_core.config import with_defaults
 from lus_core.evaluation.matrix import DEPLOYABLE, read_matrix
 from lus_core.evaluation.summary import read_summary, selected_of
@@ -134,7 +135,7 @@ class FinishedRun:
         """The checked model files that score a patient no model trained on: the `all` model and,
         with `train.ensemble: folds`, the fold models beside it (as the workflow scored its test
         patients, lus_core.cnn.infer); `all` first."""
-        folds = range(int(self.config["split"]["n_folds"])) if self.config["train"]["ensemble"] == "folds" else []
+        folds = range(int(self.config["split"]["n_folds"])) if ensemble_of(self.config) else []
         return {name: self.verified(self.layout.model(backbone, name)) for name in ["all", *map(str, folds)]}
 
     def verified_stores(self, stores) -> dict[str, str]:

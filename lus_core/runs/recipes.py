@@ -23,6 +23,7 @@ from lus_core.cnn.settings import (
     backbone_weights,
     cache_enabled,
     embedding_is_learned,
+    ensemble_of,
     trained_blocks,
 )
 from lus_core.metrics import bootstrap_ci, paired_bootstrap_diff
@@ -73,7 +74,7 @@ class Recipe:
         if findings:
             parts.append(f"auxiliary findings {', '.join(findings)} (loss weight {tc['findings_weight']})")
         parts.append(f"{tc['image_size']} px, {tc['epochs']} epochs")
-        if tc["ensemble"] == "folds":
+        if ensemble_of(self.config):
             parts.append(f"test patients scored by the mean of the all and {self.config['split']['n_folds']} fold models")
         video = video_model_words(self.config["video_model"])
         if video:
