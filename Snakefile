@@ -25,6 +25,10 @@ include: "rules/evaluate.smk"
 include: "rules/gradcam.smk"
 
 
+# a profile's --set-resources / --set-threads for a step reach every copy of its rule
+apply_step_settings(workflow, STEP_OF_RULE)
+
+
 rule all:
     input:
         final_targets(),

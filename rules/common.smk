@@ -14,6 +14,7 @@ from lus_core.workflow.code_version import code_version_for
 from lus_core.workflow.dag import AFTER_TRAIN_PRIORITY, check_split_feasible, job_shards, train_priority, video_table
 from lus_core.workflow.results_lock import ResultsFolderBusy, hold_results_folder
 from lus_core.workflow.step_config import step_params
+from lus_core.workflow.step_resources import apply_step_settings
 from snakemake.exceptions import WorkflowError
 
 # errors name the YAML file (or --config) that set the key
@@ -75,9 +76,17 @@ def all_store_records(wildcards=None):
     return [L.store_record(v) for v in sorted(VIDEOS)]
 
 
-def rule_name(step, scope):
-    """A scope's copy of a step's rule: `train` for the root scope, `train_outer2` for outer fold 2."""
-    return f"{step}_{scope}" if scope else step
+# the step of every copy of its rules (name -> step), so that a profile's settings for the step
+# reach all of them (lus_core.workflow.step_resources, applied at the end of the Snakefile)
+STEP_OF_RULE = {}
+
+
+def rule_name(step, copy):
+    """A copy of a step's rule: for a scope (`train` for the root scope, `train_outer2` for outer
+    fold 2) or a share of the videos (`embed_3`)."""
+    name = f"{step}_{copy}" if str(copy) else step
+    STEP_OF_RULE[name] = step
+    return name
 
 
 def fold_models(S):

@@ -13,7 +13,7 @@ for shard, shard_videos in EMBED_SHARDS.items():
 
     rule:
         name:
-            f"embed_{shard}"
+            rule_name("embed", shard)
         input:
             stores=[L.store(v) for v in shard_videos],
         output:

@@ -9,7 +9,7 @@ for shard, shard_videos in EXTRACT_SHARDS.items():
 
     rule:
         name:
-            f"extract_frames_{shard}"
+            rule_name("extract_frames", shard)
         input:
             videos=[VIDEOS[v]["path"] for v in shard_videos],
             labels=video_label_inputs,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.workflow_helpers import planned_jobs, run_ok
+from tests.workflow_helpers import planned_job_settings, planned_jobs, run_ok
 
 
 @pytest.fixture(scope="module")
@@ -42,3 +42,39 @@ def test_embedding_jobs_share_the_videos_and_a_new_video_changes_one_job_only():
     assert sum(grown[s] != shards.get(s) for s in grown) == 1
     assert job_shards(videos, 1) == {0: sorted(videos)}
     assert job_shards(["a", "b"], 50).keys() <= set(range(50)) and len(job_shards(["a", "b"], 50)) == 2
+
+
+def test_a_steps_resources_and_threads_reach_every_copy_of_its_rule(tmp_path):
+    """Snakemake matches --set-resources / --set-threads by rule name; a step runs as one rule per
+    scope (train_outer2) and per share of the videos (extract_frames_3). What a profile sets for
+    the step reaches every copy (lus_core.workflow.step_resources); a setting for one copy wins."""
+    jobs = planned_job_settings(
+        "--cores", "8", "--configfile", "configs/tiny-nested.yaml", "--config", f"results={tmp_path}/r",
+        "--set-resources", "train:gpu=1", "train:runtime=7", "train_outer1:gpu=2", "extract_frames:runtime=9",
+        "--set-threads", "train=3", "infer=2", workdir=tmp_path)
+    by_rule = {}
+    for name, threads, resources in jobs:
+        by_rule.setdefault(name, []).append((threads, resources))
+    trains = [n for n in by_rule if n == "train" or n.startswith("train_outer")]
+    assert sorted(trains) == ["train", "train_outer0", "train_outer1", "train_outer2"]
+    for name in trains:
+        for threads, resources in by_rule[name]:
+            assert threads == 3 and resources["runtime"] == "7"
+            assert resources["gpu"] == ("2" if name == "train_outer1" else "1"), name
+    infers = [n for n in by_rule if n.startswith("infer")]
+    assert len(infers) == 4 and all(t == 2 for n in infers for t, _ in by_rule[n])
+    extracts = [n for n in by_rule if n.startswith("extract_frames_")]
+    assert extracts and all(r["runtime"] == "9" for n in extracts for _, r in by_rule[n])
+    # steps that were named nowhere keep their own settings
+    for name, threads, resources in jobs:
+        if name.startswith(("fit_confidence", "evaluate", "query_neighbors")):
+            assert threads == 1 and resources.get("gpu", "0") == "0", name
+
+
+def test_the_local_profiles_gpu_token_is_taken_by_every_scopes_training(tmp_path):
+    """profiles/local gives `train` and `infer` its one `gpu` token; in a nested run each outer
+    fold's copies take it too, so they never share the GPU."""
+    jobs = planned_job_settings("--workflow-profile", "profiles/local", "--configfile", "configs/tiny-nested.yaml",
+                                "--config", f"results={tmp_path}/r", workdir=tmp_path)
+    gpu_jobs = {name for name, _, resources in jobs if resources.get("gpu") == "1"}
+    assert gpu_jobs == {"train", "infer", *(f"{step}_outer{o}" for step in ("train", "infer") for o in range(3))}

@@ -50,6 +50,20 @@ def planned_jobs(*args: str, workdir: Path | None = None) -> dict[str, int]:
     return jobs
 
 
+def planned_job_settings(*args: str, workdir: Path | None = None) -> list[tuple[str, int, dict[str, str]]]:
+    """(rule, threads, resources) of every job a dry run plans, as its job listing prints them
+    (Snakemake omits the threads line of a one-thread job)."""
+    proc = run_ok("-n", *args, timeout=300, workdir=workdir)
+    jobs = []
+    for block in re.split(r"^rule ", proc.stdout + proc.stderr, flags=re.M)[1:]:
+        name = block.split(":", 1)[0]
+        threads = re.search(r"^\s+threads: (\d+)$", block, flags=re.M)
+        resources = re.search(r"^\s+resources: (.*)$", block, flags=re.M)
+        pairs = [item.split("=", 1) for item in resources.group(1).split(", ")] if resources else []
+        jobs.append((name, int(threads.group(1)) if threads else 1, dict(pairs)))
+    return jobs
+
+
 def lus(*args) -> subprocess.CompletedProcess:
     """`lus ARGS` in this process (the command line's `main`, without starting an interpreter and
     torch again): its exit status, standard output and standard error, as subprocess.run gives them."""
