@@ -16,7 +16,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 run: setup
-	$(VENV)/bin/snakemake --cores $(CORES)
+	$(VENV)/bin/snakemake --cores $(CORES) --rerun-incomplete
 
 # two pytest-xdist workers, a test file each at a time: the end-to-end tests share one tiny run
 # (tests/conftest.py) and the SLURM test's waits overlap the others

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ from pathlib import Path
 from lus_core.config import ConfigError, load_config, validate_config
 
 REPO = Path(__file__).resolve().parent.parent
+MODEL_CARD = "lus model-card"  # the tool its pages name (lus_core.runs.page_output)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="run the workflow (snakemake) with a config")
     p.add_argument("--config", type=Path, default=REPO / "config.yaml")
     p.add_argument("--cores", default="all")
-    p.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="passed on to snakemake")
+    p.add_argument("snakemake_args", nargs=argparse.REMAINDER,
+                   help="passed on to snakemake, options included (lus run --config C -n, --unlock, --forcerun evaluate)")
 
     p = sub.add_parser("predict", help="score new videos with a finished run")
     p.add_argument("videos", nargs="+", type=Path, help="video files or folders of videos / frames")
@@ -44,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="output folder: new or empty (never among the input videos)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the files an earlier `lus predict` wrote in --out (nothing else there is touched)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", type=_device, help="auto (a GPU where there is one), cpu, cuda, cuda:N or mps")
     p.add_argument("--gradcam", action="store_true",
                    help="also write where the CNN looked (Grad-CAM) for each untrusted frame: galleries/*_gradcam.png")
     p.add_argument("--no-galleries", dest="galleries", action="store_false", help="skip the gallery PNGs")
@@ -60,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("score", help="score a `lus predict` output against labels (external validation)")
     p.add_argument("predictions", type=Path, metavar="PRED_DIR", help="the --out folder of `lus predict`")
-    p.add_argument("--labels", required=True, type=Path, help="CSV with one row per video: video id and score")
+    p.add_argument("--labels", required=True, type=Path, help="CSV with one row per video: the video (its id, file name, stem or path) and score")
     p.add_argument("--video-col", default="video", help="the labels' video id column (default video)")
     p.add_argument("--score-col", default="score", help="the labels' score column, class names of the run (default score)")
     patient = p.add_mutually_exclusive_group()
@@ -83,11 +87,16 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("model-card", help="write a finished run's model card (Markdown)")
     p.add_argument("--run", required=True, type=Path, help="results folder of a finished workflow run")
-    p.add_argument("--out", required=True, type=Path, help="the Markdown file to write")
+    p.add_argument("--out", required=True, type=Path, help="the Markdown file to write (outside the run folder)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out even where it is not a model card that lus model-card wrote")
 
     p = sub.add_parser("summarize", help="write a finished run's results as a Markdown page or README block")
     p.add_argument("run", type=Path, help="results folder of a finished workflow run")
-    p.add_argument("--out", type=Path, help="write a whole Markdown page here")
+    p.add_argument("--out", type=Path, help="write a whole Markdown page here (outside the run folders), its figures "
+                   "in the folder STEM-figures beside it")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out and its figures even where they are not a page that lus summarize wrote")
     p.add_argument("--readme", type=Path, help="rewrite the default-run block between its markers in this file")
     p.add_argument("--images", type=Path, help="with --readme: also copy the run's README figures into this folder")
     p.add_argument("--title", default="Results")
@@ -106,14 +115,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=None, help="folder of benchmark records (default: the clone's bench/results)")
     p.add_argument("--readme", type=Path, help="rewrite the benchmarks block between its markers in this file")
 
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "run":
+        # snakemake's own options, wherever they stand (argparse's remainder takes none before a target)
+        args.snakemake_args = [*unknown, *args.snakemake_args]
+        if args.snakemake_args[:1] == ["--"]:
+            args.snakemake_args = args.snakemake_args[1:]
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         commands = {"synth": _synth, "run": _run, "predict": _predict, "score": _score, "export": _export,
                     "model-card": _model_card, "summarize": _summarize, "bench-table": _bench_table}
         return commands[args.command](args)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, ValueError, OSError) as exc:  # FileNotFoundError, IsADirectoryError, ... are OSErrors
         print(f"lus {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"lus {args.command}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+def _device(value: str) -> str:
+    """A torch device name, checked before any work (torch's own error was a traceback)."""
+    if not (value in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", value)):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a device: auto, cpu, cuda, cuda:N or mps")
+    if value not in ("auto", "cpu"):
+        import torch
+
+        there = torch.backends.mps.is_available() if value == "mps" else (
+            torch.cuda.is_available() and int(value.partition(":")[2] or 0) < torch.cuda.device_count())
+        if not there:
+            raise argparse.ArgumentTypeError(f"{value}: no such device on this machine; use auto or cpu")
+    return value
 
 
 def _synth(args) -> int:
@@ -139,9 +172,26 @@ def _default_config() -> dict:
 def _run(args) -> int:
     load_config(args.config)  # fail fast with the schema's message
     snakemake = Path(sys.executable).with_name("snakemake")
+    # --rerun-incomplete: an interrupted run's unfinished jobs run again (every step writes its
+    # outputs atomically, so an incomplete mark means "not done", never "half-written and kept")
     cmd = [str(snakemake), "--snakefile", str(REPO / "Snakefile"), "--configfile", str(args.config),
-           "--cores", str(args.cores), *args.snakemake_args]
-    return subprocess.call(cmd, env=os.environ.copy())
+           "--cores", str(args.cores), "--rerun-incomplete", *args.snakemake_args]
+    return run_until_stopped(cmd)
+
+
+def run_until_stopped(cmd: list[str]) -> int:
+    """Run `cmd`, passing a Ctrl-C or SIGTERM on to it and waiting while it stops: Snakemake then
+    ends its jobs, marks their outputs incomplete and releases its lock (subprocess.call killed it
+    at once, leaving the folder locked). In its own process group, so a signal reaches it once."""
+    child = subprocess.Popen(cmd, env=os.environ.copy(), process_group=0)
+    forward = lambda signum, _frame: child.send_signal(signum)  # noqa: E731
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 128 - code if code < 0 else code
 
 
 def _predict(args) -> int:
@@ -172,13 +222,13 @@ def _export(args) -> int:
 
 
 def _model_card(args) -> int:
-    from lus_core.io_utils import atomic_path
     from lus_core.runs.model_card import model_card_text
+    from lus_core.runs.page_output import check_page_out, write_page
     from lus_core.runs.reader import FinishedRun
 
-    text = model_card_text(FinishedRun(args.run))
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(text)
+    run = FinishedRun(args.run)
+    check_page_out(args.out, MODEL_CARD, args.overwrite, [run.root])
+    write_page(args.out, MODEL_CARD, lambda _: model_card_text(run))
     print(f"wrote {args.out}")
     return 0
 
@@ -194,7 +244,7 @@ def _summarize(args) -> int:
             raise ValueError("--pair compares recipes: give --recipes too")
         recipes = ({"recipes": args.recipes, "reference_recipe": args.reference_recipe,
                     "pairs": [tuple(p) for p in args.pair]} if args.recipes else {})
-        print(f"wrote {write_results_markdown(args.run, args.out, args.title, args.run_command, **text, **recipes)}")
+        print(f"wrote {write_results_markdown(args.run, args.out, args.title, args.run_command, **text, overwrite=args.overwrite, **recipes)}")
     if args.readme:
         print(f"rewrote the default-run block of {write_readme_block(args.run, args.readme)}")
         for f in copy_figures(args.run, args.images) if args.images else []:

@@ -44,7 +44,10 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:  # a ValueError that would not name the file
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
 
 
 def config_json(config: dict) -> str:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -174,3 +175,27 @@ def test_lus_export_of_the_tiny_run(tiny_run, tmp_path):
     # a second export into the same folder needs --overwrite, and replaces only its own files
     assert lus("export", "--run", tiny_run.results, "--out", out).returncode == 2
     assert lus("export", "--run", tiny_run.results, "--out", out, "--overwrite").returncode == 0
+
+
+@pytest.mark.slow
+def test_lus_export_and_lus_predict_never_replace_each_others_files(tiny_run, tmp_path):
+    """Each tool keeps its own list of the files it wrote (.lus_export.json, .lus_predict.json):
+    with --overwrite, one tool's folder is refused by the other, every file left as it was; an
+    export never lands inside the run it exports."""
+    exported, predicted = tmp_path / "export", tmp_path / "predict"
+    assert lus("export", "--run", tiny_run.results, "--out", exported).returncode == 0
+    assert (exported / ".lus_export.json").is_file() and not (exported / ".lus_predict.json").exists()
+    index = pd.read_csv(tiny_run.results / "frame_index.csv")
+    video = tiny_run.results / "synthetic" / "videos" / f"{sorted(index.video.unique())[0]}.mp4"
+    assert lus("predict", video, "--run", tiny_run.results, "--out", predicted).returncode == 0
+    before = {folder: {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} for folder in (exported, predicted)}
+
+    res = lus("predict", video, "--run", tiny_run.results, "--out", exported, "--overwrite")
+    assert res.returncode == 2 and ".lus_predict.json" in res.stderr
+    res = lus("export", "--run", tiny_run.results, "--out", predicted, "--overwrite")
+    assert res.returncode == 2 and "not written by `lus export`" in res.stderr
+    for folder, files in before.items():
+        assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == files
+
+    res = lus("export", "--run", tiny_run.results, "--out", tiny_run.results / "scorer")
+    assert res.returncode == 2 and not (tiny_run.results / "scorer").exists()

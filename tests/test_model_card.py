@@ -12,6 +12,7 @@ import pytest
 from lus_core.frames.store import read_frame_index
 from lus_core.io_utils import config_json
 from lus_core.runs.model_card import model_card_text, render, store_facts
+from lus_core.runs.page_output import marker
 from lus_core.runs.reader import FinishedRun
 from tests.workflow_helpers import lus
 
@@ -62,4 +63,6 @@ def test_every_number_comes_from_the_run(tiny_run):
 def test_lus_model_card(tiny_run, tmp_path):
     res = lus("model-card", "--run", tiny_run.results, "--out", tmp_path / "card.md")
     assert res.returncode == 0, res.stderr
-    assert (tmp_path / "card.md").read_text() == (tiny_run.results / "report" / "model_card.md").read_text()
+    # the report step's card, below the line that marks the page as lus model-card's (lus_core.runs.page_output)
+    marked, card = (tmp_path / "card.md").read_text().split("\n", 1)
+    assert marked == marker("lus model-card") and card == (tiny_run.results / "report" / "model_card.md").read_text()

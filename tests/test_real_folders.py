@@ -4,6 +4,7 @@ same numbers whatever kernels the processor offers."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -72,6 +73,68 @@ def test_videos_with_the_same_name_are_kept_apart(tiny_run, tmp_path):
               "--no-galleries")
     assert run.returncode == 0, run.stderr
     assert set(json.loads((tmp_path / "case_out" / "summary.json").read_text())["videos"]) == {"x.mp4", "x.MP4"}
+
+
+def _predict(tiny_run, out: Path, *videos: Path) -> dict:
+    """summary.json of `lus predict VIDEOS` with the CNN alone (exit status 0 asserted)."""
+    run = lus("predict", *videos, "--run", tiny_run.results, "--out", out, "--config-name", CNN, "--no-galleries")
+    assert run.returncode == 0, run.stderr
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_symlinks_and_other_names_of_a_file_keep_the_names_given(tiny_run, tmp_path):
+    """Symlinks a/x.mp4 and b/x.mp4 to videos elsewhere get a__x.mp4 and b__x.mp4 (their own
+    names, not their targets'); every name of one file (a copy, its hard link, a symlink) is
+    scored under its own id, and a video named through its folder and itself is scored once."""
+    one, two = _videos(tiny_run.results, 2)
+    for folder, src in (("a", one), ("b", two)):
+        (tmp_path / "same" / folder).mkdir(parents=True)
+        (tmp_path / "same" / folder / "x.mp4").symlink_to(src)
+    summary = _predict(tiny_run, tmp_path / "linked", tmp_path / "same" / "a", tmp_path / "same" / "b")
+    assert {vid: v["source"] for vid, v in summary["videos"].items()} == {
+        "a__x.mp4": str(tmp_path / "same" / "a" / "x.mp4"), "b__x.mp4": str(tmp_path / "same" / "b" / "x.mp4")}
+    names = tmp_path / "names"
+    names.mkdir()
+    shutil.copy(one, names / "copy.mp4")
+    os.link(names / "copy.mp4", names / "hard.mp4")
+    (names / "soft.mp4").symlink_to(names / "copy.mp4")
+    summary = _predict(tiny_run, tmp_path / "named", names, names / "copy.mp4")
+    assert {vid: v["source"] for vid, v in summary["videos"].items()} == {
+        name: str(names / f"{name}.mp4") for name in ("copy", "hard", "soft")}
+    frames = _frames_of(tmp_path / "named")
+    assert frames.video.value_counts().nunique() == 1  # each name once, the same frames each
+
+
+def test_names_that_differ_only_in_unsafe_characters_keep_their_own_ids(tiny_run, tmp_path):
+    """`a b.mp4` and `a_b.mp4` make the same file-name-safe id: both are scored, each under an id of
+    its own that summary.json maps to its file."""
+    one, two = _videos(tiny_run.results, 2)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    shutil.copy(one, folder / "a b.mp4")
+    shutil.copy(two, folder / "a_b.mp4")
+    summary = _predict(tiny_run, tmp_path / "out", folder)
+    sources = {vid: v["source"] for vid, v in summary["videos"].items()}
+    assert sources == {"a_b.mp4~a1f10cd9": str(folder / "a b.mp4"), "a_b.mp4~38eec280": str(folder / "a_b.mp4")}
+    assert set(_frames_of(tmp_path / "out").video) == set(sources)
+
+
+def test_unicode_names_that_make_the_same_safe_id_get_distinct_ids_in_any_order():
+    """Pairs whose unsafe characters all become "_" (accents, Chinese names): every id distinct,
+    the same whatever the order of the paths, and the ids of the videos no one shares unchanged."""
+    from lus_core.runs.predict import video_ids
+
+    folder = Path("/hospital/videos")
+    paths = [folder / name for name in ("Zürich é.mp4", "Zürich è.mp4", "左肺.mp4", "右肺.mp4", "left lung.mp4",
+                                        "P01_v1.mp4", "a/x.mp4", "b/x.mp4")]
+    ids = video_ids(paths)
+    assert len(set(ids.values())) == len(paths)
+    assert video_ids(paths[::-1]) == ids
+    assert [ids[p] for p in paths[4:]] == ["left_lung", "P01_v1", "a__x.mp4", "b__x.mp4"]
+    for p in paths[:4]:
+        safe, digest = ids[p].split("~")
+        assert safe == {"Z": "Z_rich__.mp4", "左": "__.mp4", "右": "__.mp4"}[p.name[0]]
+        assert digest == hashlib.sha1(p.name.encode()).hexdigest()[:8]
 
 
 def test_a_folder_with_a_bad_video_scores_the_others(tiny_run, tmp_path):

@@ -1,10 +1,25 @@
-"""`lus predict`'s output folder: a user's files survive, inputs are never an output folder."""
+"""`lus predict`'s output folder: a user's files survive, inputs are never an output folder, and a
+stopped process (an error, Ctrl-C, SIGTERM) leaves no staging folder."""
 
 import json
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import pytest
 
-from lus_core.runs.safe_output import OWN_MANIFEST, OutputError, check_output_dir, publish, staging_dir
+from lus_core.runs.safe_output import (
+    OWN_MANIFEST,
+    OutputError,
+    check_output_dir,
+    publish,
+    staged,
+    staging_dir,
+)
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _stage(out, files):
@@ -74,3 +89,52 @@ def test_out_touching_an_input_is_refused(tmp_path, where):
     assert (videos / "v.mp4").read_bytes() == b"video"
     if where == "video_folder":  # a new sub-folder beside a video file given alone is fine
         check_output_dir(videos / "pred", inputs, overwrite=False)
+
+
+# a process that stages a file, says where, and waits to be stopped
+STAGING_SCRIPT = """
+import sys, time
+from lus_core.runs.safe_output import staged
+with staged(sys.argv[1]) as staging:
+    (staging / "frames.csv").write_text("half written")
+    print(staging, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_sigterm_while_staging_leaves_no_partial_folder(tmp_path):
+    """`timeout`, `kill` and SLURM stop a process with SIGTERM: the staging folder goes as on an error."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", STAGING_SCRIPT, str(out)], cwd=REPO, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        staged_at = proc.stdout.readline().strip()
+        assert staged_at and Path(staged_at).is_dir(), "the process did not stage"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not Path(staged_at).exists() and not list(tmp_path.glob(".out.*")) and not out.exists()
+    assert proc.returncode == 128 + signal.SIGTERM
+
+
+def test_staging_puts_the_sigterm_handler_back(tmp_path):
+    before = signal.getsignal(signal.SIGTERM)
+    with staged(tmp_path / "out") as staging:
+        assert signal.getsignal(signal.SIGTERM) != before
+    assert signal.getsignal(signal.SIGTERM) == before and not staging.exists()
+    # only the main thread may handle signals: elsewhere staging works without one
+    errors = []
+
+    def stage():
+        try:
+            with staged(tmp_path / "threaded") as folder:
+                (folder / "frames.csv").write_text("done")
+        except Exception as exc:  # whatever it was: the assertion below shows it
+            errors.append(exc)
+
+    thread = threading.Thread(target=stage)
+    thread.start()
+    thread.join()
+    assert not errors and not list(tmp_path.glob(".threaded.*"))

@@ -47,7 +47,7 @@ from lus_core.evaluation.answer_level import METRIC_NAMES
 from lus_core.frames.store import FrameReader, read_frame_index
 from lus_core.io_utils import atomic_path, config_json, read_json, sha256_file, write_json
 from lus_core.runs.reader import FinishedRun
-from lus_core.runs.safe_output import check_output_dir, publish, staging_dir
+from lus_core.runs.safe_output import check_output_dir, publish, staged
 
 OPSET = 17
 ENSEMBLE_RULE = ("softmax and finding probabilities: the mean over the members (the all model and the fold "
@@ -55,6 +55,7 @@ ENSEMBLE_RULE = ("softmax and finding probabilities: the mean over the members (
 PARITY_TOLERANCE = 1e-4  # max |softmax_torch - softmax_onnx| accepted at export
 PARITY_FRAMES = 64  # stored frames of the run checked at export
 EXPORT_FORMAT = 1
+EXPORT_MANIFEST = ".lus_export.json"  # the files an export wrote (lus_core.runs.safe_output)
 # confidence methods that are a formula of the logits / softmax: in the graph
 FORMULAS = {
     "msp": "max_c softmax_c",
@@ -307,7 +308,8 @@ def run_export(run_dir, out_dir, config_name: str = "selected", overwrite: bool 
     from lus_core.runs.model_card import model_card_text
 
     run, out_dir = FinishedRun(run_dir), Path(out_dir)
-    check_output_dir(out_dir, [], overwrite)
+    # its own manifest: `lus predict --overwrite` into an export (or the reverse) replaces nothing
+    check_output_dir(out_dir, [run.root], overwrite, EXPORT_MANIFEST, "lus export")
     choice = run.configuration(config_name)
     backbone = choice["backbone"]
     # the `all` model, and with train.ensemble: folds the fold models beside it
@@ -318,8 +320,7 @@ def run_export(run_dir, out_dir, config_name: str = "selected", overwrite: bool 
     image_size = int(meta.get("image_size", run.config["train"]["image_size"]))
     rule, confidence = confidence_rule(run, choice)
     scorer = DeployedScorer(model, rule, fold_models)
-    staging = staging_dir(out_dir)
-    try:
+    with staged(out_dir) as staging:  # removed however it ends, a SIGTERM included
         onnx_path = staging / "model.onnx"
         export_onnx(scorer, image_size, onnx_path)
         check_graph(onnx_path)
@@ -355,10 +356,7 @@ def run_export(run_dir, out_dir, config_name: str = "selected", overwrite: bool 
         shutil.copyfile(Path(__file__).with_name("predict_onnx.py"), staging / "predict_onnx.py")
         card = run.root / "report" / "model_card.md"
         (staging / "model_card.md").write_text(card.read_text() if card.is_file() else model_card_text(run))
-        publish(staging, out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+        publish(staging, out_dir, EXPORT_MANIFEST, "lus export")
     return out_dir
 
 

@@ -21,6 +21,7 @@ from lus_core.evaluation.findings import DISPLAY_HEADER, DISPLAY_NOTE, display_r
 from lus_core.io_utils import atomic_path
 from lus_core.runs.nested_markdown import nested_markdown
 from lus_core.runs.nested_recipes import compare_nested_recipes, nested_recipes_markdown
+from lus_core.runs.page_output import check_page_out, write_page
 from lus_core.runs.reader import FinishedRun
 from lus_core.runs.readme_blocks import block_names, rewrite_blocks
 from lus_core.runs.recipes import compare_recipes, recipes_markdown
@@ -29,6 +30,7 @@ from lus_core.runs.run_time import run_time_line
 FIGURES = ("forest_accuracy.png", "confusion_selected.png", "gallery_00.png")
 BLOCK = "default-run"
 RUN_TIME_BLOCK = "run-time"
+SUMMARIZE = "lus summarize"  # the tool its pages name (lus_core.runs.page_output)
 METRIC_LABEL = {"qwk": "QWK", "accuracy": "accuracy", "macro_f1": "macro-F1", "balanced_accuracy": "balanced accuracy"}
 
 
@@ -144,14 +146,14 @@ def _gradcam_lines(run: Path, gallery: str, figures_dir: Path) -> list[str]:
 
 
 def write_results_markdown(run_dir, out_md, title: str, command: str, preamble: str = "", epilogue: str = "",
-                           **recipes) -> Path:
+                           overwrite: bool = False, **recipes) -> Path:
+    """The page at `out_md` and its figures in the folder `{stem}-figures` beside it; an existing
+    file is replaced only where `lus summarize` wrote it, or with `overwrite` (lus_core.runs.page_output)."""
     out_md = Path(out_md)
     figures = out_md.parent / (out_md.stem + "-figures")
-    text = results_markdown(run_dir, title, command, figures_dir=figures, preamble=preamble, epilogue=epilogue,
-                            **recipes)
-    with atomic_path(out_md) as tmp:
-        tmp.write_text(text)
-    return out_md
+    check_page_out(out_md, SUMMARIZE, overwrite, [run_dir, *(recipes.get("recipes") or [])], figures)
+    return write_page(out_md, SUMMARIZE, lambda folder: results_markdown(
+        run_dir, title, command, figures_dir=folder, preamble=preamble, epilogue=epilogue, **recipes), figures)
 
 
 # --------------------------------------------------------------------------- shared pieces

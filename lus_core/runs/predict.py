@@ -8,10 +8,10 @@ failure leaves nothing partial in the output folder.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
-import shutil
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +34,7 @@ from lus_core.frames.identity import SALT_FILE, results_salt
 from lus_core.frames.labels import dicom_names, video_id
 from lus_core.frames.store import FrameReader, read_frame_index
 from lus_core.runs.reader import FinishedRun
-from lus_core.runs.safe_output import check_output_dir, publish, staging_dir
+from lus_core.runs.safe_output import check_output_dir, publish, staged
 from lus_core.similarity.fallback import fallback_scores
 from lus_core.similarity.gallery import GalleryRow, render_rows
 from lus_core.similarity.index import SimilarityIndex
@@ -214,10 +214,17 @@ def collect_videos(paths: list[Path]) -> list[Path]:
         else:
             found = [p]
         for q in found:
-            if q.resolve() not in seen:  # a video named twice (itself and its folder) is scored once
-                seen.add(q.resolve())
+            # a video named twice (itself and its folder) is scored once; another name of the same
+            # file (a symlink, a hard link) is the user's own video and keeps its id: not resolved
+            if absolute(q) not in seen:
+                seen.add(absolute(q))
                 videos.append(q)
     return videos
+
+
+def absolute(path: Path) -> Path:
+    """The path as the user named it, made absolute and normalised (a/./b, a/../b), symlinks kept."""
+    return Path(os.path.abspath(path))
 
 
 def dicom_sources(paths: list[Path], salt: bytes) -> dict[Path, str]:
@@ -246,7 +253,11 @@ def video_ids(paths: list[Path], names: dict[Path, str] | None = None) -> dict[P
     """A unique, file-name-safe id per video: its file stem where no other video of the call has
     the same one; where several do (a/x.mp4 and b/x.mp4, or x.mp4 and x.MP4), each one's path
     below their deepest common folder, extension included, folders joined by "__" (a__x.mp4,
-    b__x.mp4; x.mp4, x.MP4). summary.json keeps every video's source path beside its id.
+    b__x.mp4; x.mp4, x.MP4). Paths count as the user gave them (symlinks are not followed).
+    Names that differ only in characters a file name cannot safely hold (`a b.mp4`, `a_b.mp4`)
+    still share an id then: each of those gets "~" and a short hash of its path below their
+    common folder (`a_b.mp4~a1f10cd9`, `a_b.mp4~38eec280`). summary.json keeps every video's
+    source path beside its id.
     `names`: a DICOM video's written name (dicom_sources) stands for its own."""
     names = names or {}
     safe = {p: video_id(Path(names[p])) if p in names else video_id(p) for p in paths}
@@ -258,15 +269,36 @@ def video_ids(paths: list[Path], names: dict[Path, str] | None = None) -> dict[P
         if len(group) == 1:
             ids[group[0]] = safe[group[0]]
             continue
-        common = Path(os.path.commonpath([str(p.resolve().parent) for p in group]))
-        for p in group:
-            parts = p.resolve().relative_to(common).parts
-            parts = (*parts[:-1], names[p]) if p in names else parts
-            ids[p] = re.sub(r"[^A-Za-z0-9_.-]", "_", "__".join(parts))
-    clash = [i for i in ids.values() if list(ids.values()).count(i) > 1]
-    if clash:  # pragma: no cover - the relative paths of distinct files differ
-        raise VideoError(f"videos would share the id {clash[0]!r}: {[str(p) for p, i in ids.items() if i == clash[0]]}")
-    return ids
+        for p, parts in relative_parts(group, names).items():
+            ids[p] = safe_name("__".join(parts))
+    return with_unique_ids(ids, names)
+
+
+def relative_parts(group: list[Path], names: dict[Path, str]) -> dict[Path, tuple[str, ...]]:
+    """Each video's path below the deepest folder common to the group, as given (not resolved: a
+    symlink counts by its own name), a DICOM video's written name standing for its own."""
+    common = Path(os.path.commonpath([absolute(p).parent for p in group]))
+    parts = {p: absolute(p).relative_to(common).parts for p in group}
+    return {p: (*parts[p][:-1], names[p]) if p in names else parts[p] for p in group}
+
+
+def safe_name(text: str) -> str:
+    """``text`` with every character a file name may not safely hold (anywhere) as "_"."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
+
+
+def with_unique_ids(ids: dict[Path, str], names: dict[Path, str]) -> dict[Path, str]:
+    """``ids`` where each id that several videos share gets "~" and the first 8 hex digits of the
+    sha1 of the video's path below their common folder: deterministic whatever the order of the
+    paths, and "~" is never in a made-safe name, so it collides with no other id."""
+    sharing: dict[str, list[Path]] = {}
+    for p, vid in ids.items():
+        sharing.setdefault(vid, []).append(p)
+    unique = dict(ids)
+    for group in (g for g in sharing.values() if len(g) > 1):
+        for p, parts in relative_parts(group, names).items():
+            unique[p] = f"{ids[p]}~{hashlib.sha1('/'.join(parts).encode()).hexdigest()[:8]}"
+    return unique
 
 
 def video_level(final: np.ndarray, n_classes: int) -> dict:
@@ -356,9 +388,9 @@ def run_predict(videos, run_dir, config_name: str = "selected", out_dir="predict
     paths = collect_videos([Path(v) for v in videos])
     sources = dicom_sources(paths, predict_salt(run))
     ids = video_ids(paths, sources)
-    staging = staging_dir(out_dir)
-    try:
-        # nothing reaches out_dir before every video is done (everything is staged)
+    # nothing reaches out_dir before every video is done (everything is staged); the staging
+    # folder goes however this ends, a SIGTERM from `timeout`, `kill` or SLURM included
+    with staged(out_dir) as staging:
         rows, per_video, failed = _score_videos(predictor, paths, ids, staging, galleries, max_gallery_rows, gradcam,
                                                 on_bad_video, sources)
         pd.DataFrame(rows, columns=frame_columns(predictor)).to_csv(staging / "frames.csv", index=False)
@@ -367,9 +399,6 @@ def run_predict(videos, run_dir, config_name: str = "selected", out_dir="predict
                    "min_decoded_fraction": predictor.config["dataset"]["min_decoded_fraction"]}
         (staging / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         publish(staging, out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     print(f"wrote {out_dir}/frames.csv, summary.json{' and galleries/' if galleries else ''} for {len(per_video)} "
           f"video(s)")
     if failed:

@@ -23,7 +23,7 @@ from lus_core.evaluation.matrix import DEPLOYABLE, read_matrix
 from lus_core.evaluation.summary import read_summary, selected_of
 from lus_core.io_utils import read_json
 from lus_core.runs.layout import RunLayout
-from lus_core.runs.manifest import RunError, load_manifest, verified_path
+from lus_core.runs.manifest import MANIFEST, RunError, load_manifest, verified_path
 from lus_core.split.scopes import DEPLOYED, scope_split
 from lus_core.videolevel.table import read_video_table
 
@@ -41,6 +41,9 @@ class FinishedRun:
         self.root = Path(root)
         if not self.root.is_dir():
             raise RunError(f"{self.root}: run folder not found")
+        if not (self.root / MANIFEST).is_file():  # written last: an interrupted run has none
+            raise RunError(f"{self.root}: no {MANIFEST}; not the results folder of a finished workflow run "
+                           "(an interrupted run has none: run the workflow again to finish it)")
         self.layout = RunLayout(str(self.root))
 
     def path(self, relative_or_layout: str) -> Path:
@@ -72,8 +75,9 @@ class FinishedRun:
         else:
             hits = self.matrix[self.matrix["config_id"] == name]
             if hits.empty:
+                deployable = self.matrix[self.matrix["row_type"].isin(DEPLOYABLE)]["config_id"]
                 raise RunError(f"{self.layout.matrix()}: no configuration named {name!r}; "
-                               f"e.g. {self.matrix['config_id'].iloc[0]!r}")
+                               f"e.g. {deployable.iloc[0]!r}, or 'selected'")
             row = hits.iloc[0].to_dict()
         if row["row_type"] not in DEPLOYABLE:
             raise RunError(f"configuration {row['config_id']!r} is an oracle row and cannot be deployed")

@@ -1,4 +1,4 @@
-"""`lus predict`'s (and `lus score`'s) output folder: never delete or overwrite a file it did not write.
+"""`lus predict`'s (and `lus score`'s, `lus export`'s) output folder: never delete or overwrite a file it did not write.
 
 The rules, checked before any video is scored:
 - `--out` may not be an input, contain one (e.g. the folder a video sits in), or lie inside an
@@ -7,16 +7,20 @@ The rules, checked before any video is scored:
   folder's own `.lus_predict.json` (written by an earlier `lus predict`) are replaced or
   removed, and a new file that would replace anything else is refused.
 The results are written into a temporary sibling folder first and moved in only when complete,
-so a crash while scoring leaves the previous output as it was. `lus score` publishes the same way
-with its own manifest (`manifest=` / `tool=` of owned_files and publish).
+so a crash while scoring leaves the previous output as it was. `lus score` and `lus export` check
+and publish the same way, each with its own manifest (`manifest=` / `tool=`), so no tool replaces
+or removes another's files.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from lus_core.io_utils import read_json, write_json
@@ -28,8 +32,11 @@ class OutputError(ValueError):
     """The output folder is unsafe to write into; the message says why and what to do."""
 
 
-def check_output_dir(out_dir: str | Path, inputs: Iterable[str | Path], overwrite: bool) -> None:
-    """Refuse an output folder that touches the inputs, or holds files we may not replace."""
+def check_output_dir(out_dir: str | Path, inputs: Iterable[str | Path], overwrite: bool,
+                     manifest: str = OWN_MANIFEST, tool: str = "lus predict") -> None:
+    """Refuse an output folder that touches the inputs, or holds files we may not replace: with
+    --overwrite, a folder is ``tool``'s only where its own ``manifest`` lies (each tool has its
+    own, so one never replaces or removes what another wrote)."""
     out = Path(out_dir).resolve()
     for given in inputs:
         src = Path(given).resolve()
@@ -48,11 +55,11 @@ def check_output_dir(out_dir: str | Path, inputs: Iterable[str | Path], overwrit
     if not overwrite:
         raise OutputError(
             f"--out {out_dir}: folder is not empty; choose a new folder, or pass --overwrite to replace "
-            f"only the files an earlier `lus predict` wrote there (listed in {OWN_MANIFEST})"
+            f"only the files an earlier `{tool}` wrote there (listed in {manifest})"
         )
-    if not (out / OWN_MANIFEST).exists():
+    if not (out / manifest).exists():
         raise OutputError(
-            f"--out {out_dir}: not empty and holds no {OWN_MANIFEST}, so it was not written by `lus predict`; "
+            f"--out {out_dir}: not empty and holds no {manifest}, so it was not written by `{tool}`; "
             "nothing there will be replaced: choose another folder"
         )
 
@@ -74,6 +81,46 @@ def staging_dir(out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+
+
+@contextmanager
+def staged(out_dir: str | Path) -> Iterator[Path]:
+    """A staging folder of out_dir (staging_dir) that is removed however the block ends: an error,
+    Ctrl-C, or a SIGTERM (`timeout`, `kill`, SLURM), which would otherwise end the process without
+    running any cleanup and leave `.NAME.*.partial` behind."""
+    with sigterm_raises():
+        staging = staging_dir(out_dir)
+        try:
+            yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+EXIT_TERMINATED = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While the block runs, SIGTERM raises SystemExit(143) as Ctrl-C raises KeyboardInterrupt, so
+    `finally` blocks and context managers clean up; the previous handler is back afterwards. Only
+    the main thread can handle signals, and a SIGTERM the process ignores stays ignored."""
+    if threading.current_thread() is not threading.main_thread() or _ignores_sigterm():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _exit_terminated)
+    try:
+        yield
+    finally:
+        # None: a handler installed outside Python, which signal.signal cannot put back
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _ignores_sigterm() -> bool:
+    return signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+
+
+def _exit_terminated(signum, frame):
+    raise SystemExit(EXIT_TERMINATED)
 
 
 def publish(staging: Path, out_dir: str | Path, manifest: str = OWN_MANIFEST, tool: str = "lus predict") -> list[str]:
