@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,8 +22,9 @@ from sklearn.metrics import (
     confusion_matrix as sk_confusion_matrix,
 )
 
+from lus_core.frames.labels import video_id
 from lus_core.metrics import patient_resample_counts
-from lus_core.runs.score import BASELINE, SCORE_MANIFEST, read_labels, run_score
+from lus_core.runs.score import BASELINE, SCORE_MANIFEST, LabelsError, read_labels, run_score
 from tests.workflow_helpers import lus
 
 CLASSES = [0, 1, 2, 3]
@@ -84,6 +86,15 @@ class Cohort:
 
     def write_summary(self):
         (self.pred_dir / "summary.json").write_text(json.dumps(self.summary, indent=2))
+
+    def rename(self, videos: dict[str, tuple[str, str]]):
+        """Give videos the id and source `lus predict` records for other files: {id: (new id, source)}."""
+        for old, (new, source) in videos.items():
+            self.summary["videos"][new] = {**self.summary["videos"].pop(old), "source": source}
+            self.label[new], self.patient[new] = self.label.pop(old), self.patient.pop(old)
+        self.frames["video"] = self.frames["video"].replace({old: new for old, (new, _) in videos.items()})
+        self.frames.to_csv(self.pred_dir / "frames.csv", index=False)
+        self.write_summary()
 
     def labels_csv(self, path, videos=None, **extra_rows) -> str:
         videos = list(self.label) if videos is None else videos
@@ -276,12 +287,95 @@ def test_class_names_compare_as_text(cohort, tmp_path):
     ("video,score\na,1\na,2\n", r"line 2 \('a'\), line 3 \('a'\) name the same video more than once"),
     ("video,score\n,1\n", r"line 2 \(''\) have no video id"),
     ("video,score\n", "no rows"),
+    ("", "cannot read the labels CSV"),
+    ("video,score\na,1\nb,2,extra\n", r"cannot read the labels CSV \(line 3 has 3 fields, the header 2\)"),
 ])
 def test_malformed_labels_are_refused(tmp_path, text, problem):
     path = tmp_path / "labels.csv"
     path.write_text(text)
     with pytest.raises(ValueError, match=problem):
         read_labels(path, CLASSES)
+
+
+@pytest.mark.parametrize("text,line", [
+    # pandas skips blank (and whitespace-only) lines: the bad label is on line 6, not the table's 3rd row
+    ("video,score\npatient_00_v0,1\n\npatient_00_v1,2\n   \npatient_01_v0,9\n", 6),
+    # a quoted cell spanning lines: the rows after it start lower in the file
+    ('video,score,notes\npatient_00_v0,1,"B-lines,\nleft base"\n\npatient_00_v1,2,ok\npatient_01_v0,9,\n', 6),
+])
+def test_errors_name_the_file_line_past_blank_lines_and_multiline_cells(tmp_path, text, line):
+    path = tmp_path / "labels.csv"
+    path.write_text(text)
+    with pytest.raises(LabelsError, match=rf"line {line} \(patient_01_v0: '9'\)$"):
+        read_labels(path, CLASSES)
+    path.write_text(text.replace("patient_01_v0,9", "patient_00_v0,3"))  # now a repeated video, not a bad label
+    with pytest.raises(LabelsError, match=rf"line 2 \('patient_00_v0'\), line {line} \('patient_00_v0'\) name the same"):
+        read_labels(path, CLASSES)
+    path.write_text(text.replace("patient_01_v0,9", "patient_01_v0,3"))
+    labels = read_labels(path, CLASSES)
+    assert labels["line"].tolist() == [2, text.count("\n", 0, text.index("patient_00_v1")) + 1, line]
+    assert labels["label"].tolist() == [1, 2, 3]
+
+
+def test_labels_naming_files_score_their_videos(cohort, tmp_path):
+    """A dataset's own labels CSV names files, whose ids `lus predict` made file-name-safe: such a
+    row matches by the source's file name, stem or path (the workflow's rule), an id as before."""
+    site = tmp_path / "site2"
+    site.mkdir()
+    for name in ("Cov-Atlas-Day+2.gif", "scan (1).avi"):
+        (site / name).write_bytes(b"")
+    sources = {"patient_00_v0": site / "Cov-Atlas-Day+2.gif",
+               "patient_00_v1": Path("/moved/patient 00 second clip.mp4"),  # not on this machine
+               "patient_01_v0": site / "scan (1).avi"}
+    ids = {old: video_id(source) for old, source in sources.items()}
+    assert list(ids.values()) == ["Cov-Atlas-Day_2", "patient_00_second_clip", "scan__1_"]
+    cohort.rename({old: (ids[old], str(source)) for old, source in sources.items()})
+    cohort.summary["failed"] = {"Broken_clip": {"source": str(site / "Broken clip.mp4"), "reason": "cannot decode"}}
+    cohort.write_summary()
+    by_id = cohort.labels_csv(tmp_path / "by_id.csv")
+    named = {"Cov-Atlas-Day_2": "Cov-Atlas-Day+2.gif",  # file name
+             "patient_00_second_clip": "patient 00 second clip",  # stem
+             "scan__1_": "site2/scan (1).avi"}  # path relative to the labels file
+    table = pd.read_csv(by_id, dtype=str)
+    table["video"] = table["video"].replace(named)
+    table.loc[len(table)] = ["Broken clip.mp4", "1", "P99"]
+    table.to_csv(tmp_path / "by_name.csv", index=False)
+    expected = run_score(cohort.pred_dir, by_id, patient_col="patient", n_bootstrap=N_BOOT,
+                         out_dir=tmp_path / "by_id").record
+    record = run_score(cohort.pred_dir, tmp_path / "by_name.csv", patient_col="patient", n_bootstrap=N_BOOT,
+                       out_dir=tmp_path / "by_name").record
+    assert record["videos"]["scored"] == sorted(cohort.label) and record["videos"]["labelled_as"] == named
+    assert record["videos"]["labelled_not_predicted"] == {
+        "Broken clip.mp4": "`lus predict` could not score it: cannot decode"}
+    assert record["levels"] == expected["levels"] and record["patients"] == expected["patients"]
+    assert expected["videos"]["labelled_as"] == {}
+
+
+@pytest.mark.parametrize("rows,problem", [
+    ([["x.mp4", "1"]], r"line 2 \('x.mp4'\) names video a__x.mp4 \(/site2/a/x.mp4\) and video b__x.mp4 "
+                       r"\(/site2/b/x.mp4\); name each video by its id or its path"),
+    ([["a__x.mp4", "1"], ["Cov-Atlas-Day+2", "3"], ["Cov-Atlas-Day_2", "0"]],
+     r"video Cov-Atlas-Day_2 \(/site2/Cov-Atlas-Day\+2.gif\) is named by line 3 \('Cov-Atlas-Day\+2'\) "
+     r"and line 4 \('Cov-Atlas-Day_2'\); keep one row per video"),
+])
+def test_a_row_naming_two_videos_or_a_video_named_twice_is_refused(cohort, tmp_path, rows, problem):
+    cohort.rename({"patient_00_v0": ("a__x.mp4", "/site2/a/x.mp4"), "patient_00_v1": ("b__x.mp4", "/site2/b/x.mp4"),
+                   "patient_01_v0": ("Cov-Atlas-Day_2", "/site2/Cov-Atlas-Day+2.gif")})
+    path = tmp_path / "labels.csv"
+    pd.DataFrame(rows, columns=["video", "score"]).to_csv(path, index=False)
+    run = lus("score", cohort.pred_dir, "--labels", path)
+    assert run.returncode == 2 and run.stderr.startswith(f"lus score: error: {path}: ")
+    assert re.search(problem, run.stderr), run.stderr
+    assert not (cohort.pred_dir / "score").exists()
+
+
+def test_a_row_that_is_an_id_names_that_video_alone(cohort, tmp_path):
+    # x.mp4 and x.MP4 of one folder: ids with their extensions; the row "x.mp4" is one video's id
+    # and the other's stem, and names the first alone, as it did before rows could name files
+    cohort.rename({"patient_00_v0": ("x.mp4", "/site2/x.mp4"), "patient_00_v1": ("x.MP4", "/site2/x.MP4")})
+    path = cohort.labels_csv(tmp_path / "labels.csv", [v for v in cohort.label if v != "x.MP4"])
+    record = run_score(cohort.pred_dir, path, patient_col="patient", n_bootstrap=N_BOOT).record
+    assert record["videos"]["predicted_without_label"] == ["x.MP4"] and "x.mp4" in record["videos"]["scored"]
 
 
 def test_unlabelled_and_unpredicted_videos_are_reported(cohort, tmp_path):

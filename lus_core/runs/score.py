@@ -1,10 +1,12 @@
 """`lus score`: external validation of a `lus predict` output against labels another site sends.
 
-The labels CSV gives one score per video. Every frame of a labelled video gets the video's label
-(frame level: ``cnn_score``, ``final_score`` of frames.csv); every ``score_*`` of summary.json is
-scored per video (video level). Metrics are lus_core.metrics' (accuracy, balanced accuracy,
-macro-F1, QWK) with percentile intervals from resampling patients; every score and the
-majority-class baseline are scored on the same resamples, so their differences are paired.
+The labels CSV gives one score per video, named by its id or, as the workflow matches a dataset's
+labels to files, by its source's file name, stem or path (match_videos). Every frame of a labelled
+video gets the video's label (frame level: ``cnn_score``, ``final_score`` of frames.csv); every
+``score_*`` of summary.json is scored per video (video level). Metrics are lus_core.metrics'
+(accuracy, balanced accuracy, macro-F1, QWK) with percentile intervals from resampling patients;
+every score and the majority-class baseline are scored on the same resamples, so their
+differences are paired.
 
 Written into ``--out`` (default ``PRED_DIR/score/``) through a staging folder and moved in only
 when complete (lus_core.runs.safe_output): ``score.json``, ``metrics.csv``, ``index.html``. A
@@ -14,10 +16,10 @@ listed in its ``.lus_score.json`` are replaced.
 
 from __future__ import annotations
 
+import csv as csv_module
 import json
 import math
 import re
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lus_core.frames.labels import DatasetError, class_index
+from lus_core.frames.labels import DatasetError, class_index, label_rows, rows_by_video
 from lus_core.io_utils import sha256_file, write_json
 from lus_core.metrics import CM_METRICS, bootstrap_ci, confusion_matrix, paired_bootstrap_diff
 from lus_core.report.markup import CSS, ci_pct, esc, fmt, fmt_ci, kv, table
-from lus_core.runs.safe_output import OutputError, publish, staging_dir
+from lus_core.runs.safe_output import OutputError, publish, staged
 
 FRAME_SCORES = ("cnn_score", "final_score")  # frames.csv's class columns (fallback_score is empty when trusted)
 BASELINE = "majority_class_baseline"
@@ -138,40 +140,87 @@ def class_codes(values, classes: list) -> np.ndarray:
 
 def read_labels(csv: str | Path, classes: list, video_col: str = "video", score_col: str = "score",
                 patient_col: str | None = None) -> pd.DataFrame:
-    """The labels CSV, one row per video: ``video``, ``label`` (class index), ``line`` (its line
-    in the file) and, with ``patient_col``, ``patient``. Refuses missing columns, empty or repeated
-    video ids, scores that are not one of ``classes`` and empty patients, naming the lines."""
+    """The labels CSV, one row per video: ``video`` (the name the CSV gives it), ``label`` (class
+    index), ``line`` (the file line the row starts on) and, with ``patient_col``, ``patient``.
+    Refuses missing columns, empty or repeated names, scores that are not one of ``classes`` and
+    empty patients, naming the lines."""
     csv = Path(csv)
-    table_ = _read_csv(csv)
+    text = read_csv_text(csv)
     missing = [f"{c!r} ({opt})" for c, opt in ((video_col, "--video-col"), (score_col, "--score-col"),
-                                                (patient_col, "--patient-col")) if c and c not in table_.columns]
+                                                (patient_col, "--patient-col")) if c and c not in text.header]
     if missing:
-        raise LabelsError(f"{csv}: no column {', '.join(missing)}; its columns are {list(table_.columns)}")
-    if table_.empty:
+        raise LabelsError(f"{csv}: no column {', '.join(missing)}; its columns are {text.header}")
+    if not text.records:
         raise LabelsError(f"{csv}: no rows")
-    out = pd.DataFrame({"video": table_[video_col].str.strip(), "line": np.arange(len(table_)) + 2})  # line 1: header
+    out = pd.DataFrame({"video": text.column(video_col).str.strip(), "line": text.lines})
     _refuse_lines(csv, out, out["video"] == "", f"have no video id (column {video_col!r})")
     _refuse_lines(csv, out, out["video"].duplicated(keep=False), "name the same video more than once")
-    out["label"] = class_codes(table_[score_col], classes)
+    scores = text.column(score_col)
+    out["label"] = class_codes(scores, classes)
     bad = (out["label"] < 0).to_numpy()
     if bad.any():
         listed = [f"line {line} ({vid}: {value!r})" for line, vid, value
-                  in zip(out["line"][bad], out["video"][bad], table_[score_col][bad], strict=True)]
+                  in zip(out["line"][bad], out["video"][bad], scores[bad], strict=True)]
         raise LabelsError(f"{csv}: column {score_col!r} is not one of the run's classes {classes} in "
                           f"{_listing(listed)}")
     if patient_col:
-        out["patient"] = table_[patient_col].str.strip()
+        out["patient"] = text.column(patient_col).str.strip()
         _refuse_lines(csv, out, out["patient"] == "", f"have no patient (column {patient_col!r})")
     return out
 
 
-def _read_csv(csv: Path) -> pd.DataFrame:
+@dataclass
+class CsvText:
+    """A CSV as text: its header, its records and the file line each record starts on."""
+
+    header: list[str]
+    records: list[list[str]]
+    lines: list[int]
+
+    def column(self, name: str) -> pd.Series:
+        """One column's cells ("" where a short record lacks it); a repeated name is its first column."""
+        j = self.header.index(name)
+        return pd.Series([r[j] if j < len(r) else "" for r in self.records], dtype=object)
+
+
+def read_csv_text(csv: Path) -> CsvText:
+    """Read with the csv module rather than pandas, which skips blank lines and joins quoted
+    multi-line cells without saying where a row began: error messages must name the file's lines."""
     if not csv.is_file():
         raise LabelsError(f"{csv}: labels file not found")
+    header, records, lines = None, [], []
     try:
-        return pd.read_csv(csv, dtype=str, keep_default_na=False)
-    except (OSError, ValueError, UnicodeDecodeError) as exc:  # pandas' parser errors are ValueErrors
+        with csv.open(newline="", encoding="utf-8-sig") as f:  # utf-8-sig: a spreadsheet's byte-order mark
+            reader = csv_module.reader(f)
+            start = 1
+            for record in reader:
+                if not _is_blank(record):
+                    if header is None:
+                        header = record
+                    else:
+                        records.append(_within_header(record, header, start, csv))
+                        lines.append(start)
+                start = reader.line_num + 1
+    except (OSError, UnicodeDecodeError, csv_module.Error) as exc:
         raise LabelsError(f"{csv}: cannot read the labels CSV ({exc})") from exc
+    if header is None:
+        raise LabelsError(f"{csv}: cannot read the labels CSV (the file is empty: no header line)")
+    return CsvText(header, records, lines)
+
+
+def _is_blank(record: list[str]) -> bool:
+    """An empty or whitespace-only line, which pandas (and so the workflow) skips too."""
+    return not record or (len(record) == 1 and not record[0].strip())
+
+
+def _within_header(record: list[str], header: list[str], line: int, csv: Path) -> list[str]:
+    """``record`` without empty trailing cells beyond the header; refused when those hold values,
+    since which column each value belongs to is then unknown."""
+    extra = record[len(header):]
+    if any(cell.strip() for cell in extra):
+        raise LabelsError(f"{csv}: cannot read the labels CSV (line {line} has {len(record)} fields, "
+                          f"the header {len(header)})")
+    return record[:len(header)]
 
 
 def _refuse_lines(csv: Path, labels: pd.DataFrame, mask, problem: str) -> None:
@@ -191,26 +240,102 @@ def _listing(items: list[str]) -> str:
 
 @dataclass
 class Matching:
-    scored: list[str]  # labelled and predicted (sorted)
+    scored: list[str]  # ids of the labelled, predicted videos (sorted)
+    row_of: dict[str, int]  # scored video id -> its row of the labels
+    labelled_as: dict[str, str]  # scored video id -> the labels' name for it, where that is not the id
     unlabelled: list[str]  # predicted, without a label
-    not_predicted: dict[str, str]  # labelled, not predicted -> why
+    not_predicted: dict[str, str]  # labelled (the labels' name), not predicted -> why
 
 
 def match_videos(labels: pd.DataFrame, prediction: Prediction, csv: str | Path) -> Matching:
-    """Which labelled videos the prediction scored; refuses labels that match none of them."""
-    labelled, predicted = set(labels["video"]), set(prediction.videos)
-    scored = sorted(labelled & predicted)
+    """Which labelled videos the prediction scored; refuses labels that match none of them, a
+    row that matches several videos and a video that several rows match."""
+    rows_of = video_label_rows(labels, prediction, csv)
+    row_of = one_row_per_video(rows_of, labels, prediction, csv)
+    scored = sorted(vid for vid in row_of if vid in prediction.videos)
     if not scored:
+        predicted = sorted(prediction.videos)
         raise LabelsError(
             f"{csv}: no labelled video is among the {len(predicted)} video(s) of {prediction.folder / 'summary.json'} "
-            f"(labels name e.g. {sorted(labelled)[:3]}, the prediction has e.g. {sorted(predicted)[:3]}); "
-            "video ids are the ids `lus predict` gave (file stems), see summary.json's videos")
-    not_predicted = {}
-    for vid in sorted(labelled - predicted):
+            f"(labels name e.g. {sorted(labels['video'])[:3]}, the prediction has e.g. {predicted[:3]}); "
+            "a label names a video by the id `lus predict` gave it or by its source's file name, stem or path "
+            "(summary.json's videos hold each id and source)")
+    names = {vid: labels.at[row_of[vid], "video"] for vid in scored}
+    return Matching(scored, {vid: row_of[vid] for vid in scored},
+                    {vid: name for vid, name in names.items() if name != vid},
+                    sorted(set(prediction.videos) - set(scored)), _not_predicted(labels, row_of, prediction))
+
+
+def _not_predicted(labels: pd.DataFrame, row_of: dict[str, int], prediction: Prediction) -> dict[str, str]:
+    """The labels' name of each row whose video was not scored -> why (by name)."""
+    video_of = {row: vid for vid, row in row_of.items()}
+    out = {}
+    for row in sorted(labels.index, key=lambda r: labels.at[r, "video"]):
+        vid = video_of.get(row)
+        if vid in prediction.videos:
+            continue
         failed = prediction.failed.get(vid)
-        not_predicted[vid] = (f"`lus predict` could not score it: {failed.get('reason', '')}" if failed
-                              else "not among the predicted videos")
-    return Matching(scored, sorted(predicted - labelled), not_predicted)
+        out[labels.at[row, "video"]] = (f"`lus predict` could not score it: {failed.get('reason', '')}" if failed
+                                        else "not among the predicted videos")
+    return out
+
+
+def video_label_rows(labels: pd.DataFrame, prediction: Prediction, csv: str | Path) -> dict[str, list[int]]:
+    """The labels rows naming each video of the prediction (scored or failed): its id, or its
+    source as the workflow matches a dataset's labels to files (lus_core.frames.labels): the file
+    name, the stem, or the path relative to the labels file's folder or to the video's folder."""
+    sources = {vid: entry.get("source") or "" for vid, entry in {**prediction.failed, **prediction.videos}.items()}
+    folders = sorted({Path(source).parent for source in sources.values() if source})
+    by_key = rows_by_video(labels, {"video": "video"}, [Path(csv).parent, *folders])
+    # a row that is a video's id names that video alone: ids are unique, names and stems need not be
+    id_row = {name: row for row, name in labels["video"].items() if name in sources}
+    rows_of = {}
+    for vid, source in sources.items():
+        found = {*by_key.get(vid, []), *(source_rows(Path(source), by_key) if source else [])}
+        rows_of[vid] = sorted((found - set(id_row.values())) | ({id_row[vid]} if vid in id_row else set()))
+    return rows_of
+
+
+def source_rows(source: Path, by_key: dict[str, list[int]]) -> list[int]:
+    """lus_core.frames.labels.label_rows of a recorded source (a relative one read from the
+    current folder). That function asks the disk whether a path is a file (whose stem names it
+    too); a source not found here (moved, or predicted on another machine) counts as a file when
+    its name has an extension."""
+    rows = label_rows(source, by_key)
+    if source.suffix and not source.exists():
+        rows += label_rows(source.with_suffix(""), by_key)
+    return rows
+
+
+def one_row_per_video(rows_of: dict[str, list[int]], labels: pd.DataFrame, prediction: Prediction,
+                      csv: str | Path) -> dict[str, int]:
+    """Each named video's one row; refuses a row naming several videos and a video named by several rows."""
+    videos_of: dict[int, list[str]] = {}
+    for vid, rows in rows_of.items():
+        for row in rows:
+            videos_of.setdefault(row, []).append(vid)
+    ambiguous = [f"line {labels.at[row, 'line']} ({labels.at[row, 'video']!r}) names "
+                 + " and ".join(_described(vid, prediction) for vid in sorted(vids))
+                 for row, vids in sorted(videos_of.items()) if len(vids) > 1]
+    if ambiguous:
+        raise LabelsError(f"{csv}: {_listing(ambiguous)}; name each video by its id or its path")
+    twice = [f"{_described(vid, prediction)} is named by "
+             + " and ".join(f"line {labels.at[row, 'line']} ({labels.at[row, 'video']!r})" for row in rows)
+             for vid, rows in sorted(rows_of.items()) if len(rows) > 1]
+    if twice:
+        raise LabelsError(f"{csv}: {_listing(twice)}; keep one row per video")
+    return {vid: rows[0] for vid, rows in rows_of.items() if rows}
+
+
+def _described(vid: str, prediction: Prediction) -> str:
+    entry = prediction.videos.get(vid) or prediction.failed.get(vid) or {}
+    return f"video {vid} ({entry.get('source', '')})"
+
+
+def scored_labels(labels: pd.DataFrame, matching: Matching) -> pd.DataFrame:
+    """The labels rows of the scored videos in ``matching.scored``'s order, ``video`` holding the
+    ids `lus predict` gave them."""
+    return labels.loc[[matching.row_of[vid] for vid in matching.scored]].assign(video=matching.scored)
 
 
 def video_patients(labels: pd.DataFrame, videos: list[str], patient_col: str | None = None,
@@ -364,8 +489,9 @@ def run_score(pred_dir, labels_csv, video_col: str = "video", score_col: str = "
     prediction = read_prediction(pred_dir)
     labels = read_labels(labels_csv, prediction.classes, video_col, score_col, patient_col)
     matching = match_videos(labels, prediction, labels_csv)
-    patients, patients_from = video_patients(labels, matching.scored, patient_col, patient_regex)
-    y = labels.set_index("video")["label"].loc[matching.scored].to_numpy(np.int64)
+    labelled = scored_labels(labels, matching)
+    patients, patients_from = video_patients(labelled, matching.scored, patient_col, patient_regex)
+    y = labelled["label"].to_numpy(np.int64)
     baseline = majority_class(y, len(prediction.classes))
     levels = {lv.name: score_level(lv, baseline, len(prediction.classes), boot) for lv in (
         frame_level(prediction, matching.scored, y, patients), video_level(prediction, matching.scored, y, patients))}
@@ -405,7 +531,8 @@ def score_record(prediction: Prediction, labels_csv: Path, matching: Matching, p
         "classes": classes,
         "patients": {"from": patients_from, "n": len(np.unique(patients)),
                      "of_video": dict(zip(matching.scored, patients.tolist(), strict=True))},
-        "videos": {"scored": matching.scored, "predicted_without_label": matching.unlabelled,
+        "videos": {"scored": matching.scored, "labelled_as": matching.labelled_as,
+                   "predicted_without_label": matching.unlabelled,
                    "labelled_not_predicted": matching.not_predicted},
         "bootstrap": {"unit": "patient", "n_boot": boot.n_boot, "ci": boot.ci, "seed": boot.seed,
                       "paired": "every score and the baseline are scored on the same patient resamples"},
@@ -444,15 +571,11 @@ def check_score_out(out_dir: Path) -> None:
 
 def write_outputs(record: dict, metrics: pd.DataFrame, out_dir: Path) -> None:
     """Stage the three files, then move them in at once (only an earlier `lus score`'s files are replaced)."""
-    staging = staging_dir(out_dir)
-    try:
+    with staged(out_dir) as staging:  # removed however it ends, a SIGTERM included
         write_json(staging / "score.json", finite(record))
         metrics.to_csv(staging / "metrics.csv", index=False)
         (staging / "index.html").write_text(render_html(record))
         publish(staging, out_dir, SCORE_MANIFEST, "lus score")
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
 
 
 def finite(obj):
