@@ -18,13 +18,23 @@ TINY = str(REPO / "configs" / "tiny.yaml")
 LUS = str(Path(sys.executable).with_name("lus"))
 
 
-def test_snakemake_options_pass_through_before_or_after_a_target(tmp_path):
-    for args in (["-n"], ["--dry-run", "all"], ["all", "-n"], ["--", "-n"], ["--forcerun", "evaluate", "-n"]):
-        res = lus("run", "--config", TINY, "--cores", "1", *args, "--directory", tmp_path)
-        assert res.returncode == 0, (args, res.stderr)
-    assert not (tmp_path / "results").exists()  # dry runs all
+def test_snakemake_options_pass_through_before_or_after_a_target(tmp_path, monkeypatch):
+    import lus_core.cli
+
+    passed = []
+    monkeypatch.setattr(lus_core.cli, "run_until_stopped", lambda cmd: passed.append(cmd) or 0)
+    for args, expected in ((["-n"], ["-n"]), (["--dry-run", "all"], ["--dry-run", "all"]), (["all", "-n"], ["all", "-n"]),
+                           (["--", "-n"], ["-n"]), (["--forcerun", "evaluate", "-n"], ["--forcerun", "evaluate", "-n"])):
+        assert lus("run", "--config", TINY, "--cores", "1", *args).returncode == 0
+        cmd = passed.pop()
+        assert cmd[cmd.index("--rerun-incomplete") + 1:] == expected, args
+        assert cmd[cmd.index("--cores") + 1] == "1"
     res = lus("predict", "x.mp4", "--run", tmp_path, "-n")
     assert res.returncode == 2 and "unrecognized arguments: -n" in res.stderr  # only run passes options on
+    monkeypatch.undo()
+    # and Snakemake takes them: a dry run, nothing written
+    assert lus("run", "--config", TINY, "--cores", "1", "-n", "--directory", tmp_path).returncode == 0
+    assert not (tmp_path / "results").exists()
 
 
 @pytest.mark.slow
