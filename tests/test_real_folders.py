@@ -254,3 +254,20 @@ def test_the_same_models_whatever_kernels_the_processor_offers(tiny_run, tmp_pat
                 h5py.File(tiny_run.results / "predictions" / f"{backbone}.h5") as b:
             for key in ("softmax", "logits", "embedding_all"):
                 assert np.array_equal(a[key][()].view(np.uint8), b[key][()].view(np.uint8)), (backbone, key)
+
+
+def test_a_folders_sub_folders_of_videos_are_named_never_dropped_silently(tmp_path, capsys):
+    """lus predict FOLDER scores the folder's own videos; sub-folders holding videos are named in a
+    warning (or, when the folder has none of its own, in the error), never skipped in silence."""
+    from lus_core.runs.predict import VideoError, collect_videos
+
+    (tmp_path / "site1").mkdir()
+    for path in (tmp_path / "top.mp4", tmp_path / "site1" / "deep.mp4"):
+        path.write_bytes(b"")
+    assert collect_videos([tmp_path]) == [tmp_path / "top.mp4"]
+    assert "sub-folders not searched; its sub-folders ['site1'] hold videos" in capsys.readouterr().err
+    (tmp_path / "top.mp4").unlink()
+    with pytest.raises(VideoError, match=r"no video in this folder; its sub-folders \['site1'\] hold videos"):
+        collect_videos([tmp_path])
+    assert collect_videos([tmp_path / "site1"]) == [tmp_path / "site1" / "deep.mp4"]
+    assert capsys.readouterr().err == ""

@@ -344,6 +344,31 @@ def test_class_values_written_as_given_and_stale_videos_removed(tmp_path):
     assert names == sorted([n for n, _ in planned_videos({**cfg, "n_patients": 2})] + ["notes.txt"])
 
 
+def test_synth_never_replaces_or_removes_what_it_did_not_write(tmp_path):
+    """A folder lus synth did not write (no synth_meta.json) is refused untouched, and so is its own
+    folder once a user's video sits among its videos: the cohort's labels.csv would not list it."""
+    cfg = synth(n_patients=2, videos_per_patient=1, frames_per_video=3, size=64, fps=5)
+    user = tmp_path / "user"
+    (user / "videos").mkdir(parents=True)
+    (user / "videos" / "patient_P01_v1.mp4").write_bytes(b"a user's scan, named like a synthetic one")
+    (user / "labels.csv").write_text("video,score\npatient_P01_v1.mp4,3\n")
+    before = {p: p.read_bytes() for p in user.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="not written by lus synth"):
+        generate_dataset(user, cfg, CLASSES, SEED, progress=False)
+    assert {p: p.read_bytes() for p in user.rglob("*") if p.is_file()} == before
+
+    ours = tmp_path / "ours"
+    generate_dataset(ours, cfg, CLASSES, SEED, progress=False)
+    (ours / "videos" / "my_scan.mp4").write_bytes(b"a user's scan")
+    labels = (ours / "labels.csv").read_bytes()
+    with pytest.raises(ValueError, match=r"did not write \(\['my_scan.mp4'\]\)"):
+        generate_dataset(ours, {**cfg, "n_patients": 1}, CLASSES, SEED, progress=False)
+    assert (ours / "labels.csv").read_bytes() == labels and len(list((ours / "videos").iterdir())) == 3
+    (ours / "videos" / "my_scan.mp4").unlink()
+    generate_dataset(ours, {**cfg, "n_patients": 1}, CLASSES, SEED, progress=False)  # its own: replaced
+    assert sorted(p.name for p in (ours / "videos").iterdir()) == [n for n, _ in planned_videos({**cfg, "n_patients": 1})]
+
+
 def test_planned_videos_needs_no_rendering_and_validates():
     assert planned_videos(synth(n_patients=2, videos_per_patient=2)) == [
         ("patient_P01_v1.mp4", "P01"),

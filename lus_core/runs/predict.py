@@ -209,8 +209,12 @@ def collect_videos(paths: list[Path]) -> list[Path]:
             raise VideoError(f"{p}: file not found")
         if p.is_dir() and not (is_frame_folder(p) or is_dicom_series(p)):
             found = sorted(q for q in p.iterdir() if not q.name.startswith(".") and is_video(q))
+            nested = folders_of_videos(p)
+            hint = f"; its sub-folders {nested[:5]} hold videos: name them to score theirs" if nested else ""
             if not found:
-                raise VideoError(f"{p}: no video in this folder")
+                raise VideoError(f"{p}: no video in this folder{hint}")
+            if nested:  # a folder's videos are its own files only: never silently fewer than the user meant
+                print(f"warning: {p}: sub-folders not searched{hint}", file=sys.stderr)
         else:
             found = [p]
         for q in found:
@@ -220,6 +224,12 @@ def collect_videos(paths: list[Path]) -> list[Path]:
                 seen.add(absolute(q))
                 videos.append(q)
     return videos
+
+
+def folders_of_videos(folder: Path) -> list[str]:
+    """The sub-folders of `folder` (not videos themselves: frame folders, DICOM series) that hold videos."""
+    return sorted(q.name for q in folder.iterdir() if q.is_dir() and not q.name.startswith(".") and not is_video(q)
+                  and any(not r.name.startswith(".") and is_video(r) for r in q.iterdir()))
 
 
 def absolute(path: Path) -> Path:

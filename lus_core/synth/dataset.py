@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..io_utils import atomic_path, write_json
+from ..frames.decode import is_video
+from ..io_utils import atomic_path, read_json, write_json
 from .cohort import plan_cohort, resolve_config
 from .render import VideoRenderer, with_doppler_box
 
@@ -24,7 +24,7 @@ B_LINES_PATHOLOGICAL = 3
 
 def yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
-_VIDEO_NAME = re.compile(r"patient_\w+?_v\d+\.mp4")
+META = "synth_meta.json"  # written by every lus synth: what marks a folder as its own
 
 
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> Path:
@@ -55,6 +55,28 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> Path
     return path
 
 
+def videos_written_before(out_dir: Path) -> set[str]:
+    """The videos an earlier `lus synth` wrote into out_dir (its synth_meta.json). A folder it did
+    not write (not empty, no synth_meta.json), or a video in videos/ it did not write, is refused:
+    its labels.csv would be replaced, and a user's own video would sit unlabelled beside the cohort."""
+    # empty folders are nobody's files (Snakemake makes videos/ before the synth job runs)
+    if not out_dir.is_dir() or not any(p.is_file() for p in out_dir.rglob("*")):
+        return set()
+    try:
+        earlier = {v["name"] for v in read_json(out_dir / META)["videos"]}
+    except FileNotFoundError:
+        raise ValueError(f"{out_dir}: not empty and holds no {META}, so it was not written by lus synth; "
+                         "nothing there will be replaced: choose a new or empty folder") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{out_dir / META}: unreadable ({exc}); nothing in {out_dir} will be replaced") from exc
+    video_dir = out_dir / "videos"
+    foreign = sorted(p.name for p in video_dir.iterdir() if is_video(p) and p.name not in earlier) if video_dir.is_dir() else []
+    if foreign:
+        raise ValueError(f"{video_dir}: holds videos that lus synth did not write ({foreign[:5]}); the synthetic "
+                         "labels.csv would not list them: move them out, or choose a new or empty folder")
+    return earlier
+
+
 def generate_dataset(
     out_dir: str | os.PathLike, synth_cfg: dict, classes: list, seed: int, progress: bool = True
 ) -> Path:
@@ -75,12 +97,12 @@ def generate_dataset(
     cfg = resolve_config(synth_cfg)
     out_dir = Path(out_dir)
     video_dir = out_dir / "videos"
-    video_dir.mkdir(parents=True, exist_ok=True)
     plans = plan_cohort(cfg, len(classes), seed)
     planned = {p.name for p in plans}
-    for stale in video_dir.iterdir():
-        if _VIDEO_NAME.fullmatch(stale.name) and stale.name not in planned:
-            stale.unlink()
+    earlier = videos_written_before(out_dir)
+    video_dir.mkdir(parents=True, exist_ok=True)
+    for stale in sorted(earlier - planned):  # an earlier cohort's videos that this one does not have
+        (video_dir / stale).unlink(missing_ok=True)
 
     rows, meta = [], []
     for plan in tqdm(plans, desc="synthetic videos", unit="video", disable=not progress):
@@ -96,7 +118,7 @@ def generate_dataset(
         meta.append(info)
 
     write_json(
-        out_dir / "synth_meta.json",
+        out_dir / META,
         {
             "seed": int(seed),
             "synthetic": cfg,
