@@ -27,11 +27,17 @@ def write_manifest(run_dir: str | Path, files: list[str | Path], config: dict, o
     return manifest
 
 
-def load_manifest(run_dir: str | Path) -> dict:
+def manifest_path(run_dir: str | Path) -> Path:
+    """The run's manifest.json; a folder without one is not a finished run (the workflow writes it last)."""
     path = Path(run_dir) / MANIFEST
-    if not path.exists():
-        raise RunError(f"{run_dir}: no {MANIFEST}; is this the results folder of a finished workflow run?")
-    return read_json(path)
+    if not path.is_file():
+        raise RunError(f"{run_dir}: no {MANIFEST}; not the results folder of a finished workflow run "
+                       "(an interrupted run has none: run the workflow again to finish it)")
+    return path
+
+
+def load_manifest(run_dir: str | Path) -> dict:
+    return read_json(manifest_path(run_dir))
 
 
 def verified_path(run_dir: str | Path, manifest: dict, relative: str) -> Path:

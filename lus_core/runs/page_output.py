@@ -12,13 +12,11 @@ figures as they were.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from lus_core.io_utils import atomic_path
-from lus_core.runs.safe_output import OutputError, sigterm_raises
+from lus_core.runs.safe_output import OutputError, staged
 
 
 def marker(tool: str) -> str:
@@ -56,28 +54,21 @@ def check_page_out(out: Path, tool: str, overwrite: bool, runs: Iterable[str | P
 def write_page(out: Path, tool: str, text: Callable[[Path | None], str], figures: Path | None = None) -> Path:
     """Write `text(figures folder to fill)` as `tool`'s page at `out`, the figures it copied moved
     into `figures` (files of the same name replaced, others left) once the text is complete."""
-    if figures is None:
-        page = text(None)
-    else:
-        with sigterm_raises():  # the staging folder goes however it ends, a SIGTERM included
-            page = _with_staged_figures(out, figures, text)
+    page = text(None) if figures is None else _with_staged_figures(figures, text)
     with atomic_path(out) as tmp:
         tmp.write_text(f"{marker(tool)}\n{page}", encoding="utf-8")
     return out
 
 
-def _with_staged_figures(out: Path, figures: Path, text: Callable[[Path | None], str]) -> str:
-    """The page's text, its figures copied into a staging folder of the same name (the page links to
-    it by name) beside the final one, and moved in once the text is complete."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage_root = Path(tempfile.mkdtemp(prefix=f".{figures.name}.", suffix=".partial", dir=out.parent))
-    try:
+def _with_staged_figures(figures: Path, text: Callable[[Path | None], str]) -> str:
+    """The page's text, its figures copied into a folder of the same name (the page links to it by
+    name) in a staging folder beside the final one (safe_output.staged: gone however this ends), and
+    moved in once the text is complete."""
+    with staged(figures) as stage_root:
         page = text(stage_root / figures.name)
-        staged = stage_root / figures.name
-        if staged.is_dir():
+        copied = stage_root / figures.name
+        if copied.is_dir():
             figures.mkdir(exist_ok=True)
-            for f in sorted(staged.iterdir()):
+            for f in sorted(copied.iterdir()):
                 os.replace(f, figures / f.name)
         return page
-    finally:
-        shutil.rmtree(stage_root, ignore_errors=True)

@@ -23,7 +23,7 @@ from lus_core.evaluation.matrix import DEPLOYABLE, read_matrix
 from lus_core.evaluation.summary import read_summary, selected_of
 from lus_core.io_utils import read_json
 from lus_core.runs.layout import RunLayout
-from lus_core.runs.manifest import MANIFEST, RunError, load_manifest, verified_path
+from lus_core.runs.manifest import RunError, load_manifest, manifest_path, verified_path
 from lus_core.split.scopes import DEPLOYED, scope_split
 from lus_core.videolevel.table import read_video_table
 
@@ -41,9 +41,7 @@ class FinishedRun:
         self.root = Path(root)
         if not self.root.is_dir():
             raise RunError(f"{self.root}: run folder not found")
-        if not (self.root / MANIFEST).is_file():  # written last: an interrupted run has none
-            raise RunError(f"{self.root}: no {MANIFEST}; not the results folder of a finished workflow run "
-                           "(an interrupted run has none: run the workflow again to finish it)")
+        manifest_path(self.root)  # refuses a folder that is not a finished run, before any other read
         self.layout = RunLayout(str(self.root))
 
     def path(self, relative_or_layout: str) -> Path:

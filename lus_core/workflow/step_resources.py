@@ -3,7 +3,7 @@
 Snakemake matches those settings by exact rule name, but the workflow runs a step as several
 rules: one per scope (`train_outer2`, each outer fold's and model seed's copy) and one per share of
 the videos (`embed_3`). A profile that names the step (`train: {gpu: 1}`) reached only the root
-scope's copy, so a nested run trained and embedded without the GPU it asked for. The Snakefile calls
+scope's copy, so a nested run's outer folds trained and inferred without the GPU it asked for. The Snakefile calls
 `apply_step_settings` once its rules exist: every copy gets its step's settings, and a setting
 that names the copy itself (`train_outer2: {gpu: 2}`) still wins.
 """
